@@ -1,0 +1,127 @@
+"""Photo decoding: any common format to an upright 8-bit RGB array plus its EXIF focal.
+
+Follows SHARP's own loader where it matters for geometry (EXIF orientation, the
+35 mm-equivalent focal and its <10 mm heuristic) and is stricter where SHARP is not:
+every failure becomes an `InputError` naming the file, and the pixel count is capped
+before any pixel is decoded.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pillow_heif
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+from .errors import InputError
+
+pillow_heif.register_heif_opener()
+
+SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".heic", ".heif", ".webp", ".tif", ".tiff"}
+)
+_DIAGONAL_35MM = math.hypot(36.0, 24.0)
+_EXIF_IFD = 0x8769
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """An upright RGB photo and what its EXIF says about the lens."""
+
+    path: Path
+    rgb: np.ndarray
+    exif_focal_35mm: float | None
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+
+def focal_mm_to_px(focal_35mm: float, width: int, height: int) -> float:
+    """35 mm-equivalent focal length to pixels, over the image diagonal (as SHARP does)."""
+    return float(focal_35mm * math.hypot(width, height) / _DIAGONAL_35MM)
+
+
+def exif_focal_35mm(image: Image.Image) -> float | None:
+    """Focal length as SHARP reads it: 35 mm tag, else the lens focal (x8.4 under 10 mm)."""
+    exif = image.getexif()
+    tags = {ExifTags.TAGS.get(k, k): v for k, v in exif.items()}
+    tags.update({ExifTags.TAGS.get(k, k): v for k, v in exif.get_ifd(_EXIF_IFD).items()})
+    f35 = _positive(tags.get("FocalLengthIn35mmFilm"))
+    if f35 is not None and f35 >= 1:
+        return f35
+    focal = _positive(tags.get("FocalLength"))
+    if focal is None:
+        return None
+    return focal * 8.4 if focal < 10.0 else focal
+
+
+def _positive(value: object) -> float | None:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    return number if math.isfinite(number) and number > 0 else None
+
+
+def load_image(path: Path | str, max_pixels: int = 120_000_000) -> LoadedImage:
+    """Decode `path` to upright uint8 RGB; raise `InputError` with the reason otherwise."""
+    path = Path(path)
+    if path.suffix.lower() not in SUPPORTED_EXTENSIONS:
+        raise InputError(
+            f"unsupported file type {path.suffix or '(none)'}; "
+            f"use one of {', '.join(sorted(SUPPORTED_EXTENSIONS))}",
+            path,
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise InputError(
+                        f"image is {width}x{height} = {width * height / 1e6:.0f} MP, over the "
+                        f"limit of {max_pixels / 1e6:.0f} MP (max_pixels)",
+                        path,
+                    )
+                image.load()
+                focal = exif_focal_35mm(image)
+                rgb = _to_rgb(ImageOps.exif_transpose(image))
+    except InputError:
+        raise
+    except FileNotFoundError as exc:
+        raise InputError("file not found (deleted or moved before it could be read)", path) from exc
+    except PermissionError as exc:
+        raise InputError("file cannot be opened for reading (locked or no permission)",
+                         path) from exc
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"image declares too many pixels: {exc}", path) from exc
+    except UnidentifiedImageError as exc:
+        raise InputError("not a readable image (corrupt, empty or not an image file)",
+                         path) from exc
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
+        raise InputError(f"image could not be decoded ({exc}); it may be truncated or corrupt",
+                         path) from exc
+    if rgb.shape[0] < 2 or rgb.shape[1] < 2:
+        raise InputError(f"image is only {rgb.shape[1]}x{rgb.shape[0]} pixels", path)
+    return LoadedImage(path=path, rgb=rgb, exif_focal_35mm=focal)
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    """Any Pillow mode to contiguous uint8 RGB; 16/32-bit data is scaled, not clipped."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        data = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or data.max(initial=0) > 255 else 255.0
+        grey = np.clip(np.round(data * (255.0 / peak)), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.array(image, dtype=np.uint8, order="C")

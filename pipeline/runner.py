@@ -1,0 +1,238 @@
+"""The pipeline's face: load models once, then photo -> depth -> SHARP -> metric Gaussians.
+
+    pipe = Pipeline(ModelSettings())
+    result = pipe.run("photo.jpg", DepthSettings())
+    write_ply("photo.ply", result.gaussians, result.f_px, result.image_size)
+
+The stages are also callable one by one (`estimate_depth`, `predict`) so a caller can
+cache the depth model's output and overlap decoding and writing with GPU work.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .depth.apple_backend import AppleDepthPro
+from .depth.base import DepthEstimator, RawDepth
+from .depth.external import load_depth_npy, resolve_depth_path
+from .depth.prepare import (
+    canonical_to_metric,
+    depth_range,
+    external_to_metric,
+    to_grid,
+    tune,
+    two_layers,
+)
+from .depth.transformers_backend import TransformersDepth
+from .device import depth_dtype, free_device_memory, pick_device
+from .errors import InputError
+from .gaussians import Gaussians, unproject
+from .image import LoadedImage, focal_mm_to_px, load_image
+from .settings import DEFAULT_FOCAL_35MM, DepthSettings, ModelSettings
+from .sharp_stage import SharpStage
+from .weights import Progress
+
+
+@dataclass(frozen=True)
+class Focal:
+    """The one focal length both models use, and where it came from."""
+
+    f_px: float
+    origin: str
+
+
+@dataclass
+class Prediction:
+    """Metric Gaussians for one photo plus what a report needs to explain them."""
+
+    gaussians: Gaussians
+    f_px: float
+    focal_origin: str
+    image_size: tuple[int, int]
+    depth_source: str
+    depth_format: str | None
+    depth_model: str | None
+    depth_range_m: tuple[float, float]
+    used_depth: np.ndarray
+    internal_depth: np.ndarray | None
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def resolve_focal(image: LoadedImage, settings: DepthSettings, raw: RawDepth | None) -> Focal:
+    """Override, else EXIF, else the depth model's estimate, else SHARP's 30 mm default."""
+    if settings.focal_mm is not None:
+        return Focal(focal_mm_to_px(settings.focal_mm, image.width, image.height), "override")
+    if image.exif_focal_35mm is not None:
+        return Focal(focal_mm_to_px(image.exif_focal_35mm, image.width, image.height), "exif")
+    estimated = raw.focal_px(image.width) if raw is not None else None
+    if estimated is not None:
+        return Focal(estimated, "depth-model")
+    return Focal(focal_mm_to_px(DEFAULT_FOCAL_35MM, image.width, image.height), "default-30mm")
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+
+
+class Pipeline:
+    """Resident models and the per-photo steps; models load lazily on first use."""
+
+    def __init__(self, models: ModelSettings | None = None, *, sharp: SharpStage | None = None,
+                 depth_models: dict[str, DepthEstimator] | None = None,
+                 progress: Progress | None = None) -> None:
+        self.models = models or ModelSettings()
+        self.device = sharp.device if sharp is not None else pick_device(self.models.device)
+        self._sharp = sharp
+        self._depth: dict[str, DepthEstimator] = dict(depth_models or {})
+        self.progress = progress
+
+    @property
+    def sharp(self) -> SharpStage:
+        if self._sharp is None:
+            m = self.models
+            self._sharp = SharpStage.load(self.device, m.sharp_precision, m.sharp_checkpoint,
+                                          m.sharp_factory, m.cache_dir, self.progress)
+        return self._sharp
+
+    def depth_model(self, source: str) -> DepthEstimator:
+        """The resident model behind a depth source (`depth-pro` or `depth-pro-apple`)."""
+        if source not in self._depth:
+            m = self.models
+            dtype = depth_dtype(m.depth_precision, self.device)
+            if source == "depth-pro-apple":
+                self._depth[source] = AppleDepthPro.load(m.depth_pro_checkpoint, self.device,
+                                                         dtype, m.cache_dir, self.progress)
+            else:
+                self._depth[source] = TransformersDepth.load(m.depth_model, self.device, dtype,
+                                                             m.cache_dir, self.progress)
+        return self._depth[source]
+
+    def load(self, depth_sources: tuple[str, ...] = ("depth-pro",)) -> None:
+        """Load SHARP and the given depth models now rather than on the first photo."""
+        _ = self.sharp
+        for source in depth_sources:
+            if source in ("depth-pro", "depth-pro-apple"):
+                self.depth_model(source)
+
+    def unload(self) -> None:
+        """Drop every model and give the memory back (they reload on next use)."""
+        self._sharp = None
+        self._depth.clear()
+        free_device_memory()
+
+    @property
+    def loaded(self) -> bool:
+        return self._sharp is not None
+
+    def upload(self, image: LoadedImage) -> torch.Tensor:
+        """The photo as uint8 `(3, H, W)` on the device (pinned, non-blocking on CUDA)."""
+        pixels = torch.from_numpy(image.rgb).permute(2, 0, 1)
+        if self.device.type == "cuda":
+            return pixels.pin_memory().to(self.device, non_blocking=True)
+        return pixels.to(self.device)
+
+    def estimate_depth(self, image: LoadedImage, settings: DepthSettings,
+                       pixels: torch.Tensor | None = None) -> RawDepth | None:
+        """The depth model's raw output for this photo; None for `npy` and `internal`."""
+        if settings.depth_source not in ("depth-pro", "depth-pro-apple"):
+            return None
+        model = self.depth_model(settings.depth_source)
+        return model.estimate(self.upload(image) if pixels is None else pixels)
+
+    def depth_model_id(self, settings: DepthSettings) -> str | None:
+        if settings.depth_source == "depth-pro-apple":
+            return AppleDepthPro.model_id
+        if settings.depth_source == "depth-pro":
+            return self.models.depth_model
+        return None
+
+    def run(self, path: Path | str, settings: DepthSettings | None = None) -> Prediction:
+        """Decode, estimate depth and predict in one call."""
+        settings = settings or DepthSettings()
+        timings: dict[str, float] = {}
+        with _timed(timings, "decode"):
+            image = load_image(path, self.models.max_pixels)
+        pixels = self.upload(image)
+        with _timed(timings, "depth"):
+            raw = self.estimate_depth(image, settings, pixels)
+        result = self.predict(image, settings, raw, pixels)
+        result.timings = {**timings, **result.timings}
+        return result
+
+    def predict(self, image: LoadedImage, settings: DepthSettings, raw: RawDepth | None = None,
+                pixels: torch.Tensor | None = None) -> Prediction:
+        """SHARP with the depth from `raw` (or the `.npy` / SHARP's own) injected."""
+        focal = resolve_focal(image, settings, raw)
+        warnings: list[str] = []
+        external, used_format = self._external_values(image, settings, raw, focal, warnings)
+        tuned = settings.depth_scale != 1.0 or settings.depth_offset != 0.0
+        injector = None
+        chosen: dict[str, str] = {}
+        if external is not None or tuned:
+            def injector(internal: torch.Tensor) -> torch.Tensor:
+                front = internal.min(dim=1, keepdim=True).values
+                if external is not None:
+                    on_grid = to_grid(external.to(internal.device), internal.shape[-1])
+                    fmt = used_format or settings.depth_format
+                    front, chosen["format"] = external_to_metric(on_grid, fmt, front)
+                front = tune(front, settings.depth_scale, settings.depth_offset)
+                return two_layers(front, internal, settings.back_surface_factor)
+
+        timings: dict[str, float] = {}
+        pixels = self.upload(image) if pixels is None else pixels
+        with _timed(timings, "sharp"):
+            out = self.sharp.predict(pixels, focal.f_px, injector)
+        with _timed(timings, "unproject"):
+            gaussians = unproject(out.gaussians_ndc, focal.f_px, image.width, image.height)
+        front = out.used_depth[:, :1]
+        return Prediction(
+            gaussians=gaussians,
+            f_px=focal.f_px,
+            focal_origin=focal.origin,
+            image_size=(image.width, image.height),
+            depth_source=settings.depth_source if external is not None else "internal",
+            depth_format=chosen.get("format"),
+            depth_model=raw.model_id if raw is not None else None,
+            depth_range_m=depth_range(front),
+            used_depth=front.float().cpu().numpy().squeeze(),
+            internal_depth=(out.internal_depth.float().cpu().numpy().squeeze(0)
+                            if settings.save_internal_depth else None),
+            timings=timings,
+            warnings=warnings,
+        )
+
+    def _external_values(self, image: LoadedImage, settings: DepthSettings,
+                         raw: RawDepth | None, focal: Focal,
+                         warnings: list[str]) -> tuple[torch.Tensor | None, str | None]:
+        """The depth to inject before format conversion, or None to keep SHARP's own."""
+        if raw is not None:
+            values = torch.from_numpy(raw.values)
+            if raw.kind == "canonical-inverse":
+                return canonical_to_metric(values, focal.f_px, image.width), "metric"
+            return values, "metric"
+        if settings.depth_source == "npy":
+            assert settings.external_depth is not None
+            path = resolve_depth_path(settings.external_depth, image.path)
+            if path is None:
+                warnings.append(f"no {image.path.stem}.npy in {settings.external_depth}; "
+                                "using SHARP's own depth")
+                return None, None
+            return torch.from_numpy(load_depth_npy(path)), None
+        if settings.depth_source in ("depth-pro", "depth-pro-apple"):
+            raise InputError(f"depth source {settings.depth_source} gave no depth", image.path)
+        return None, None

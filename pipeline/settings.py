@@ -1,0 +1,118 @@
+"""Settings as frozen dataclasses: one per photo (tunable), one per process (models).
+
+`DepthSettings` is what a sidecar or a CLI flag can change for one photo; two equal
+settings give the same result, which is what makes them usable as part of a job key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+DepthSourceName = Literal["depth-pro", "depth-pro-apple", "npy", "internal"]
+DepthFormat = Literal["metric", "relative", "inverse-relative", "auto"]
+Precision = Literal["float32", "bfloat16", "float16"]
+
+DEPTH_SOURCES: tuple[str, ...] = ("depth-pro", "depth-pro-apple", "npy", "internal")
+DEPTH_FORMATS: tuple[str, ...] = ("metric", "relative", "inverse-relative", "auto")
+PRECISIONS: tuple[str, ...] = ("float32", "bfloat16", "float16")
+
+DEPTH_MIN_M = 0.001
+DEPTH_MAX_M = 100.0
+DEFAULT_FOCAL_35MM = 30.0
+
+
+@dataclass(frozen=True)
+class DepthSettings:
+    """How one photo's depth is made and tuned (the seed's CLI options)."""
+
+    depth_scale: float = 1.0
+    depth_offset: float = 0.0
+    back_surface_factor: float = 1.0
+    depth_source: str = "depth-pro"
+    external_depth: Path | None = None
+    depth_format: str = "auto"
+    focal_mm: float | None = None
+    save_internal_depth: bool = False
+
+    def __post_init__(self) -> None:
+        problems = validate_depth_settings(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def ratio_mode(self) -> bool:
+        """Back surface from SHARP's own back/front ratio (True) or a fixed factor."""
+        return self.back_surface_factor == 1.0
+
+    def replace(self, **changes: Any) -> DepthSettings:
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain, JSON-friendly values (paths as strings) for keys and reports."""
+        out = dataclasses.asdict(self)
+        out["external_depth"] = str(self.external_depth) if self.external_depth else None
+        return out
+
+
+def _finite(value: float) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def validate_depth_settings(s: DepthSettings) -> list[str]:
+    """Every problem with `s`, each naming the key; empty when valid."""
+    problems: list[str] = []
+    if not _finite(s.depth_scale) or s.depth_scale <= 0:
+        problems.append(f"depth_scale must be a finite number > 0, got {s.depth_scale!r}")
+    if not _finite(s.depth_offset) or abs(s.depth_offset) > DEPTH_MAX_M:
+        problems.append(
+            f"depth_offset must be a finite number of metres within ±{DEPTH_MAX_M:g}, "
+            f"got {s.depth_offset!r}"
+        )
+    if not _finite(s.back_surface_factor) or not 1.0 <= s.back_surface_factor <= 100.0:
+        problems.append(
+            f"back_surface_factor must be between 1.0 (ratio mode) and 100, "
+            f"got {s.back_surface_factor!r}"
+        )
+    if s.depth_source not in DEPTH_SOURCES:
+        problems.append(f"depth_source must be one of {', '.join(DEPTH_SOURCES)}, "
+                        f"got {s.depth_source!r}")
+    if s.depth_format not in DEPTH_FORMATS:
+        problems.append(f"depth_format must be one of {', '.join(DEPTH_FORMATS)}, "
+                        f"got {s.depth_format!r}")
+    if s.depth_source == "npy" and s.external_depth is None:
+        problems.append("depth_source 'npy' needs external_depth (a .npy file or folder)")
+    if s.focal_mm is not None and (not _finite(s.focal_mm) or not 1.0 <= s.focal_mm <= 5000.0):
+        problems.append(f"focal_mm must be a 35 mm-equivalent focal length in 1..5000, "
+                        f"got {s.focal_mm!r}")
+    if not isinstance(s.save_internal_depth, bool):
+        problems.append(f"save_internal_depth must be true or false, got {s.save_internal_depth!r}")
+    return problems
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Which models to load and where they run; one per process."""
+
+    device: str = "auto"
+    depth_model: str = "apple/DepthPro-hf"
+    depth_pro_checkpoint: Path | None = None
+    sharp_checkpoint: Path | None = None
+    sharp_factory: str | None = None
+    sharp_precision: str = "float32"
+    depth_precision: str = "auto"
+    max_pixels: int = 120_000_000
+    cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.sharp_precision not in PRECISIONS:
+            raise ValueError(f"sharp_precision must be one of {', '.join(PRECISIONS)}, "
+                             f"got {self.sharp_precision!r}")
+        if self.depth_precision not in (*PRECISIONS, "auto"):
+            raise ValueError(f"depth_precision must be auto or one of {', '.join(PRECISIONS)}, "
+                             f"got {self.depth_precision!r}")
+        if not isinstance(self.max_pixels, int) or self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be a positive integer, got {self.max_pixels!r}")
