@@ -179,7 +179,7 @@ class Pipeline:
         """SHARP with the depth from `raw` (or the `.npy` / SHARP's own) injected."""
         focal = resolve_focal(image, settings, raw)
         warnings: list[str] = []
-        external, used_format = self._external_values(image, settings, raw, focal, warnings)
+        external, kind = self._external_values(image, settings, raw, warnings)
         tuned = settings.depth_scale != 1.0 or settings.depth_offset != 0.0
         injector = None
         chosen: dict[str, str] = {}
@@ -188,8 +188,11 @@ class Pipeline:
                 front = internal.min(dim=1, keepdim=True).values
                 if external is not None:
                     on_grid = to_grid(external.to(internal.device), internal.shape[-1])
-                    fmt = used_format or settings.depth_format
-                    front, chosen["format"] = external_to_metric(on_grid, fmt, front)
+                    if kind == "canonical-inverse":
+                        front = canonical_to_metric(on_grid, focal.f_px, image.width)
+                    else:
+                        front, chosen["format"] = external_to_metric(
+                            on_grid, kind or settings.depth_format, front)
                 front = tune(front, settings.depth_scale, settings.depth_offset)
                 return two_layers(front, internal, settings.back_surface_factor)
 
@@ -217,14 +220,11 @@ class Pipeline:
         )
 
     def _external_values(self, image: LoadedImage, settings: DepthSettings,
-                         raw: RawDepth | None, focal: Focal,
+                         raw: RawDepth | None,
                          warnings: list[str]) -> tuple[torch.Tensor | None, str | None]:
-        """The depth to inject before format conversion, or None to keep SHARP's own."""
+        """The map to inject and its kind (None: an `.npy` in `depth_format`), or no map."""
         if raw is not None:
-            values = torch.from_numpy(raw.values)
-            if raw.kind == "canonical-inverse":
-                return canonical_to_metric(values, focal.f_px, image.width), "metric"
-            return values, "metric"
+            return torch.from_numpy(raw.values), raw.kind
         if settings.depth_source == "npy":
             assert settings.external_depth is not None
             path = resolve_depth_path(settings.external_depth, image.path)

@@ -32,7 +32,7 @@ def canonical_to_metric(canonical: torch.Tensor, f_px: float, width: int) -> tor
     return (f_px / width) / canonical.clamp(1e-4, 1e4)
 
 
-def robust_line_fit(x: torch.Tensor, y: torch.Tensor, iterations: int = 4) -> tuple[float, float]:
+def robust_line_fit(x: torch.Tensor, y: torch.Tensor, iterations: int = 8) -> tuple[float, float]:
     """`y ~ s * x + t` by least squares, refitted on points within 3 robust sigmas."""
     x = x.reshape(-1).double()
     y = y.reshape(-1).double()
@@ -47,8 +47,9 @@ def robust_line_fit(x: torch.Tensor, y: torch.Tensor, iterations: int = 4) -> tu
         solution = torch.linalg.lstsq(design, ys.unsqueeze(1)).solution.squeeze(1)
         scale, shift = float(solution[0]), float(solution[1])
         residual = y - (scale * x + shift)
-        mad = float((residual[keep] - residual[keep].median()).abs().median()) * 1.4826
-        new_keep = residual.abs() <= 3.0 * max(mad, 1e-12)
+        centre = residual[keep].median()
+        mad = float((residual[keep] - centre).abs().median()) * 1.4826
+        new_keep = (residual - centre).abs() <= 3.0 * max(mad, 1e-12)
         if int(new_keep.sum()) < 16 or bool((new_keep == keep).all()):
             break
         keep = new_keep

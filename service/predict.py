@@ -1,0 +1,131 @@
+"""`sharp-watch predict`: the seed's one-shot CLI, on resident models, for a photo or a folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from pipeline import (
+    SUPPORTED_EXTENSIONS,
+    DepthSettings,
+    ModelSettings,
+    ModelError,
+    Pipeline,
+    PipelineError,
+    Prediction,
+    timestamped_path,
+    write_ply,
+)
+from pipeline.settings import DEPTH_FORMATS, DEPTH_SOURCES, PRECISIONS
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "predict", help="turn one photo or a folder of photos into PLYs, then exit",
+        description="Depth Pro depth injected into SHARP, once, without the daemon. Every result "
+                    "gets a new timestamped name; nothing is overwritten.")
+    p.add_argument("-i", "--input", required=True, type=Path, help="a photo or a folder of photos")
+    p.add_argument("-o", "--output", required=True, type=Path, help="folder for the results")
+    p.add_argument("--depth-source", choices=DEPTH_SOURCES, default=None,
+                   help="depth-pro (transformers, default), depth-pro-apple, npy, or internal "
+                        "(SHARP's own depth); npy when --external-depth is given")
+    p.add_argument("--external-depth", type=Path, default=None,
+                   help=".npy file for every photo, or a folder of <photo stem>.npy files")
+    p.add_argument("--depth-format", choices=DEPTH_FORMATS, default="auto",
+                   help="what the .npy holds (default: auto)")
+    p.add_argument("--back-surface-factor", type=float, default=1.0,
+                   help="1.0 = back surface from SHARP's own back/front ratio (recommended); "
+                        ">1.0 = back = front x factor")
+    p.add_argument("--depth-scale", type=float, default=1.0,
+                   help="multiply depth: <1 closer, >1 farther")
+    p.add_argument("--depth-offset", type=float, default=0.0,
+                   help="metres added after scaling: >0 farther, <0 closer")
+    p.add_argument("--focal-mm", type=float, default=None,
+                   help="35 mm-equivalent focal length; default: EXIF, else Depth Pro's estimate")
+    p.add_argument("--save-internal-depth", action="store_true",
+                   help="also save SHARP's own 2-layer depth as <result>_internal_depth.npy")
+    p.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu")
+    p.add_argument("--depth-model", default="apple/DepthPro-hf",
+                   help="hub id or local folder of a transformers metric depth model")
+    p.add_argument("--depth-pro-checkpoint", type=Path, default=None,
+                   help="local depth_pro.pt for --depth-source depth-pro-apple")
+    p.add_argument("--sharp-checkpoint", type=Path, default=None,
+                   help="local SHARP .pt (default: download the official one once)")
+    p.add_argument("--sharp-factory", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--sharp-precision", choices=PRECISIONS, default="float32",
+                   help="SHARP's precision (default float32)")
+    p.set_defaults(func=run)
+
+
+def find_photos(path: Path) -> list[Path]:
+    """The photo itself, or every supported photo under the folder, in a stable order."""
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*")
+                  if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS
+                  and not p.name.startswith("."))
+
+
+def summary(name: str, result: Prediction) -> str:
+    low, high = result.depth_range_m
+    stages = " ".join(f"{stage} {seconds:.2f}s" for stage, seconds in result.timings.items())
+    fmt = f"/{result.depth_format}" if result.depth_format else ""
+    return (f"{name}: depth {low:.2f}-{high:.2f} m ({result.depth_source}{fmt}), "
+            f"focal {result.f_px:.0f} px ({result.focal_origin}), {stages}")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = DepthSettings(
+            depth_scale=args.depth_scale, depth_offset=args.depth_offset,
+            back_surface_factor=args.back_surface_factor,
+            depth_source=args.depth_source or ("npy" if args.external_depth else "depth-pro"),
+            external_depth=args.external_depth, depth_format=args.depth_format,
+            focal_mm=args.focal_mm, save_internal_depth=args.save_internal_depth)
+        models = ModelSettings(device=args.device, depth_model=args.depth_model,
+                               depth_pro_checkpoint=args.depth_pro_checkpoint,
+                               sharp_checkpoint=args.sharp_checkpoint,
+                               sharp_factory=args.sharp_factory,
+                               sharp_precision=args.sharp_precision)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not args.input.exists():
+        print(f"error: {args.input} does not exist", file=sys.stderr)
+        return 2
+    photos = find_photos(args.input)
+    if not photos:
+        print(f"error: no photos ({', '.join(sorted(SUPPORTED_EXTENSIONS))}) in {args.input}",
+              file=sys.stderr)
+        return 2
+    args.output.mkdir(parents=True, exist_ok=True)
+    pipe = Pipeline(models)
+    failed = 0
+    for photo in tqdm(photos, unit="photo", disable=len(photos) < 2):
+        try:
+            result = pipe.run(photo, settings)
+            start = time.perf_counter()
+            target = write_ply(timestamped_path(args.output, photo.stem, ".ply"),
+                               result.gaussians, result.f_px, result.image_size)
+            result.timings["write"] = time.perf_counter() - start
+            if result.internal_depth is not None:
+                np.save(target.with_name(f"{target.stem}_internal_depth.npy"),
+                        result.internal_depth)
+        except ModelError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except PipelineError as exc:
+            failed += 1
+            tqdm.write(f"FAILED {exc}", file=sys.stderr)
+            continue
+        for warning in result.warnings:
+            tqdm.write(f"warning: {photo.name}: {warning}", file=sys.stderr)
+        tqdm.write(summary(photo.name, result) + f" -> {target}")
+    if failed:
+        print(f"{failed} of {len(photos)} photos failed", file=sys.stderr)
+    return 1 if failed else 0
