@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
-from typing import ContextManager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
 
@@ -43,7 +42,7 @@ def depth_dtype(name: str, device: torch.device) -> torch.dtype:
     return dtype_named(name)
 
 
-def autocast(device: torch.device, precision: str) -> ContextManager[object]:
+def autocast(device: torch.device, precision: str) -> AbstractContextManager[object]:
     """Autocast for reduced precision; fp32 runs with no autocast at all."""
     if precision == "float32":
         return nullcontext()

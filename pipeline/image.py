@@ -107,7 +107,8 @@ def load_image(path: Path | str, max_pixels: int = 120_000_000) -> LoadedImage:
     except UnidentifiedImageError as exc:
         raise InputError("not a readable image (corrupt, empty or not an image file)",
                          path) from exc
-    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError, RuntimeError) as exc:
+        # RuntimeError: libheif (via pillow_heif) reports corrupt or over-limit HEIC files so.
         raise InputError(f"image could not be decoded ({exc}); it may be truncated or corrupt",
                          path) from exc
     if rgb.shape[0] < 2 or rgb.shape[1] < 2:

@@ -13,8 +13,8 @@ from tqdm.auto import tqdm
 from pipeline import (
     SUPPORTED_EXTENSIONS,
     DepthSettings,
-    ModelSettings,
     ModelError,
+    ModelSettings,
     Pipeline,
     PipelineError,
     Prediction,

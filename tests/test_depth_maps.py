@@ -65,7 +65,7 @@ def test_pickled_objects_are_refused_without_running_them(tmp_path: Path) -> Non
     marker = tmp_path / "ran"
 
     class Boom:
-        def __reduce__(self):  # noqa: D105
+        def __reduce__(self):
             return (marker.write_text, ("pwned",))
 
     path = tmp_path / "evil.npy"
@@ -75,7 +75,7 @@ def test_pickled_objects_are_refused_without_running_them(tmp_path: Path) -> Non
     assert not marker.exists()
     raw = tmp_path / "raw.npy"
     raw.write_bytes(pickle.dumps(Boom()))
-    with pytest.raises(InputError, match="not a valid .npy"):
+    with pytest.raises(InputError, match=r"not a valid \.npy"):
         load_depth_npy(raw)
     assert not marker.exists()
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import DepthSettings, ModelSettings, Pipeline, SharpStage
+from pipeline import DepthSettings, ModelSettings, Pipeline, SharpStage, load_image
 from pipeline.depth.transformers_backend import TransformersDepth
 from tests.sharp_double import build
 from tests.tiny_models import save_tiny_depth_pro
@@ -121,13 +121,12 @@ def test_internal_mode_without_tuning_is_untouched_sharp(photo: Path) -> None:
     pipe, _ = _pipeline()
     plain = build(RES)
     result = pipe.run(photo, DepthSettings(depth_source="internal"))
-    image = pipe.sharp.resize_input(pipe.upload(pipe_image := __import__("pipeline").load_image(
-        photo)))
-    factor = torch.tensor([result.f_px / pipe_image.width])
+    image = load_image(photo)
+    factor = torch.tensor([result.f_px / image.width])
     with torch.inference_mode():
-        reference = plain(image, factor)
-    assert torch.equal(pipe.sharp.predict(pipe.upload(pipe_image), result.f_px)
-                       .gaussians_ndc.mean_vectors, reference.mean_vectors)
+        reference = plain(pipe.sharp.resize_input(pipe.upload(image)), factor)
+    ours = pipe.sharp.predict(pipe.upload(image), result.f_px).gaussians_ndc
+    assert torch.equal(ours.mean_vectors, reference.mean_vectors)
 
 
 def test_uniform_depth_scale_scales_the_whole_scene(photo: Path) -> None:
@@ -171,7 +170,7 @@ def test_depth_pro_depth_and_focal_go_to_sharp_together(photo: Path,
     spy = Spy(predictor)
     pipe = Pipeline(ModelSettings(device="cpu"), sharp=SharpStage(predictor),
                     depth_models={"depth-pro": tiny_depth})
-    image = __import__("pipeline").load_image(photo)
+    image = load_image(photo)
     raw = pipe.estimate_depth(image, DepthSettings())
     assert raw is not None and raw.kind == "canonical-inverse"
     object.__setattr__(raw, "fov_deg", 60.0)
@@ -198,7 +197,7 @@ def test_unusable_model_focal_falls_back_to_30mm(photo: Path,
                                                  tiny_depth: TransformersDepth) -> None:
     pipe = Pipeline(ModelSettings(device="cpu"), sharp=SharpStage(build(RES)),
                     depth_models={"depth-pro": tiny_depth})
-    image = __import__("pipeline").load_image(photo)
+    image = load_image(photo)
     raw = pipe.estimate_depth(image, DepthSettings())
     object.__setattr__(raw, "fov_deg", -12.0)
     result = pipe.predict(image, DepthSettings(), raw)

@@ -1,12 +1,18 @@
 """External depth maps from `.npy` files: found per photo, read without unpickling, checked.
 
-The header is read first, so an absurd shape or a pickled object array is refused
-before any data is loaded; `np.load` is only ever called with `allow_pickle=False`.
+The header is read first, so an absurd shape, a pickled object array or a file shorter
+than its header promises is refused before any data is allocated; the data is then read
+from the same open file (no second open that could see a swapped file) and never with
+pickling allowed.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import tokenize
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -14,6 +20,9 @@ from ..errors import InputError
 
 MAX_SIDE = 16384
 MAX_VALUES = 64 * 1024 * 1024
+# What numpy's header parser (a literal_eval of untrusted text) can raise on hostile bytes.
+_HEADER_ERRORS = (ValueError, OSError, SyntaxError, EOFError, TypeError, tokenize.TokenError,
+                  RecursionError, MemoryError)
 
 
 def resolve_depth_path(external: Path, image_path: Path) -> Path | None:
@@ -34,30 +43,50 @@ def load_depth_npy(path: Path) -> np.ndarray:
         raise InputError("external depth must be a .npy file", path)
     try:
         with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                      else np.lib.format.read_array_header_2_0)
-            shape, _, dtype = reader(f)
+            shape, dtype, offset = _read_header(path, f)
+            _check_header(path, shape, dtype)
+            _check_length(path, os.fstat(f.fileno()).st_size - offset, shape, dtype)
+            f.seek(0)
+            data = np.lib.format.read_array(f, allow_pickle=False)
+    except InputError:
+        raise
     except FileNotFoundError as exc:
         raise InputError("external depth file not found", path) from exc
-    except (ValueError, OSError, SyntaxError, EOFError) as exc:
-        raise InputError(f"not a valid .npy file ({exc})", path) from exc
-    _check_header(path, tuple(shape), np.dtype(dtype))
-    try:
-        data = np.load(path, allow_pickle=False, mmap_mode=None)
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"depth map could not be read ({exc}); the file may be truncated",
                          path) from exc
-    depth = np.asarray(data, dtype=np.float32).reshape(_squeezed(shape))
+    with np.errstate(over="ignore", invalid="ignore"):
+        depth = np.asarray(data, dtype=np.float32).reshape(_squeezed(shape))
     if not np.isfinite(depth).all():
         bad = int((~np.isfinite(depth)).sum())
-        raise InputError(f"depth map has {bad} NaN or infinite values", path)
+        raise InputError(f"depth map has {bad} NaN or infinite values (after conversion to "
+                         "float32)", path)
     if (depth < 0).any():
         raise InputError(f"depth map has negative values (min {float(depth.min()):.4g}); "
                          "depth must be >= 0", path)
     if float(depth.max()) <= 0:
         raise InputError("depth map is all zeros", path)
     return depth
+
+
+def _read_header(path: Path, f: BinaryIO) -> tuple[tuple[int, ...], np.dtype, int]:
+    """Shape, dtype and where the data starts, from the header alone."""
+    try:
+        version = np.lib.format.read_magic(f)
+        reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                  else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = reader(f)
+    except _HEADER_ERRORS as exc:
+        raise InputError(f"not a valid .npy file ({type(exc).__name__}: {exc})", path) from exc
+    return tuple(shape), np.dtype(dtype), f.tell()
+
+
+def _check_length(path: Path, available: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """Refuse a file shorter than its header promises before numpy allocates for it."""
+    needed = math.prod(shape) * dtype.itemsize
+    if available < needed:
+        raise InputError(f"depth map is truncated: its header declares {needed} bytes of data "
+                         f"but the file holds only {max(available, 0)}", path)
 
 
 def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
