@@ -174,6 +174,7 @@ class Pipeline:
         result.timings = {**timings, **result.timings}
         return result
 
+    @torch.inference_mode()
     def predict(self, image: LoadedImage, settings: DepthSettings, raw: RawDepth | None = None,
                 pixels: torch.Tensor | None = None) -> Prediction:
         """SHARP with the depth from `raw` (or the `.npy` / SHARP's own) injected."""

@@ -9,6 +9,8 @@ reuses these generators at a larger size.
 from __future__ import annotations
 
 import io
+import json
+import math
 import pickle
 import random
 import struct
@@ -22,10 +24,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from pipeline import InputError, load_image
 from pipeline.depth.external import load_depth_npy
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow on corrupt EXIF
 
 IMAGE_SEED = 20261124
 NPY_SEED = 5
@@ -52,9 +58,10 @@ class Case:
     expect: str
 
 
-def _base_image(rng: random.Random, fmt: str) -> bytes:
-    """A small (32x24) photo in `fmt`, random mode, with a plausible or odd EXIF."""
-    pixels = np.random.default_rng(rng.randrange(1 << 30)).integers(0, 256, (24, 32, 3))
+def _base_image(rng: random.Random, fmt: str, size: tuple[int, int] = (32, 24)) -> bytes:
+    """A small photo in `fmt`, random mode, with a plausible or odd EXIF."""
+    width, height = size
+    pixels = np.random.default_rng(rng.randrange(1 << 30)).integers(0, 256, (height, width, 3))
     image = Image.fromarray(pixels.astype(np.uint8))
     mode = rng.choice(_MODES[fmt])
     if mode == "I;16":
@@ -136,12 +143,13 @@ _MUTATIONS: dict[str, int] = {
 }
 
 
-def image_corpus(folder: Path, count: int, seed: int = IMAGE_SEED) -> list[Case]:
-    """`count` mutated photos under `folder`, the same files for the same seed."""
+def image_corpus(folder: Path, count: int, seed: int = IMAGE_SEED,
+                 size: tuple[int, int] = (32, 24)) -> list[Case]:
+    """`count` mutated photos of `size` under `folder`, the same files for the same seed."""
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
     formats, weights = zip(*_FORMAT_WEIGHTS.items(), strict=True)
-    bases = [(fmt, _base_image(rng, fmt)) for fmt in formats for _ in range(8)]
+    bases = [(fmt, _base_image(rng, fmt, size)) for fmt in formats for _ in range(8)]
     mutations, mutation_weights = zip(*_MUTATIONS.items(), strict=True)
     cases = []
     for index in range(count):
@@ -187,7 +195,7 @@ def check_image(case: Case, max_pixels: int = MAX_PIXELS) -> tuple[str, str | No
         loaded = load_image(case.path, max_pixels)
     except InputError as exc:
         outcome, problem = "error", _names_file(exc, case.path)
-    except Exception as exc:  # noqa: BLE001 - the point is to see anything else escape
+    except Exception as exc:  # anything else escaping is the failure we look for
         return "escaped", f"{type(exc).__name__} escaped: {exc}"
     else:
         outcome, problem = "ok", _valid_rgb(loaded.rgb)
@@ -301,6 +309,11 @@ def _npy_header(descr: str, shape: tuple[int, ...], version: int = 1) -> bytes:
     return b"\x93NUMPY" + bytes([version, 0]) + size + header.encode("latin1")
 
 
+def _raw_header(text: str) -> bytes:
+    text += " " * (63 - (len(text) + 10) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text.encode("latin1")
+
+
 def _good_depth(rng: random.Random) -> np.ndarray:
     noise = np.random.default_rng(rng.randrange(1 << 30)).random((24, 32))
     return (0.5 + 4 * noise).astype(rng.choice([np.float32, np.float64, np.float16]))
@@ -348,6 +361,12 @@ def npy_corpus(folder: Path, count: int, marker: Path, seed: int = NPY_SEED) -> 
         ("truncated-header", "error", lambda: _cut(rng, _npy_bytes(_good_depth(rng)), 0, 128)),
         ("bit-flip", "either", lambda: _flip(rng, _npy_bytes(_good_depth(rng)), 3)),
         ("header-flip", "either", lambda: _flip(rng, _npy_bytes(_good_depth(rng)), 3, 128)),
+        ("deep-nesting-header", "error",
+         lambda: _raw_header("{'descr': '<f4', 'fortran_order': False, 'shape': "
+                             + "(" * 3000 + ")" * 3000 + "}")),
+        ("unbalanced-header", "error", lambda: _raw_header("{'descr': '<f4', 'shape': ((((")),
+        ("non-dict-header", "error", lambda: _raw_header("[1, 2, 3]")),
+        ("huge-header-length", "error", lambda: b"\x93NUMPY\x02\x00\xff\xff\xff\x7f{}"),
         ("bad-version", "error", lambda: b"\x93NUMPY\x09\x00" + _npy_bytes(_good_depth(rng))[8:]),
         ("header-code", "error",
          lambda: _npy_header("<f4', 'x': __import__('os').system('true'), 'y': '", (4, 4))),
@@ -355,9 +374,11 @@ def npy_corpus(folder: Path, count: int, marker: Path, seed: int = NPY_SEED) -> 
         ("zero-bytes", "error", lambda: b""),
         ("text", "error", lambda: b"1.0 2.0\n3.0 4.0\n"),
     ]
+    hostile = [kind for kind in kinds if "pickle" in kind[0] or "object" in kind[0]]
+    pool = kinds + 2 * hostile
     cases = []
     for index in range(count):
-        name, expect, make = kinds[index % len(kinds)] if index < len(kinds) else rng.choice(kinds)
+        name, expect, make = kinds[index] if index < len(kinds) else rng.choice(pool)
         path = folder / f"{index:03d}-{name}.npy"
         path.write_bytes(make())
         cases.append(Case(path, name, expect))
@@ -387,7 +408,7 @@ def check_npy(case: Case) -> tuple[str, str | None]:
         depth = load_depth_npy(case.path)
     except InputError as exc:
         outcome, problem = "error", _names_file(exc, case.path)
-    except Exception as exc:  # noqa: BLE001 - the point is to see anything else escape
+    except Exception as exc:  # anything else escaping is the failure we look for
         return "escaped", f"{type(exc).__name__} escaped: {exc}"
     else:
         outcome = "ok"
@@ -433,3 +454,74 @@ def test_truncated_depth_map_is_refused_without_allocating_its_declared_size(
     finally:
         tracemalloc.stop()
     assert peak < 10_000_000, f"{peak / 1e6:.0f} MB allocated for a 4 kB file declaring 512 MB"
+
+
+# ---------------------------------------------------------------- sidecars
+
+
+def toml_value(value: object) -> str:
+    """`value` as a TOML inline value (tomllib has no writer); nested dicts become inline tables."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return "nan" if value != value else {math.inf: "inf", -math.inf: "-inf"}.get(value,
+                                                                                      repr(value))
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)} = {toml_value(v)}"
+                               for k, v in value.items()) + "}"
+    raise TypeError(type(value))
+
+
+_SIDECAR_KEYS = ("depth_scale", "depth_offset", "back_surface_factor", "depth_source",
+                 "external_depth", "depth_format", "focal_mm", "save_internal_depth")
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
+_scalars = (st.booleans() | st.integers(min_value=-(2 ** 70), max_value=2 ** 70)
+            | st.floats(allow_nan=True, allow_infinity=True) | _text
+            | st.sampled_from(["depth-pro", "npy", "internal", "metric", "auto", "relative",
+                               "depth.npy", "../outside.npy", "/etc/passwd", "sub/d.npy", ""]))
+_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3)
+                       | st.dictionaries(_text, inner, max_size=3), max_leaves=8)
+_keys = st.sampled_from(_SIDECAR_KEYS) | _text | st.sampled_from(["depth_scael", "focal", "Depth"])
+sidecar_documents = st.one_of(
+    st.dictionaries(_keys, _values, max_size=6).map(
+        lambda doc: "\n".join(f"{json.dumps(k, ensure_ascii=False)} = {toml_value(v)}"
+                              for k, v in doc.items())),
+    st.integers(10, 3000).map(lambda depth: "depth_scale = " + "[" * depth + "]" * depth),
+    st.integers(10, 3000).map(lambda depth: "x = " + "{a = " * depth + "1" + "}" * depth),
+    st.binary(max_size=200).map(lambda raw: raw.decode("latin1")),
+    st.sampled_from(["\ufeffdepth_scale = 2.0", "depth_scale = 2.0\ndepth_scale = 3.0",
+                     "[defaults]\ndepth_scale = 2.0", "depth_scale = 1e400", "x" * 70_000,
+                     "depth_scale = 0x10", "depth_scale = 2024-01-01"]),
+)
+
+
+@pytest.mark.timeout(120)
+@settings(max_examples=300, derandomize=True, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(document=sidecar_documents)
+def test_fuzzed_sidecars_give_settings_or_a_clear_error(tmp_path: Path, document: str) -> None:
+    from daemon.sidecar import SidecarError, read_sidecar
+    from pipeline import DepthSettings
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir(exist_ok=True)
+    photo = inputs / "photo.jpg"
+    photo.write_bytes(b"")
+    (inputs / "depth.npy").write_bytes(b"")
+    sidecar = inputs / "photo.toml"
+    sidecar.write_text(document, encoding="utf-8", errors="surrogatepass")
+    try:
+        result, used = read_sidecar(photo, DepthSettings(), inputs)
+    except SidecarError as exc:
+        assert exc.path == sidecar and str(sidecar) in str(exc) and exc.reason.strip()
+        return
+    assert used
+    assert isinstance(result, DepthSettings)
+    if result.external_depth is not None:
+        assert Path(result.external_depth).resolve().is_relative_to(inputs.resolve())

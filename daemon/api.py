@@ -1,0 +1,180 @@
+"""The daemon's face: start, stop, pause, resume, status, subscribe. `service/` wraps this.
+
+    daemon = Daemon(load_config(None))
+    daemon.start()          # returns at once; watcher, intake and worker threads run
+    ...
+    daemon.stop()
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+from loguru import logger
+
+from pipeline import Pipeline
+
+from .config import Config
+from .depth_cache import DepthCache
+from .intake import Intake
+from .jobs import Job
+from .journal import Journal
+from .outputs import OutputFolder
+from .status import Board, JobEvent, Status
+from .worker import Worker, vram_used_mb
+
+MAX_ATTEMPTS = 3
+IDLE_GRACE = 0.3
+
+
+class DaemonError(RuntimeError):
+    """The daemon cannot start (another one runs on the same state folder, say)."""
+
+
+class Daemon:
+    """Watch the inputs folder and turn every photo into a PLY, with models kept resident."""
+
+    def __init__(self, config: Config, pipeline: Pipeline | None = None) -> None:
+        self.config = config
+        self.board = Board()
+        self.pipeline = pipeline or Pipeline(config.model_settings())
+        self.pipeline.progress = self._progress
+        state = config.daemon.state_dir
+        self.outputs = OutputFolder(config.outputs)
+        self._lock_file = FileLock(str(state / "daemon.lock"), timeout=0)
+        self.journal: Journal | None = None
+        self.cache = DepthCache(state / "depth-cache", config.daemon.depth_cache_mb)
+        self.intake: Intake | None = None
+        self.worker: Worker | None = None
+
+    def start(self) -> None:
+        """Open the journal, recover interrupted jobs, then watch and work (non-blocking)."""
+        state = self.config.daemon.state_dir
+        state.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock_file.acquire()
+        except Timeout:
+            raise DaemonError(f"another sharp-watch daemon is already using {state}") from None
+        self.journal = Journal(state / "journal.sqlite3")
+        for folder in (self.config.inputs, self.config.outputs):
+            folder.mkdir(parents=True, exist_ok=True)
+        for tmp in self.outputs.clean_temp():
+            logger.info("removed leftover temp file {}", tmp.name)
+        stale, given_up = self.journal.recover(MAX_ATTEMPTS)
+        self.outputs.remove([Path(p) for p in stale])
+        for job in given_up:
+            self.outputs.write_error(job.photo.stem, self.journal.get(job.key)["error"])
+        self.worker = Worker(self.config, self.pipeline, self.journal, self.cache, self.outputs,
+                             self.board, self._failed_job, self._content_hash)
+        self.intake = Intake(self.config, self.journal, self.worker.wake.set,
+                             self._failed_photo, self._stuck)
+        logger.info("watching {} -> {}", self.config.inputs, self.config.outputs)
+        self.board.set(phase="running")
+        self.intake.start()
+        self.worker.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop watching, finish (or after `timeout`, abandon) the current job, release."""
+        if self.intake is not None:
+            self.intake.stop()
+        finished = True
+        if self.worker is not None:
+            finished = self.worker.stop(timeout)
+            if not finished:
+                logger.warning("current job abandoned; it runs again at the next start")
+        if self.journal is not None and finished:
+            self.journal.close()
+        if self._lock_file.is_locked:
+            self._lock_file.release()
+        self.board.set(phase="stopped", current_file=None, stage=None)
+
+    def pause(self) -> None:
+        """Keep watching and queueing; run nothing after the current job."""
+        if self.worker is not None:
+            self.worker.paused.set()
+
+    def resume(self) -> None:
+        if self.worker is not None:
+            self.worker.paused.clear()
+            self.worker.wake.set()
+
+    def subscribe(self, callback: Callable[[JobEvent], None]) -> None:
+        """`callback(event)` runs on a daemon thread after every finished or failed job."""
+        self.board.subscribe(callback)
+
+    def status(self) -> Status:
+        b = self.board
+        counts = self.journal.counts() if self.journal is not None and b.phase != "stopped" else {}
+        with b.lock:
+            state = b.phase
+            if state == "running":
+                if self.worker is not None and self.worker.paused.is_set():
+                    state = "paused"
+                elif b.model_error is not None:
+                    state = "error"
+                elif b.current_file is not None:
+                    state = "working"
+                else:
+                    state = "idle"
+            return Status(state=state, current_file=b.current_file,
+                          stage="downloading" if b.download_progress is not None else b.stage,
+                          queue_length=counts.get("queued", 0), done=b.done, failed=b.failed,
+                          last_error=b.last_error, vram_used_mb=vram_used_mb(self.pipeline),
+                          download_progress=b.download_progress,
+                          inputs=str(self.config.inputs), outputs=str(self.config.outputs))
+
+    def wait_until_idle(self, timeout: float) -> bool:
+        """True once nothing is settling, queued, running or being written.
+
+        Idle must hold for `IDLE_GRACE` seconds in a row, so a file event still on its
+        way from the operating system is not missed.
+        """
+        deadline = time.monotonic() + timeout
+        idle_since: float | None = None
+        while time.monotonic() < deadline:
+            if not self._idle():
+                idle_since = None
+            elif idle_since is None:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since >= IDLE_GRACE:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def _idle(self) -> bool:
+        if self.journal is None or self.intake is None or self.worker is None:
+            return False
+        counts = self.journal.counts()
+        return (self.intake.idle and counts["queued"] == 0 and counts["running"] == 0
+                and not self.worker.busy and not self.worker.writing)
+
+    def _content_hash(self, path: Path) -> str | None:
+        return self.intake.content_hash(path) if self.intake is not None else None
+
+    def _progress(self, name: str, fraction: float) -> None:
+        self.board.set(download_progress=None if fraction >= 1.0 else max(0.0, fraction))
+
+    def _report_failure(self, photo: Path, message: str, seconds: float) -> None:
+        logger.error("{}", message)
+        if self.outputs.write_error(photo.stem, message) is None:
+            logger.error("could not write {}.error.txt into {}", photo.stem, self.config.outputs)
+        self.board.emit(JobEvent(str(photo), "failed", None, message, seconds))
+
+    def _failed_job(self, job: Job, message: str, retryable: bool, seconds: float) -> None:
+        assert self.journal is not None
+        self.journal.fail(job.key, message, retryable)
+        self._report_failure(job.photo, message, seconds)
+
+    def _failed_photo(self, photo: Path, key: str, message: str) -> None:
+        self._report_failure(photo, message, 0.0)
+
+    def _stuck(self, path: Path, seconds: float) -> None:
+        message = (f"{path}: still being written or locked after {seconds:.0f} s; it will be "
+                   "processed as soon as it stops changing")
+        logger.warning("{}", message)
+        self.outputs.write_error(path.stem, message)
+        self.board.set(last_error=message)
+

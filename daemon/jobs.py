@@ -1,0 +1,81 @@
+"""What a job is: a photo's content plus the settings it runs with, as one stable key.
+
+The key hashes content, not names, so a renamed or copied photo that was already done
+is recognised and skipped, while new content or a changed sidecar (or a changed `.npy`
+it points at) is new work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline import DepthSettings
+
+_CHUNK = 1 << 20
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's content, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def depth_file(settings: DepthSettings, photo: Path) -> Path | None:
+    """The `.npy` this photo would read: the file itself, or `<stem>.npy` in a folder."""
+    if settings.depth_source != "npy" or settings.external_depth is None:
+        return None
+    external = Path(settings.external_depth)
+    if external.is_dir():
+        candidate = external / f"{photo.stem}.npy"
+        return candidate if candidate.is_file() else None
+    return external
+
+
+def settings_to_json(settings: DepthSettings) -> str:
+    return json.dumps(settings.as_dict(), sort_keys=True)
+
+
+def settings_from_json(text: str) -> DepthSettings:
+    data: dict[str, Any] = json.loads(text)
+    if data.get("external_depth"):
+        data["external_depth"] = Path(data["external_depth"])
+    return DepthSettings(**data)
+
+
+def job_key(photo_hash: str, settings: DepthSettings, depth_hash: str | None) -> str:
+    """SHA-256 over content hash, canonical settings and the depth map's content hash.
+
+    The depth map's path is replaced by its content hash, so moving a photo with its
+    `.npy` keeps the key while editing the `.npy` changes it.
+    """
+    canonical = settings.as_dict()
+    canonical["external_depth"] = depth_hash
+    blob = json.dumps({"photo": photo_hash, "settings": canonical}, sort_keys=True,
+                      separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def failure_key(photo_hash: str, reason: str) -> str:
+    """A key for a photo that failed before it had settings (a bad sidecar, say)."""
+    return hashlib.sha256(f"{photo_hash}\0failed\0{reason}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of the journal, as the worker sees it."""
+
+    key: str
+    photo: Path
+    photo_hash: str
+    settings: DepthSettings
+    state: str
+    attempts: int
+    seq: int
+    outputs: tuple[str, ...] = ()

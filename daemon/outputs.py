@@ -1,0 +1,173 @@
+"""Everything the daemon writes into the outputs folder, always via temp file + rename.
+
+A reader (a viewer, Explorer's preview, a sync client) never sees a half-written file:
+temp names start with a dot and end in `.tmp`, and leftovers from a killed process are
+removed at start. Result names carry a timestamp and never overwrite an earlier result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from glob import escape as glob_escape
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from pipeline import OutputError, Prediction, timestamped_path, write_ply
+
+PREVIEW_HEIGHT = 384
+# A dark-to-bright ramp (near is bright), enough to read a depth map at a glance.
+_RAMP = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99],
+                  [212, 72, 66], [245, 125, 21], [250, 193, 39], [252, 255, 164]], dtype=float)
+
+
+@dataclass(frozen=True)
+class ResultNames:
+    """The files one finished job produces, decided before any is written."""
+
+    ply: Path
+    report: Path
+    preview: Path | None
+    internal_depth: Path | None
+
+    def all(self) -> list[Path]:
+        return [p for p in (self.ply, self.report, self.preview, self.internal_depth) if p]
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path.name} ({exc.strerror or exc})", path) from exc
+
+
+class OutputFolder:
+    """The outputs folder: result names, atomic writes, error notes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def ensure(self) -> None:
+        """Create the folder (again, if someone deleted it); refuse a file in its place."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"outputs folder cannot be created ({exc.strerror or exc})",
+                              self.path) from exc
+        if not os.access(self.path, os.W_OK):
+            raise OutputError("outputs folder is not writable", self.path)
+
+    def clean_temp(self) -> list[Path]:
+        """Remove temp files a killed process left behind."""
+        removed = []
+        if self.path.is_dir():
+            for tmp in self.path.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+        return removed
+
+    def names(self, stem: str, preview: bool, internal_depth: bool) -> ResultNames:
+        ply = timestamped_path(self.path, stem, ".ply")
+        while ply.with_suffix(".json").exists():
+            ply = timestamped_path(self.path, ply.stem, ".ply")
+        base = ply.with_suffix("")
+        return ResultNames(ply=ply, report=ply.with_suffix(".json"),
+                           preview=base.with_name(f"{base.name}_depth.png") if preview else None,
+                           internal_depth=(base.with_name(f"{base.name}_internal_depth.npy")
+                                           if internal_depth else None))
+
+    def write_result(self, names: ResultNames, result: Prediction,
+                     report: dict[str, Any]) -> None:
+        """PLY, extras, then the report; any failure removes what this call wrote."""
+        try:
+            write_ply(names.ply, result.gaussians, result.f_px, result.image_size)
+            if names.internal_depth is not None and result.internal_depth is not None:
+                buf = _npy_bytes(result.internal_depth.astype(np.float32))
+                atomic_write(names.internal_depth, buf)
+            if names.preview is not None:
+                atomic_write(names.preview, preview_png(result.used_depth, result.internal_depth))
+            atomic_write(names.report, json.dumps(report, indent=2, default=str).encode())
+        except OSError as exc:
+            self.remove(names.all())
+            raise OutputError(f"cannot write results ({exc.strerror or exc})", self.path) from exc
+        except OutputError:
+            self.remove(names.all())
+            raise
+
+    @staticmethod
+    def remove(paths: list[Path]) -> None:
+        """Delete result files and any temp file of theirs an interrupted write left."""
+        for path in map(Path, paths):
+            leftovers = path.parent.glob(f".{glob_escape(path.name)}.*.tmp")
+            for victim in (path, *leftovers):
+                try:
+                    victim.unlink(missing_ok=True)
+                except OSError:
+                    continue
+
+    def error_path(self, stem: str) -> Path:
+        return self.path / f"{stem}.error.txt"
+
+    def write_error(self, stem: str, message: str) -> Path | None:
+        """`<stem>.error.txt` with the reason; None when even that cannot be written."""
+        try:
+            self.ensure()
+            path = self.error_path(stem)
+            atomic_write(path, (message.rstrip() + "\n").encode("utf-8", "replace"))
+        except OutputError:
+            return None
+        return path
+
+    def clear_error(self, stem: str) -> None:
+        try:
+            self.error_path(stem).unlink(missing_ok=True)
+        except OSError:
+            return
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _colorize(inverse: np.ndarray, low: float, high: float) -> np.ndarray:
+    t = np.clip((inverse - low) / max(high - low, 1e-12), 0.0, 1.0)
+    stops = np.linspace(0.0, 1.0, len(_RAMP))
+    rgb = np.stack([np.interp(t, stops, _RAMP[:, c]) for c in range(3)], axis=-1)
+    return rgb.astype(np.uint8)
+
+
+def preview_png(used: np.ndarray, internal: np.ndarray | None) -> bytes:
+    """Injected depth (left) beside SHARP's own depth (right), on one shared colour scale."""
+    maps = [np.asarray(used, dtype=np.float32)]
+    if internal is not None:
+        front = np.asarray(internal, dtype=np.float32)
+        maps.append(front[0] if front.ndim == 3 else front)
+    inverses = [1.0 / np.clip(m, 1e-3, None) for m in maps]
+    stacked = np.concatenate([i.ravel() for i in inverses])
+    low, high = (float(v) for v in np.percentile(stacked, [1, 99]))
+    panels = []
+    for inverse in inverses:
+        image = Image.fromarray(_colorize(inverse, low, high))
+        width = max(1, round(image.width * PREVIEW_HEIGHT / image.height))
+        panels.append(image.resize((width, PREVIEW_HEIGHT), Image.Resampling.BILINEAR))
+    gap = 8
+    sheet = Image.new("RGB", (sum(p.width for p in panels) + gap * (len(panels) - 1),
+                              PREVIEW_HEIGHT), (255, 255, 255))
+    x = 0
+    for panel in panels:
+        sheet.paste(panel, (x, 0))
+        x += panel.width + gap
+    buf = BytesIO()
+    sheet.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()

@@ -1,0 +1,98 @@
+"""When a noted file is complete: same size and mtime for a while, and openable for reading.
+
+A copy in progress keeps changing size or mtime; on Windows it is also locked, so the
+open check fails until the copier closes it. Several events for one path collapse into
+one pending entry, which is also how saving a sidecar twice quickly runs its photo once.
+A file that never settles is reported once (and still waited for), never dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class _Pending:
+    first_seen: float
+    signature: tuple[int, int] | None
+    stable_since: float
+    reported: bool = False
+
+
+def file_signature(path: Path) -> tuple[int, int] | None:
+    """(size, mtime in ns), or None when the path is gone or not a regular file."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not os.path.isfile(path):
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def openable(path: Path) -> bool:
+    """Whether another program still holds the file (Windows locks files being copied)."""
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError:
+        return False
+    return True
+
+
+class Settler:
+    """Pending paths and the one rule that says when each is ready."""
+
+    def __init__(self, stable_seconds: float, report_after: float,
+                 clock=time.monotonic) -> None:
+        self.stable_seconds = stable_seconds
+        self.report_after = report_after
+        self.clock = clock
+        self._pending: dict[Path, _Pending] = {}
+        self._lock = threading.Lock()
+
+    def note(self, path: Path) -> None:
+        """`path` changed (or may have): restart its stability window."""
+        now = self.clock()
+        with self._lock:
+            entry = self._pending.get(path)
+            if entry is None:
+                self._pending[path] = _Pending(now, file_signature(path), now)
+            else:
+                entry.signature = file_signature(path)
+                entry.stable_since = now
+
+    def pending(self, path: Path) -> bool:
+        with self._lock:
+            return path in self._pending
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def poll(self) -> tuple[list[Path], list[tuple[Path, float]]]:
+        """Paths ready now, and paths first seen long ago that are still changing."""
+        now = self.clock()
+        ready: list[Path] = []
+        stuck: list[tuple[Path, float]] = []
+        with self._lock:
+            for path, entry in list(self._pending.items()):
+                signature = file_signature(path)
+                if signature is None:
+                    del self._pending[path]
+                    continue
+                if signature != entry.signature:
+                    entry.signature = signature
+                    entry.stable_since = now
+                elif now - entry.stable_since >= self.stable_seconds and openable(path):
+                    del self._pending[path]
+                    ready.append(path)
+                    continue
+                if not entry.reported and now - entry.first_seen >= self.report_after:
+                    entry.reported = True
+                    stuck.append((path, now - entry.first_seen))
+        return ready, stuck

@@ -1,0 +1,292 @@
+"""The one GPU worker: jobs in journal order, with decoding and writing overlapped.
+
+While the GPU runs photo N, a prefetch thread decodes photo N+1 and a writer thread
+writes photo N-1's PLY and report, so the GPU waits on neither. A job is marked done
+only after its files are renamed into place; until then the journal says `running`
+and a crash re-runs it (after deleting the names it had reserved).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from loguru import logger
+
+from pipeline import (
+    InputError,
+    LoadedImage,
+    OutOfMemoryError,
+    OutputError,
+    Pipeline,
+    PipelineError,
+    Prediction,
+    load_image,
+)
+from pipeline.device import free_device_memory
+
+from .config import Config
+from .depth_cache import DepthCache
+from .jobs import Job
+from .journal import Journal
+from .outputs import OutputFolder
+from .readiness import file_signature
+from .status import Board, JobEvent
+
+DEPTH_MODEL_SOURCES = ("depth-pro", "depth-pro-apple")
+
+
+class Superseded(Exception):
+    """The photo changed or vanished after it was queued; its new version has its own job."""
+
+
+@dataclass
+class _Run:
+    """One job in flight between the worker and the writer."""
+
+    job: Job
+    started: float
+    image: LoadedImage | None = None
+    result: Prediction | None = None
+    cache_hit: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Worker:
+    """Runs queued jobs on the resident pipeline until stopped."""
+
+    def __init__(self, config: Config, pipe: Pipeline, journal: Journal, cache: DepthCache,
+                 outputs: OutputFolder, board: Board,
+                 fail: Callable[[Job, str, bool, float], None],
+                 content_hash: Callable[[Path], str | None]) -> None:
+        self.config = config
+        self.pipe = pipe
+        self.journal = journal
+        self.cache = cache
+        self.outputs = outputs
+        self.board = board
+        self.fail = fail
+        self.content_hash = content_hash
+        self.paused = threading.Event()
+        self.stopping = threading.Event()
+        self.wake = threading.Event()
+        self.busy = False
+        self._prefetch = ThreadPoolExecutor(1, thread_name_prefix="sharp-decode")
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sharp-write")
+        self._decoded: tuple[str, Future[LoadedImage]] | None = None
+        self._writing: Future[None] | None = None
+        self._last_work = time.monotonic()
+        self._thread = threading.Thread(target=self._loop, name="sharp-worker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float) -> bool:
+        """Finish the current job and its write; False if that took longer than `timeout`."""
+        self.stopping.set()
+        self.wake.set()
+        self._thread.join(timeout)
+        finished = not self._thread.is_alive()
+        self._prefetch.shutdown(wait=False, cancel_futures=True)
+        self._writer.shutdown(wait=finished)
+        return finished
+
+    @property
+    def writing(self) -> bool:
+        return self._writing is not None and not self._writing.done()
+
+    def _loop(self) -> None:
+        if self.config.models.load_at_start:
+            self._load_models()
+        while not self.stopping.is_set():
+            job = None if self.paused.is_set() else self.journal.next_queued()
+            if job is None:
+                self._maybe_unload()
+                self.wake.wait(0.5)
+                self.wake.clear()
+                continue
+            claimed = self.journal.claim(job.key)
+            if claimed is None:
+                continue
+            self.busy = True
+            try:
+                self._run(claimed)
+            except Exception as exc:
+                logger.exception("unexpected error on {}", claimed.photo)
+                self.fail(claimed, f"{claimed.photo}: internal error ({exc!r}); see the log",
+                          True, 0.0)
+            finally:
+                self.busy = False
+                self._last_work = time.monotonic()
+                self.board.set(current_file=None, stage=None)
+        self._wait_for_writer()
+
+    def _load_models(self) -> None:
+        self.board.set(phase="loading")
+        sources = tuple(s for s in (self.config.defaults.depth_source,)
+                        if s in DEPTH_MODEL_SOURCES)
+        try:
+            self.pipe.load(sources)
+            self.board.set(model_error=None)
+        except Exception as exc:
+            message = str(exc) if isinstance(exc, PipelineError) else repr(exc)
+            logger.error("models could not be loaded: {}", message)
+            self.board.set(model_error=message, last_error=message)
+        finally:
+            self.board.set(phase="running", download_progress=None, stage=None)
+
+    def _maybe_unload(self) -> None:
+        minutes = self.config.daemon.unload_after_minutes
+        if (minutes > 0 and self.pipe.loaded and not self.writing
+                and time.monotonic() - self._last_work >= minutes * 60):
+            logger.info("idle for {:g} min: unloading models to free memory", minutes)
+            self.pipe.unload()
+
+    def _decode(self, job: Job) -> LoadedImage:
+        """Read the photo if it is still the content the job was queued for."""
+        if file_signature(job.photo) is None:
+            raise Superseded(f"{job.photo} vanished before it was processed")
+        current = self.content_hash(job.photo)
+        if current is not None and current != job.photo_hash:
+            raise Superseded(f"{job.photo} changed after it was queued")
+        return load_image(job.photo, self.config.daemon.max_pixels)
+
+    def _decoded_image(self, job: Job) -> LoadedImage:
+        pending, self._decoded = self._decoded, None
+        if pending is not None and pending[0] == job.key:
+            return pending[1].result()
+        return self._decode(job)
+
+    def _prefetch_next(self, job: Job) -> None:
+        upcoming = None if self.paused.is_set() else self.journal.next_queued(job.seq)
+        if upcoming is not None:
+            self._decoded = (upcoming.key, self._prefetch.submit(self._decode, upcoming))
+
+    def _run(self, job: Job) -> None:
+        started = time.monotonic()
+        run = _Run(job, started)
+        self.board.set(current_file=str(job.photo), stage="decode")
+        try:
+            t0 = time.perf_counter()
+            run.image = self._decoded_image(job)
+            run.timings["decode"] = time.perf_counter() - t0
+            self._prefetch_next(job)
+            for attempt in (1, 2):
+                try:
+                    self._gpu(run)
+                    break
+                except OutOfMemoryError as exc:
+                    free_device_memory()
+                    if attempt == 2:
+                        raise OutOfMemoryError(f"{exc.reason}, twice; try a smaller photo or "
+                                               "a lower precision in config.toml",
+                                               job.photo) from exc
+                    logger.warning("{}: {}; freed GPU cache, retrying once", job.photo, exc)
+        except Superseded as exc:
+            logger.info("{}; skipped", exc)
+            self.journal.drop(job.key)
+            return
+        except InputError as exc:
+            self.fail(job, str(exc), False, time.monotonic() - started)
+            return
+        except PipelineError as exc:
+            self.board.set(model_error=str(exc))
+            self.fail(job, str(exc), True, time.monotonic() - started)
+            return
+        self.board.set(model_error=None, stage="write")
+        self._wait_for_writer()
+        self._writing = self._writer.submit(self._write, run)
+
+    def _gpu(self, run: _Run) -> None:
+        job, image = run.job, run.image
+        assert image is not None
+        settings = job.settings
+        pixels = self.pipe.upload(image)
+        raw = None
+        if settings.depth_source in DEPTH_MODEL_SOURCES:
+            model_id = self.pipe.depth_model_id(settings) or settings.depth_source
+            raw = self.cache.get(job.photo_hash, model_id)
+            run.cache_hit = raw is not None
+            if raw is None:
+                self.board.set(stage="depth")
+                t0 = time.perf_counter()
+                raw = self.pipe.estimate_depth(image, settings, pixels)
+                run.timings["depth"] = time.perf_counter() - t0
+                if raw is not None:
+                    self.cache.put(job.photo_hash, raw)
+        self.board.set(stage="sharp")
+        want_internal = settings.save_internal_depth or self.config.daemon.preview
+        run.result = self.pipe.predict(image, settings.replace(save_internal_depth=want_internal),
+                                       raw, pixels)
+        run.timings.update(run.result.timings)
+
+    def _wait_for_writer(self) -> None:
+        if self._writing is not None:
+            self._writing.result()
+            self._writing = None
+
+    def _write(self, run: _Run) -> None:
+        job, result = run.job, run.result
+        assert result is not None
+        t0 = time.perf_counter()
+        names = None
+        try:
+            self.outputs.ensure()
+            names = self.outputs.names(job.photo.stem, self.config.daemon.preview,
+                                       job.settings.save_internal_depth)
+            self.journal.reserve_outputs(job.key, [str(p) for p in names.all()])
+            self.outputs.write_result(names, result, self._report(run, names.all()))
+            run.timings["write"] = time.perf_counter() - t0
+            self.journal.finish(job.key, [str(p) for p in names.all()], run.timings)
+        except (OutputError, OSError) as exc:
+            if names is not None:
+                self.outputs.remove(names.all())
+            message = str(exc) if isinstance(exc, OutputError) else f"cannot write results ({exc})"
+            self.fail(job, message, True, time.monotonic() - run.started)
+            return
+        except Exception as exc:
+            logger.exception("unexpected error writing {}", job.photo)
+            self.fail(job, f"{job.photo}: internal error while writing ({exc!r})", True,
+                      time.monotonic() - run.started)
+            return
+        self.outputs.clear_error(job.photo.stem)
+        seconds = time.monotonic() - run.started
+        logger.info("{} -> {} ({:.2f} s)", job.photo.name, names.ply.name, seconds)
+        self.board.emit(JobEvent(str(job.photo), "done", str(names.ply), None, seconds))
+
+    def _report(self, run: _Run, files: list[Path]) -> dict[str, Any]:
+        job, result = run.job, run.result
+        assert result is not None
+        sharp = self.pipe.sharp
+        return {
+            "photo": str(job.photo),
+            "photo_sha256": job.photo_hash,
+            "job": job.key,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "settings": job.settings.as_dict(),
+            "image_size": list(result.image_size),
+            "focal": {"f_px": result.f_px, "origin": result.focal_origin},
+            "depth": {"source": result.depth_source, "format": result.depth_format,
+                      "model": result.depth_model, "range_m": list(result.depth_range_m),
+                      "from_cache": run.cache_hit},
+            "models": {"depth": self.pipe.depth_model_id(job.settings),
+                       "sharp": sharp.model_id, "device": str(self.pipe.device),
+                       "sharp_precision": sharp.precision},
+            "gaussians": int(result.gaussians.mean_vectors.shape[-2]),
+            "timings_s": {k: round(v, 4) for k, v in run.timings.items()},
+            "warnings": list(result.warnings),
+            "files": [p.name for p in files],
+        }
+
+
+def vram_used_mb(pipe: Pipeline) -> float | None:
+    if pipe.device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.memory_allocated(pipe.device) / 2**20
+    return None

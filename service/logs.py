@@ -1,0 +1,92 @@
+"""Logging: loguru to the console and to a rotating, retained file in the per-user log dir.
+
+The libraries underneath log through the standard `logging` module with their own
+stderr handlers; `route_library_logging` swaps those for one that forwards into loguru,
+so everything lands in the same file. Tracebacks go to the file only: the console format
+is a function, and loguru appends `{exception}` only to string formats.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+LOG_NAME = "sharp-watch.log"
+LIBRARIES = ("torch", "transformers", "huggingface_hub", "watchdog", "PIL", "filelock")
+_LIBRARY_SETUP = ("torch", "transformers.utils.logging", "huggingface_hub.utils.logging")
+FILE_FORMAT = ("{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <8} | {thread.name} | {name}:{line} | "
+               "{message}")
+
+
+class InterceptHandler(logging.Handler):
+    """Forwards standard `logging` records to loguru, keeping level and caller."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        frame, depth = logging.currentframe(), 2
+        while frame is not None and frame.f_code.co_filename == logging.__file__:
+            frame, depth = frame.f_back, depth + 1
+        logger.opt(depth=depth, exception=record.exc_info).log(level, record.getMessage())
+
+
+def _console_format(record: Any) -> str:
+    return "<green>{time:HH:mm:ss}</green> <level>{level: <7}</level> {message}\n"
+
+
+def setup(log_dir: Path, level: str = "INFO", console: bool = True) -> Path:
+    """Send logs to the console (when there is one) and to `<log_dir>/sharp-watch.log`."""
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / LOG_NAME
+    logger.remove()
+    if console and sys.stderr is not None:
+        logger.add(sys.stderr, level=level.upper(), format=_console_format, colorize=None)
+    file_level = min(logger.level(level.upper()).no, logger.level("INFO").no)
+    logger.add(path, level=file_level, format=FILE_FORMAT,
+               rotation="10 MB", retention=5, encoding="utf-8", enqueue=True,
+               backtrace=True, diagnose=False)
+    logging.basicConfig(handlers=[InterceptHandler()], level=logging.INFO, force=True)
+    return path
+
+
+def route_library_logging() -> None:
+    """Make torch, transformers, huggingface_hub and watchdog log into loguru.
+
+    Their logging is configured on import (each adds its own stderr handler), so they are
+    imported first and then given the forwarding handler instead.
+    """
+    for module in _LIBRARY_SETUP:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
+    transformers_logging = sys.modules.get("transformers.utils.logging")
+    if transformers_logging is not None:
+        transformers_logging.get_logger()
+    for name in LIBRARIES:
+        library = logging.getLogger(name)
+        library.handlers = [InterceptHandler()]
+        library.propagate = False
+
+
+def job_line(event: Any) -> str:
+    """One line per finished or failed photo: file, outcome, time, result or reason."""
+    name = Path(event.photo).name
+    if event.outcome == "done":
+        return f"{name}: done in {event.seconds:.1f} s -> {event.output}"
+    return f"{name}: {event.outcome} after {event.seconds:.1f} s: {event.error}"
+
+
+def log_job(event: Any) -> None:
+    """`Daemon.subscribe` callback."""
+    if event.outcome == "done":
+        logger.info(job_line(event))
+    else:
+        logger.warning(job_line(event))

@@ -1,0 +1,152 @@
+"""The tray icon: state at a glance, a short menu, optional per-photo notifications.
+
+The tray only reads `Daemon.status()` on its own polling thread and sends pause/resume;
+job events arrive on the worker thread and are only queued here, so neither side ever
+waits for the other. pystray is imported when a tray is built, because its Linux
+backend connects to the X display at import time.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from loguru import logger
+
+from . import system
+from .icons import draw_icon, icon_state
+
+TOOLTIP_LIMIT = 127
+"""Windows truncates (pystray raises on) tooltips longer than 127 characters."""
+
+
+class Controlled(Protocol):
+    """The part of `daemon.Daemon` the tray uses."""
+
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+    def status(self) -> Any: ...
+    def subscribe(self, callback: Callable[[Any], None]) -> None: ...
+
+
+def describe(status: Any) -> str:
+    """One line for the tooltip and the greyed menu entry."""
+    if status.download_progress is not None:
+        head = f"Downloading models {int(status.download_progress * 100)}%"
+    elif status.state == "working":
+        name = Path(status.current_file).name if status.current_file else "a photo"
+        head = f"Working on {name}" + (f" ({status.stage})" if status.stage else "")
+    elif status.state == "error":
+        head = f"Error: {status.last_error or 'see the log'}"
+    elif status.state in ("starting", "loading"):
+        head = "Loading models"
+    else:
+        head = status.state.capitalize()
+    parts = [head, f"{status.queue_length} queued"]
+    if status.done or status.failed:
+        parts.append(f"{status.done} done, {status.failed} failed")
+    text = "sharp-watch: " + ", ".join(parts)
+    return text if len(text) <= TOOLTIP_LIMIT else text[:TOOLTIP_LIMIT - 1] + "…"
+
+
+def notification(event: Any) -> tuple[str, str]:
+    """(title, message) for a finished or failed photo."""
+    name = Path(event.photo).name
+    if event.outcome == "done":
+        return "Splat ready", f"{name} -> {Path(event.output).name} in {event.seconds:.0f} s"
+    return "Photo failed", f"{name}: {event.error}"
+
+
+class Tray:
+    """Owns the pystray icon; `run()` blocks the calling (main) thread until Quit or stop."""
+
+    def __init__(self, daemon: Controlled, *, stop_event: threading.Event,
+                 shutdown: Callable[[], None], inputs: Path, outputs: Path, log_file: Path,
+                 opener: Callable[[Path], None] = system.open_path,
+                 notifications: bool = True, poll_seconds: float = 1.0) -> None:
+        import pystray
+
+        self.daemon = daemon
+        self.stop_event = stop_event
+        self.shutdown = shutdown
+        self.opener = opener
+        self.poll_seconds = poll_seconds
+        self.status_line = "sharp-watch: starting"
+        self._shown: str | None = None
+        self._refreshing = threading.Lock()
+        self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        item, separator = pystray.MenuItem, pystray.Menu.SEPARATOR
+        menu = pystray.Menu(
+            item(lambda _: self.status_line, None, enabled=False),
+            separator,
+            item(lambda _: "Resume" if self._paused() else "Pause", self.toggle_pause),
+            item("Open inputs folder", lambda: self.opener(inputs)),
+            item("Open outputs folder", lambda: self.opener(outputs)),
+            item("View logs", lambda: self.opener(log_file)),
+            separator,
+            item("Quit", self.quit),
+        )
+        self.icon = pystray.Icon(system.APP_NAME, draw_icon("loading"), self.status_line, menu)
+        if notifications:
+            daemon.subscribe(self._events.put)
+
+    def run(self, setup: Callable[[Any], None] | None = None) -> None:
+        def start(icon: Any) -> None:
+            icon.visible = True
+            threading.Thread(target=self._poll, name="tray-poll", daemon=True).start()
+            if setup is not None:
+                setup(icon)
+
+        self.icon.run(setup=start)
+
+    def refresh(self) -> None:
+        """Bring icon, tooltip, menu and notifications up to date with the daemon.
+
+        Called by the poll thread and after menu clicks (pystray's thread), hence the lock.
+        """
+        with self._refreshing:
+            self._refresh()
+
+    def _refresh(self) -> None:
+        status = self.daemon.status()
+        shown = icon_state(status.state, status.download_progress is not None)
+        if shown != self._shown:
+            self.icon.icon = draw_icon(shown)
+            self._shown = shown
+        self.status_line = describe(status)
+        if self.icon.title != self.status_line:
+            self.icon.title = self.status_line
+        self.icon.update_menu()
+        while not self._events.empty():
+            title, message = notification(self._events.get())
+            if self.icon.HAS_NOTIFICATION:
+                self.icon.notify(message, title)
+
+    def toggle_pause(self) -> None:
+        if self._paused():
+            self.daemon.resume()
+        else:
+            self.daemon.pause()
+        self.refresh()
+
+    def quit(self) -> None:
+        self.stop_event.set()
+
+    def _paused(self) -> bool:
+        return self.daemon.status().state == "paused"
+
+    def _poll(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self.refresh()
+            except Exception as exc:
+                logger.opt(exception=True).warning(f"tray refresh failed: {exc}")
+            self.stop_event.wait(self.poll_seconds)
+        self.icon.title = "sharp-watch: stopping"
+        try:
+            self.shutdown()
+        finally:
+            self.icon.stop()

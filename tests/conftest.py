@@ -1,0 +1,151 @@
+"""Shared fixtures for daemon, service and hardening tests.
+
+- `tiny_depth_dir` (session): a tiny random transformers Depth Pro saved once to a
+  local folder; use it as `depth_model`.
+- `tiny_pipeline` (session): one `pipeline.Pipeline` on CPU with that model and the SHARP
+  double (`tests.sharp_double:build`), models loaded; pass it to `Daemon(config, pipe)`
+  to skip loading and warm-up. Its SHARP double counts forwards in
+  `tiny_pipeline.sharp.predictor.calls`.
+- `make_daemon_config(**changes)`: a `daemon.Config` on `tmp_path/inputs`,
+  `tmp_path/outputs` and `tmp_path/state`, tiny models, CPU, `stable_seconds=0.2`,
+  and `[defaults] depth_source = "internal"` (SHARP's own depth: the fastest path; pass
+  `defaults=DepthSettings()` to run the tiny Depth Pro too). Keyword arguments replace
+  `[daemon]` keys (`stable_seconds`, `preview`...), or, as `defaults=DepthSettings(...)`
+  / `folders=...` / `models=...` / `service=...`, whole sections.
+- `daemon_config`: `make_daemon_config()` with no changes.
+- `config_toml(config) -> Path`: the config written as a TOML file (for
+  `python -m daemon --config FILE` subprocesses).
+- `make_photo(path, width=64, height=48, seed=0) -> Path`: a small random JPEG/PNG
+  (format from the suffix) written atomically into place.
+- `running_daemon(config=None, pipeline=tiny_pipeline)`: a started `Daemon`, stopped at
+  the end of the test.
+- `wait_for(predicate, timeout)` (plain function, `from tests.conftest import wait_for`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from daemon import Config, Daemon
+from daemon.config import DaemonConfig, FolderConfig, ModelConfig, ServiceConfig
+from pipeline import DepthSettings, Pipeline
+from tests.tiny_models import save_tiny_depth_pro
+
+SHARP_DOUBLE = "tests.sharp_double:build"
+
+
+@pytest.fixture(scope="session")
+def tiny_depth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_depth_pro(tmp_path_factory.mktemp("tiny-depth-pro") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tiny_depth_dir: Path) -> Pipeline:
+    pipe = Pipeline(Config(models=_models(tiny_depth_dir)).model_settings())
+    pipe.load()
+    return pipe
+
+
+def _models(depth_dir: Path) -> ModelConfig:
+    return ModelConfig(device="cpu", depth_model=str(depth_dir), sharp_factory=SHARP_DOUBLE)
+
+
+@pytest.fixture
+def make_daemon_config(tmp_path: Path, tiny_depth_dir: Path) -> Callable[..., Config]:
+    def make(**changes: Any) -> Config:
+        sections = {k: changes.pop(k) for k in ("folders", "models", "defaults", "service")
+                    if k in changes}
+        daemon = DaemonConfig(stable_seconds=0.2, settle_report_seconds=30.0,
+                              depth_cache_mb=64.0, state_dir=tmp_path / "state")
+        return Config(
+            folders=sections.get("folders", FolderConfig(tmp_path / "inputs",
+                                                         tmp_path / "outputs")),
+            models=sections.get("models", _models(tiny_depth_dir)),
+            defaults=sections.get("defaults", DepthSettings(depth_source="internal")),
+            daemon=dataclasses.replace(daemon, **changes),
+            service=sections.get("service", ServiceConfig(notifications=False,
+                                                          log_dir=tmp_path / "logs")),
+        )
+    return make
+
+
+@pytest.fixture
+def daemon_config(make_daemon_config: Callable[..., Config]) -> Config:
+    return make_daemon_config()
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@pytest.fixture
+def config_toml(tmp_path: Path) -> Callable[[Config], Path]:
+    def write(config: Config) -> Path:
+        lines = []
+        for section in ("folders", "models", "defaults", "daemon", "service"):
+            lines.append(f"[{section}]")
+            values = getattr(config, section)
+            for f in dataclasses.fields(values):
+                value = getattr(values, f.name)
+                if value is not None:
+                    lines.append(f"{f.name} = {_toml_value(value)}")
+        path = tmp_path / "config.toml"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path
+    return write
+
+
+def write_photo(path: Path, width: int = 64, height: int = 48, seed: int = 0) -> Path:
+    """A small random photo, written to a hidden temp name and renamed into place."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fmt = "PNG" if path.suffix.lower() == ".png" else "JPEG"
+    Image.fromarray(pixels).save(tmp, format=fmt)
+    os.replace(tmp, path)
+    return path
+
+
+@pytest.fixture
+def make_photo() -> Callable[..., Path]:
+    return write_photo
+
+
+@pytest.fixture
+def running_daemon(daemon_config: Config,
+                   tiny_pipeline: Pipeline) -> Iterator[Callable[..., Daemon]]:
+    started: list[Daemon] = []
+
+    def start(config: Config | None = None, pipeline: Pipeline | None = None) -> Daemon:
+        daemon = Daemon(config or daemon_config, pipeline or tiny_pipeline)
+        daemon.start()
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop(timeout=10)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30.0) -> bool:
+    """Poll `predicate` until it is truthy or `timeout` passes (for file-system effects)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())

@@ -1,0 +1,285 @@
+"""The tray, for real: pystray's Xorg backend under Xvfb, with trayer as the tray host.
+
+Menu items are clicked from code inside `icon.run(setup=...)`; a small fake daemon records
+what the tray asked of it, and a recording opener records which path would be opened.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import select
+import shutil
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from daemon import JobEvent, Status
+from service import icons
+from service.tray import TOOLTIP_LIMIT, describe, notification
+
+
+def status(**changes) -> Status:
+    base = Status(state="idle", current_file=None, stage=None, queue_length=0, done=0,
+                  failed=0, last_error=None, vram_used_mb=None, download_progress=None,
+                  inputs="/in", outputs="/out")
+    return dataclasses.replace(base, **changes)
+
+
+class FakeDaemon:
+    """The daemon methods the tray calls, recording every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.current = status()
+        self.subscribers: list = []
+
+    def pause(self) -> None:
+        self.calls.append("pause")
+        self.current = dataclasses.replace(self.current, state="paused")
+
+    def resume(self) -> None:
+        self.calls.append("resume")
+        self.current = dataclasses.replace(self.current, state="idle")
+
+    def stop(self) -> None:
+        self.calls.append("stop")
+        self.current = dataclasses.replace(self.current, state="stopped")
+
+    def status(self) -> Status:
+        return self.current
+
+    def subscribe(self, callback) -> None:
+        self.subscribers.append(callback)
+
+
+# --- pure parts: icon and texts ----------------------------------------------------------
+
+def test_each_state_has_its_own_colour_and_glyph():
+    drawn = {state: icons.draw_icon(state) for state in icons.COLOURS}
+    for state, image in drawn.items():
+        assert image.size == (64, 64) and image.mode == "RGBA"
+        assert image.getpixel((0, 0))[3] == 0, "transparent outside the disc"
+        opaque = Counter(px[:3] for px in image.getdata() if px[3] == 255)
+        assert opaque.most_common(1)[0][0] == icons.COLOURS[state]
+        assert opaque[(255, 255, 255)] > 40, f"{state} has a white glyph"
+    glyphs = {state: frozenset(i for i, px in enumerate(image.getdata()) if px[:3] == (255,) * 3)
+              for state, image in drawn.items()}
+    assert len(set(glyphs.values())) == len(glyphs), "no two states share a glyph"
+
+
+def test_daemon_states_map_to_icons():
+    assert icons.icon_state("idle") == "idle"
+    assert icons.icon_state("working") == "working"
+    assert icons.icon_state("paused") == "paused"
+    assert icons.icon_state("error") == "error"
+    assert icons.icon_state("loading") == "loading"
+    assert icons.icon_state("starting") == "loading"
+    assert icons.icon_state("working", downloading=True) == "loading"
+    assert icons.icon_state("something new") == "error"
+
+
+def test_tooltip_texts():
+    assert describe(status()) == "sharp-watch: Idle, 0 queued"
+    assert describe(status(state="loading", stage="downloading", download_progress=0.427)) == \
+        "sharp-watch: Downloading models 42%, 0 queued"
+    assert describe(status(state="working", current_file="C:/in/cat.jpg", stage="sharp",
+                           queue_length=3, done=5, failed=1)) == \
+        "sharp-watch: Working on cat.jpg (sharp), 3 queued, 5 done, 1 failed"
+    assert describe(status(state="paused", queue_length=2)) == "sharp-watch: Paused, 2 queued"
+    long = describe(status(state="error", last_error="CUDA " * 100))
+    assert long.startswith("sharp-watch: Error: CUDA CUDA") and len(long) == TOOLTIP_LIMIT
+
+
+def test_notification_texts():
+    done = JobEvent("/in/cat.jpg", "done", "/out/cat_20260101-000000.ply", None, 41.6)
+    failed = JobEvent("/in/dog.png", "failed", None, "cannot decode dog.png", 0.1)
+    assert notification(done) == ("Splat ready", "cat.jpg -> cat_20260101-000000.ply in 42 s")
+    assert notification(failed) == ("Photo failed", "dog.png: cannot decode dog.png")
+
+
+# --- the live tray ---------------------------------------------------------------------
+
+def _tray_owner(display: str) -> bool:
+    import Xlib.display
+    import Xlib.X
+
+    connection = Xlib.display.Display(display)
+    try:
+        atom = connection.intern_atom("_NET_SYSTEM_TRAY_S0")
+        return connection.get_selection_owner(atom) != Xlib.X.NONE
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="module")
+def x_tray():
+    """An Xvfb display with trayer docked on it; DISPLAY points at it for this module."""
+    missing = [tool for tool in ("Xvfb", "trayer") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"{' and '.join(missing)} not installed (apt-get install xvfb trayer)")
+    read, write = os.pipe()
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "640x480x24",
+                             "-nolisten", "tcp"], pass_fds=(write,),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write)
+    with os.fdopen(read) as numbers:
+        if not select.select([numbers], [], [], 30)[0]:
+            xvfb.kill()
+            pytest.fail("Xvfb did not start within 30 s")
+        display = ":" + numbers.readline().strip()
+    env = {**os.environ, "DISPLAY": display}
+    trayer = subprocess.Popen(["trayer", "--edge", "top", "--align", "right", "--height", "24"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    saved = {key: os.environ.get(key) for key in ("DISPLAY", "PYSTRAY_BACKEND")}
+    try:
+        deadline = time.monotonic() + 15
+        while not _tray_owner(display):
+            assert trayer.poll() is None, "trayer exited"
+            assert time.monotonic() < deadline, "trayer never took the tray selection"
+            time.sleep(0.1)
+        os.environ.update(DISPLAY=display, PYSTRAY_BACKEND="xorg")
+        yield display
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        for process in (trayer, xvfb):
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def make_tray(tmp_path: Path, daemon: FakeDaemon, opened: list[Path]):
+    from service.tray import Tray
+
+    stop_event = threading.Event()
+    tray = Tray(daemon, stop_event=stop_event, shutdown=daemon.stop,
+                inputs=tmp_path / "inputs", outputs=tmp_path / "outputs",
+                log_file=tmp_path / "logs" / "sharp-watch.log", opener=opened.append,
+                notifications=True, poll_seconds=0.05)
+    return tray, stop_event
+
+
+def run_with(tray, clicks) -> list[BaseException]:
+    """Run the icon with `clicks(icon)` as its setup; return what the setup raised."""
+    errors: list[BaseException] = []
+
+    def setup(icon):
+        try:
+            clicks(icon)
+        except BaseException as exc:
+            errors.append(exc)
+            tray.stop_event.set()
+
+    done = threading.Event()
+    timer = threading.Timer(30, lambda: done.is_set() or tray.icon.stop())
+    timer.start()
+    try:
+        tray.run(setup)
+    finally:
+        done.set()
+        timer.cancel()
+    return errors
+
+
+def item_named(icon, text: str):
+    return next(item for item in icon.menu.items if item.text == text)
+
+
+def test_menu_pauses_resumes_opens_and_quits(x_tray, tmp_path):
+    daemon = FakeDaemon()
+    opened: list[Path] = []
+    tray, stop_event = make_tray(tmp_path, daemon, opened)
+    seen: dict[str, object] = {}
+
+    def clicks(icon):
+        assert icon.visible
+        texts = [item.text for item in icon.menu]
+        assert texts[0].startswith("sharp-watch: ")
+        assert texts[1:] == ["- - - -", "Pause", "Open inputs folder", "Open outputs folder",
+                             "View logs", "- - - -", "Quit"]
+        status_item = icon.menu.items[0]
+        assert not status_item.enabled
+        item_named(icon, "Pause")(icon)
+        assert daemon.calls == ["pause"]
+        seen["paused_title"] = icon.title
+        seen["paused_icon"] = icon.icon.getpixel((32, 4))
+        seen["paused_status_line"] = status_item.text
+        item_named(icon, "Resume")(icon)
+        assert daemon.calls == ["pause", "resume"]
+        assert item_named(icon, "Pause") is not None
+        for text in ("Open inputs folder", "Open outputs folder", "View logs"):
+            item_named(icon, text)(icon)
+        item_named(icon, "Quit")(icon)
+
+    errors = run_with(tray, clicks)
+    assert not errors, errors
+    assert stop_event.is_set()
+    assert daemon.calls == ["pause", "resume", "stop"], "Quit stops the daemon once"
+    assert opened == [tmp_path / "inputs", tmp_path / "outputs",
+                      tmp_path / "logs" / "sharp-watch.log"]
+    assert seen["paused_title"] == "sharp-watch: Paused, 0 queued"
+    assert seen["paused_status_line"] == "sharp-watch: Paused, 0 queued"
+    assert seen["paused_icon"][:3] == icons.COLOURS["paused"]
+
+
+def test_tooltip_follows_the_daemon_and_download_progress(x_tray, tmp_path):
+    daemon = FakeDaemon()
+    tray, stop_event = make_tray(tmp_path, daemon, [])
+    titles: list[str] = []
+
+    def wait_for(text: str, icon) -> None:
+        deadline = time.monotonic() + 20
+        while icon.title != text:
+            assert time.monotonic() < deadline, f"tooltip stayed {icon.title!r}, not {text!r}"
+            time.sleep(0.02)
+        titles.append(icon.title)
+
+    def clicks(icon):
+        daemon.current = status(state="loading", stage="downloading", download_progress=0.13)
+        wait_for("sharp-watch: Downloading models 13%, 0 queued", icon)
+        assert icon.icon.getpixel((32, 4))[:3] == icons.COLOURS["loading"]
+        daemon.current = status(state="working", current_file="/in/cat.jpg", stage="depth",
+                                queue_length=4)
+        wait_for("sharp-watch: Working on cat.jpg (depth), 4 queued", icon)
+        assert icon.icon.getpixel((32, 4))[:3] == icons.COLOURS["working"]
+        daemon.current = status(state="error", last_error="GPU out of memory during sharp")
+        wait_for("sharp-watch: Error: GPU out of memory during sharp, 0 queued", icon)
+        assert icon.icon.getpixel((32, 4))[:3] == icons.COLOURS["error"]
+        stop_event.set()
+
+    assert not run_with(tray, clicks)
+    assert len(titles) == 3
+    assert daemon.calls == ["stop"]
+
+
+def test_job_events_never_wait_for_the_tray(x_tray, tmp_path):
+    daemon = FakeDaemon()
+    tray, stop_event = make_tray(tmp_path, daemon, [])
+    assert len(daemon.subscribers) == 1
+    blocked = threading.Event()
+    release = threading.Event()
+
+    def slow_status():
+        blocked.set()
+        release.wait(10)
+        return status()
+
+    def clicks(icon):
+        daemon.status = slow_status
+        assert blocked.wait(20), "tray poll thread should be inside status()"
+        start = time.perf_counter()
+        for n in range(100):
+            daemon.subscribers[0](JobEvent(f"/in/{n}.jpg", "done", f"/out/{n}.ply", None, 1.0))
+        assert time.perf_counter() - start < 0.5, "the worker thread waited on the tray"
+        release.set()
+        stop_event.set()
+
+    assert not run_with(tray, clicks)
+    assert tray._events.empty(), "queued events are drained on the next refresh"
