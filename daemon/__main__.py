@@ -14,6 +14,8 @@ from pathlib import Path
 
 from loguru import logger
 
+from pipeline import PipelineError
+
 from .api import Daemon, DaemonError
 from .config import ConfigError, load_config
 
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         daemon = Daemon(config)
         daemon.start()
-    except (DaemonError, OSError) as exc:
+    except (DaemonError, PipelineError, OSError) as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 1
     print(f"inputs:  {config.inputs}\noutputs: {config.outputs}", flush=True)

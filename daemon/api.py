@@ -46,21 +46,27 @@ class Daemon:
         self.outputs = OutputFolder(config.outputs)
         self._lock_file = FileLock(str(state / "daemon.lock"), timeout=0)
         self.journal: Journal | None = None
-        self.cache = DepthCache(state / "depth-cache", config.daemon.depth_cache_mb)
+        self.cache: DepthCache | None = None
         self.intake: Intake | None = None
         self.worker: Worker | None = None
 
     def start(self) -> None:
         """Open the journal, recover interrupted jobs, then watch and work (non-blocking)."""
+        if self.board.phase == "running":
+            return
         state = self.config.daemon.state_dir
-        state.mkdir(parents=True, exist_ok=True)
+        for folder in (state, self.config.inputs, self.config.outputs):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                reason = exc.strerror or exc
+                raise DaemonError(f"cannot create folder {folder} ({reason})") from None
         try:
             self._lock_file.acquire()
         except Timeout:
             raise DaemonError(f"another sharp-watch daemon is already using {state}") from None
         self.journal = Journal(state / "journal.sqlite3")
-        for folder in (self.config.inputs, self.config.outputs):
-            folder.mkdir(parents=True, exist_ok=True)
+        self.cache = DepthCache(state / "depth-cache", self.config.daemon.depth_cache_mb)
         for tmp in self.outputs.clean_temp():
             logger.info("removed leftover temp file {}", tmp.name)
         stale, given_up = self.journal.recover(MAX_ATTEMPTS)

@@ -146,21 +146,31 @@ def check_value(key: str, value: Any, kind: type) -> Any:
     """`value` as `kind` or a message; ints pass as floats, bools never pass as numbers."""
     if kind is bool:
         if not isinstance(value, bool):
-            raise TypeError(f"must be true or false, got {value!r}")
+            raise TypeError(f"must be true or false, got {short_repr(value)}")
         return value
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"must be a whole number, got {value!r}")
+            raise TypeError(f"must be a whole number, got {short_repr(value)}")
         return value
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"must be a number, got {value!r}")
-        if not math.isfinite(value):
-            raise TypeError(f"must be a finite number, got {value!r}")
-        return float(value)
+            raise TypeError(f"must be a number, got {short_repr(value)}")
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise TypeError(f"must be a finite number, got {short_repr(value)}")
+        return number
     if not isinstance(value, str):
-        raise TypeError(f"must be a string, got {value!r}")
+        raise TypeError(f"must be a string, got {short_repr(value)}")
     return value
+
+
+def short_repr(value: Any) -> str:
+    """A value for an error message, cut short (sidecars can hold anything)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _section(name: str, table: Any, where: str, base: Path) -> dict[str, Any]:

@@ -172,16 +172,28 @@ class Intake:
         if photo_hash is None:
             return None
         try:
-            settings, _ = read_sidecar(photo, self.config.defaults, self.inputs)
+            return self._submit(photo, photo_hash, event_driven)
         except SidecarError as exc:
-            key = failure_key(photo_hash, str(exc))
-            if self.journal.record_failure(key, photo, photo_hash, str(exc)) or event_driven:
-                self.failed(photo, key, str(exc))
-            return "failed"
+            message = str(exc)
+        except Exception as exc:
+            logger.exception("could not queue {}", photo)
+            message = f"{photo}: could not be queued ({exc!r})"
+        key = failure_key(photo_hash, message)
+        if self.journal.record_failure(key, photo, photo_hash, message) or event_driven:
+            self.failed(photo, key, message)
+        return "failed"
+
+    def _submit(self, photo: Path, photo_hash: str, event_driven: bool) -> str:
+        settings, _ = read_sidecar(photo, self.config.defaults, self.inputs)
         depth = depth_file(settings, photo)
         depth_hash = None
         if depth is not None:
-            self._depth_users[depth.resolve()].add(photo)
+            resolved = depth.resolve()
+            from_sidecar = settings.external_depth != self.config.defaults.external_depth
+            if from_sidecar and not resolved.is_relative_to(self.inputs.resolve()):
+                raise SidecarError(f"depth map {depth} points outside the inputs folder",
+                                   sidecar_path(photo))
+            self._depth_users[resolved].add(photo)
             depth_hash = self.content_hash(depth)
         key = job_key(photo_hash, settings, depth_hash)
         verdict = self.journal.submit(key, photo, photo_hash, settings_to_json(settings),

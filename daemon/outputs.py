@@ -7,6 +7,8 @@ removed at start. Result names carry a timestamp and never overwrite an earlier 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -39,6 +41,20 @@ class ResultNames:
         return [p for p in (self.ply, self.report, self.preview, self.internal_depth) if p]
 
 
+MAX_STEM_BYTES = 180  # leaves room for "_<stamp>-N_internal_depth.npy" and temp names
+
+
+def safe_stem(stem: str) -> str:
+    """`stem`, shortened (with a hash to stay distinct) so every result name fits in 255 bytes."""
+    if len(stem.encode("utf-8", "surrogatepass")) <= MAX_STEM_BYTES:
+        return stem
+    digest = hashlib.sha256(stem.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    cut = stem
+    while len(cut.encode("utf-8", "surrogatepass")) > MAX_STEM_BYTES - 9:
+        cut = cut[:-1]
+    return f"{cut}~{digest}"
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -46,7 +62,8 @@ def atomic_write(path: Path, data: bytes) -> None:
             f.write(data)
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write {path.name} ({exc.strerror or exc})", path) from exc
 
 
@@ -76,6 +93,7 @@ class OutputFolder:
         return removed
 
     def names(self, stem: str, preview: bool, internal_depth: bool) -> ResultNames:
+        stem = safe_stem(stem)
         ply = timestamped_path(self.path, stem, ".ply")
         while ply.with_suffix(".json").exists():
             ply = timestamped_path(self.path, ply.stem, ".ply")
@@ -87,15 +105,19 @@ class OutputFolder:
 
     def write_result(self, names: ResultNames, result: Prediction,
                      report: dict[str, Any]) -> None:
-        """PLY, extras, then the report; any failure removes what this call wrote."""
+        """Extras and report first, the PLY last: a visible PLY always has its report.
+
+        Any failure removes what this call wrote.
+        """
         try:
-            write_ply(names.ply, result.gaussians, result.f_px, result.image_size)
             if names.internal_depth is not None and result.internal_depth is not None:
                 buf = _npy_bytes(result.internal_depth.astype(np.float32))
                 atomic_write(names.internal_depth, buf)
             if names.preview is not None:
-                atomic_write(names.preview, preview_png(result.used_depth, result.internal_depth))
+                atomic_write(names.preview, preview_png(result.used_depth, result.internal_depth,
+                                                        result.image_size))
             atomic_write(names.report, json.dumps(report, indent=2, default=str).encode())
+            write_ply(names.ply, result.gaussians, result.f_px, result.image_size)
         except OSError as exc:
             self.remove(names.all())
             raise OutputError(f"cannot write results ({exc.strerror or exc})", self.path) from exc
@@ -115,7 +137,7 @@ class OutputFolder:
                     continue
 
     def error_path(self, stem: str) -> Path:
-        return self.path / f"{stem}.error.txt"
+        return self.path / f"{safe_stem(stem)}.error.txt"
 
     def write_error(self, stem: str, message: str) -> Path | None:
         """`<stem>.error.txt` with the reason; None when even that cannot be written."""
@@ -123,15 +145,13 @@ class OutputFolder:
             self.ensure()
             path = self.error_path(stem)
             atomic_write(path, (message.rstrip() + "\n").encode("utf-8", "replace"))
-        except OutputError:
+        except (OutputError, OSError):
             return None
         return path
 
     def clear_error(self, stem: str) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.error_path(stem).unlink(missing_ok=True)
-        except OSError:
-            return
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -147,8 +167,13 @@ def _colorize(inverse: np.ndarray, low: float, high: float) -> np.ndarray:
     return rgb.astype(np.uint8)
 
 
-def preview_png(used: np.ndarray, internal: np.ndarray | None) -> bytes:
-    """Injected depth (left) beside SHARP's own depth (right), on one shared colour scale."""
+def preview_png(used: np.ndarray, internal: np.ndarray | None,
+                image_size: tuple[int, int] | None = None) -> bytes:
+    """Injected depth (left) beside SHARP's own depth (right), on one shared colour scale.
+
+    Both maps live on SHARP's square grid; each panel is stretched back to the photo's
+    aspect ratio (`image_size` is `(width, height)`).
+    """
     maps = [np.asarray(used, dtype=np.float32)]
     if internal is not None:
         front = np.asarray(internal, dtype=np.float32)
@@ -159,7 +184,8 @@ def preview_png(used: np.ndarray, internal: np.ndarray | None) -> bytes:
     panels = []
     for inverse in inverses:
         image = Image.fromarray(_colorize(inverse, low, high))
-        width = max(1, round(image.width * PREVIEW_HEIGHT / image.height))
+        aspect = image_size[0] / image_size[1] if image_size else image.width / image.height
+        width = max(1, round(PREVIEW_HEIGHT * aspect))
         panels.append(image.resize((width, PREVIEW_HEIGHT), Image.Resampling.BILINEAR))
     gap = 8
     sheet = Image.new("RGB", (sum(p.width for p in panels) + gap * (len(panels) - 1),

@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline import DepthSettings, InputError
 
-from .config import check_value, nearest
+from .config import check_value, nearest, short_repr
 
 SIDECAR_SUFFIX = ".toml"
 MAX_SIDECAR_BYTES = 64 * 1024
@@ -64,7 +64,8 @@ def apply_sidecar(data: dict[str, Any], path: Path, photo: Path, base: DepthSett
     for key, value in data.items():
         if key not in _KINDS:
             hint = nearest(key, SIDECAR_KEYS)
-            raise SidecarError(f"unknown key {key!r}"
+            shown = key if len(key) <= 40 else key[:37] + "..."
+            raise SidecarError(f"unknown key {shown!r}"
                                + (f"; did you mean {hint!r}?" if hint else
                                   f"; valid keys: {', '.join(SIDECAR_KEYS)}"), path)
         try:
@@ -77,22 +78,24 @@ def apply_sidecar(data: dict[str, Any], path: Path, photo: Path, base: DepthSett
     try:
         return dataclasses.replace(base, **changes)
     except ValueError as exc:
-        raise SidecarError(str(exc), path) from None
+        reason = str(exc)
+        raise SidecarError(reason if len(reason) <= 400 else reason[:397] + "...", path) from None
 
 
 def _inside_inputs(value: str, path: Path, photo: Path, inputs: Path) -> Path:
     """`value` relative to the photo, refused unless it resolves inside the inputs folder."""
     if not value.strip() or "\x00" in value:
         raise SidecarError("external_depth must name a .npy file or folder", path)
-    target = photo.parent / Path(value).expanduser()
+    shown = f"external_depth {short_repr(value)}"
     try:
-        resolved = target.resolve()
+        resolved = (photo.parent / Path(value).expanduser()).resolve()
         root = inputs.resolve()
-    except (OSError, RuntimeError) as exc:
-        raise SidecarError(f"external_depth {value!r} cannot be resolved ({exc})", path) from None
+        exists = resolved.exists()
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise SidecarError(f"{shown} cannot be resolved ({exc})", path) from None
     if not resolved.is_relative_to(root):
-        raise SidecarError(f"external_depth {value!r} points outside the inputs folder "
-                           f"{inputs}; put the depth map next to the photo", path)
-    if not resolved.exists():
-        raise SidecarError(f"external_depth {value!r} does not exist", path)
+        raise SidecarError(f"{shown} points outside the inputs folder {inputs}; "
+                           "put the depth map next to the photo", path)
+    if not exists:
+        raise SidecarError(f"{shown} does not exist", path)
     return resolved

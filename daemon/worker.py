@@ -120,8 +120,8 @@ class Worker:
                 self._run(claimed)
             except Exception as exc:
                 logger.exception("unexpected error on {}", claimed.photo)
-                self.fail(claimed, f"{claimed.photo}: internal error ({exc!r}); see the log",
-                          True, 0.0)
+                self.fail(claimed, f"{claimed.photo}: failed with an unexpected error "
+                          f"({type(exc).__name__}: {exc}); see the log", False, 0.0)
             finally:
                 self.busy = False
                 self._last_work = time.monotonic()
@@ -156,7 +156,13 @@ class Worker:
         current = self.content_hash(job.photo)
         if current is not None and current != job.photo_hash:
             raise Superseded(f"{job.photo} changed after it was queued")
-        return load_image(job.photo, self.config.daemon.max_pixels)
+        try:
+            return load_image(job.photo, self.config.daemon.max_pixels)
+        except InputError:
+            raise
+        except Exception as exc:  # a decoder bug on a hostile file is still a bad input
+            raise InputError(f"image could not be decoded ({type(exc).__name__}: {exc})",
+                             job.photo) from exc
 
     def _decoded_image(self, job: Job) -> LoadedImage:
         pending, self._decoded = self._decoded, None
@@ -228,8 +234,12 @@ class Worker:
         run.timings.update(run.result.timings)
 
     def _wait_for_writer(self) -> None:
+        """Let the previous write finish; its failure is that job's, never the next one's."""
         if self._writing is not None:
-            self._writing.result()
+            try:
+                self._writing.result()
+            except Exception:
+                logger.exception("writer thread error (already reported for its job)")
             self._writing = None
 
     def _write(self, run: _Run) -> None:

@@ -9,9 +9,12 @@ before any pixel is decoded.
 from __future__ import annotations
 
 import math
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pillow_heif
@@ -84,7 +87,7 @@ def load_image(path: Path | str, max_pixels: int = 120_000_000) -> LoadedImage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with open_regular_file(path) as raw, Image.open(raw) as image:
                 width, height = image.size
                 if width * height > max_pixels:
                     raise InputError(
@@ -114,6 +117,23 @@ def load_image(path: Path | str, max_pixels: int = 120_000_000) -> LoadedImage:
     if rgb.shape[0] < 2 or rgb.shape[1] < 2:
         raise InputError(f"image is only {rgb.shape[1]}x{rgb.shape[0]} pixels", path)
     return LoadedImage(path=path, rgb=rgb, exif_focal_35mm=focal)
+
+
+def open_regular_file(path: Path) -> BinaryIO:
+    """Open `path` for reading, refusing anything but a regular file.
+
+    Opened non-blocking first, so a FIFO named like a photo (or a sidecar pointing at
+    one) cannot hang the caller; a device or folder is refused the same way.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError("not a regular file (a pipe, device or folder)", path)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -29,10 +31,10 @@ _VERTEX_PROPERTIES = (
 _SRGB_COLOR_SPACE = 0
 _VERSION = (1, 5, 0)
 _CHUNK = 4096
-"""Gaussians per chunk: 229 KB of rows, which stay in cache. Every op on a chunk is
-below torch's parallel grain, so it runs on the calling thread with no thread-pool
-barrier (which costs milliseconds per op when the CPU is busy with the next photo),
-and its float rounding is that of one pass over SHARP's N (a multiple of 4096)."""
+"""Gaussians per chunk: 229 KB of rows, which stay in cache. The colour math on a
+chunk is below torch's parallel grain, so it runs on the calling thread with no
+thread-pool hand-offs (each costs milliseconds when the CPU is busy with the next
+photo), and its float rounding is that of one pass over SHARP's N (a multiple of 4096)."""
 
 
 def _linear_to_srgb(linear: torch.Tensor) -> torch.Tensor:
@@ -42,23 +44,32 @@ def _linear_to_srgb(linear: torch.Tensor) -> torch.Tensor:
     return torch.where(linear <= _SRGB_THRESHOLD, linear * 12.92, srgb)
 
 
-def _fill_rows(rows: torch.Tensor, g: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """Write the 14 vertex columns of flat `(n, k)` fields `g` into `rows` `(n, 14)`."""
-    xyz, singular_values, quaternions, colors, opacities = g
+def _logs(g: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Opacity logits and log scales over whole arrays: torch's `log` is split across
+    threads at any size, and gives the same bits however it is split."""
+    opacities = g[4]
+    return torch.log(opacities / (1.0 - opacities)), torch.log(g[1])
+
+
+def _fill_rows(rows: torch.Tensor, g: tuple[torch.Tensor, ...],
+               logs: tuple[torch.Tensor, torch.Tensor], start: int = 0) -> torch.Tensor:
+    """Vertex columns of Gaussians `start:start + len(rows)` of flat fields `g`."""
+    stop = start + rows.shape[0]
+    xyz, _, quaternions, colors, _ = (f[start:stop] for f in g)
     rows[:, 0:3] = xyz
     rows[:, 3:6] = _linear_to_srgb(colors).sub_(0.5).div_(_SH_C0)
-    rows[:, 6] = torch.log(opacities / (1.0 - opacities))
-    rows[:, 7:10] = torch.log(singular_values)
+    rows[:, 6] = logs[0][start:stop]
+    rows[:, 7:10] = logs[1][start:stop]
     rows[:, 10:14] = quaternions
     return rows
 
 
-def _flat_fields(gaussians: Any) -> tuple[torch.Tensor, ...]:
-    """The five fields as contiguous CPU float32 `(N, k)` tensors (`(N,)` for opacity)."""
+def _flat_fields(gaussians: Any, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
+    """The five fields as contiguous float32 `(N, k)` tensors (`(N,)` for opacity)."""
     fields = (gaussians.mean_vectors, gaussians.singular_values, gaussians.quaternions,
               gaussians.colors, gaussians.opacities)
     flat = [f.detach().flatten(0, 1) for f in fields]
-    return tuple(f.to("cpu", torch.float32).contiguous() for f in flat)
+    return tuple(f.to(device, torch.float32).contiguous() for f in flat)
 
 
 def _first_z(gaussians: Any, g: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -70,7 +81,7 @@ def _first_z(gaussians: Any, g: tuple[torch.Tensor, ...]) -> torch.Tensor:
 def vertex_rows(gaussians: Any) -> torch.Tensor:
     """`(N, 14)` float32 rows: xyz, SH DC of sRGB colour, opacity logit, log scales, wxyz."""
     g = _flat_fields(gaussians)
-    return _fill_rows(torch.empty((g[0].shape[0], 14), dtype=torch.float32), g)
+    return _fill_rows(torch.empty((g[0].shape[0], 14), dtype=torch.float32), g, _logs(g))
 
 
 def _header(count: int) -> bytes:
@@ -88,10 +99,10 @@ def _header(count: int) -> bytes:
 def disparity_quantiles(z: torch.Tensor) -> np.ndarray:
     """`torch.quantile(1 / z, [0.1, 0.9])` bit for bit, by selection instead of a sort."""
     disparity = 1.0 / z
-    q = torch.tensor([0.1, 0.9], dtype=disparity.dtype)
+    q = torch.tensor([0.1, 0.9], dtype=disparity.dtype, device=disparity.device)
+    if disparity.device.type != "cpu" or not bool(torch.isfinite(disparity).all()):
+        return torch.quantile(disparity, q).cpu().numpy()
     values = disparity.numpy()
-    if not np.isfinite(values).all():
-        return torch.quantile(disparity, q).numpy()
     ranks = q.double() * (values.size - 1)
     below = ranks.to(torch.long).numpy()
     above = ranks.ceil().to(torch.long).numpy()
@@ -115,24 +126,54 @@ def _trailer(z: torch.Tensor, f_px: float, width: int, height: int, count: int) 
 
 def _write_vertices(out: BinaryIO, g: tuple[torch.Tensor, ...]) -> None:
     count = g[0].shape[0]
+    logs = _logs(g)
     buffer = np.empty((min(count, _CHUNK), 14), dtype="<f4")
     rows = torch.from_numpy(buffer)
     for start in range(0, count, _CHUNK):
-        stop = min(count, start + _CHUNK)
-        _fill_rows(rows[: stop - start], tuple(f[start:stop] for f in g))
-        out.write(memoryview(buffer[: stop - start]).cast("B"))
+        size = min(_CHUNK, count - start)
+        _fill_rows(rows[:size], g, logs, start)
+        out.write(memoryview(buffer[:size]).cast("B"))
 
 
 @torch.inference_mode()
 def ply_bytes(gaussians: Any, f_px: float, image_size: tuple[int, int]) -> tuple[bytes, np.ndarray,
                                                                                 bytes]:
-    """Header, `(N, 14)` vertex block and trailer; `image_size` is `(width, height)`."""
+    """Header, `(N, 14)` vertex block and trailer, computed on the Gaussians' own device.
+
+    On a GPU this is the fast way: the math takes milliseconds there, and a writer
+    thread then only needs `write_ply_bytes` (no GPU call that would wait behind the
+    next photo's work). `image_size` is `(width, height)`.
+    """
     width, height = image_size
-    g = _flat_fields(gaussians)
+    g = _flat_fields(gaussians, gaussians.mean_vectors.device)
     count = g[0].shape[0]
-    vertices = _fill_rows(torch.empty((count, 14), dtype=torch.float32), g).numpy()
+    rows = torch.empty((count, 14), dtype=torch.float32, device=g[0].device)
+    vertices = _fill_rows(rows, g, _logs(g)).cpu().numpy()
     return _header(count), vertices, _trailer(_first_z(gaussians, g), f_px, width, height,
                                               count)
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as out:
+            write(out)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write PLY ({exc.strerror or exc})", path) from exc
+    return path
+
+
+def write_ply_bytes(path: Path | str, parts: tuple[bytes, np.ndarray, bytes]) -> Path:
+    """Write what `ply_bytes` returned to `path` atomically."""
+    header, vertices, trailer = parts
+
+    def write(out: BinaryIO) -> None:
+        out.write(header)
+        out.write(memoryview(np.ascontiguousarray(vertices, dtype="<f4")).cast("B"))
+        out.write(trailer)
+    return _atomic_write(Path(path), write)
 
 
 @torch.inference_mode()
@@ -140,22 +181,17 @@ def write_ply(path: Path | str, gaussians: Any, f_px: float, image_size: tuple[i
     """Write `gaussians` (SHARP's `Gaussians3D` or ours) to `path` atomically.
 
     `image_size` is `(width, height)` of the original photo. Overwrites `path` if it
-    exists; use `pipeline.naming` for names that never collide. CUDA tensors are copied
-    to the CPU first: hand CPU tensors in from a writer thread, so that copy does not
-    wait behind the next photo's GPU work.
+    exists; use `pipeline.naming` for names that never collide. GPU tensors are
+    converted on the GPU (`ply_bytes`); CPU tensors chunk by chunk with no full-size copy.
     """
-    path = Path(path)
+    if gaussians.mean_vectors.device.type != "cpu":
+        return write_ply_bytes(path, ply_bytes(gaussians, f_px, image_size))
     width, height = image_size
     g = _flat_fields(gaussians)
     count = g[0].shape[0]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as out:
-            out.write(_header(count))
-            _write_vertices(out, g)
-            out.write(_trailer(_first_z(gaussians, g), f_px, width, height, count))
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write PLY ({exc.strerror or exc})", path) from exc
-    return path
+
+    def write(out: BinaryIO) -> None:
+        out.write(_header(count))
+        _write_vertices(out, g)
+        out.write(_trailer(_first_z(gaussians, g), f_px, width, height, count))
+    return _atomic_write(Path(path), write)

@@ -1,8 +1,9 @@
 """`sharp-watch run`: one daemon per user, its control channel, and the tray or a console.
 
 Order matters: take the per-user lock before anything slow, publish the control endpoint
-before the daemon starts (so `status` works while models load), and on the way out stop
-the daemon gracefully before the endpoint disappears.
+as soon as the daemon has started (start returns at once and models load in the
+background, so `status` works while they load), and on the way out stop the daemon
+gracefully before the endpoint disappears.
 """
 
 from __future__ import annotations

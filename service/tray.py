@@ -2,14 +2,16 @@
 
 The tray only reads `Daemon.status()` on its own polling thread and sends pause/resume;
 job events arrive on the worker thread and are only queued here, so neither side ever
-waits for the other. pystray is imported when a tray is built, because its Linux
-backend connects to the X display at import time.
+waits for the other. Only the polling thread changes the icon; menu clicks just wake it.
+pystray is imported when a tray is built, because its Linux backend connects to the X
+display at import time.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,7 +22,7 @@ from . import system
 from .icons import draw_icon, icon_state
 
 TOOLTIP_LIMIT = 127
-"""Windows truncates (pystray raises on) tooltips longer than 127 characters."""
+"""Windows tray tooltips hold at most 127 characters (NOTIFYICONDATA.szTip is 128 WCHARs)."""
 
 
 class Controlled(Protocol):
@@ -60,6 +62,23 @@ def notification(event: Any) -> tuple[str, str]:
     return "Photo failed", f"{name}: {event.error}"
 
 
+def _show(icon: Any, seconds: float = 10.0) -> None:
+    """Make the icon visible, retrying while pystray's loop is not fully up yet.
+
+    pystray's Xorg backend releases the setup thread before it records its loop thread, so
+    on a busy machine the first call can raise AttributeError; a short retry covers it.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            icon.visible = True
+            return
+        except AttributeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class Tray:
     """Owns the pystray icon; `run()` blocks the calling (main) thread until Quit or stop."""
 
@@ -76,7 +95,7 @@ class Tray:
         self.poll_seconds = poll_seconds
         self.status_line = "sharp-watch: starting"
         self._shown: str | None = None
-        self._refreshing = threading.Lock()
+        self._wake = threading.Event()
         self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         item, separator = pystray.MenuItem, pystray.Menu.SEPARATOR
         menu = pystray.Menu(
@@ -95,22 +114,30 @@ class Tray:
 
     def run(self, setup: Callable[[Any], None] | None = None) -> None:
         def start(icon: Any) -> None:
-            icon.visible = True
+            _show(icon)
             threading.Thread(target=self._poll, name="tray-poll", daemon=True).start()
             if setup is not None:
                 setup(icon)
 
         self.icon.run(setup=start)
 
-    def refresh(self) -> None:
-        """Bring icon, tooltip, menu and notifications up to date with the daemon.
+    def refresh_soon(self) -> None:
+        """Ask the poll thread to refresh now rather than at its next tick."""
+        self._wake.set()
 
-        Called by the poll thread and after menu clicks (pystray's thread), hence the lock.
-        """
-        with self._refreshing:
-            self._refresh()
+    def toggle_pause(self) -> None:
+        if self._paused():
+            self.daemon.resume()
+        else:
+            self.daemon.pause()
+        self.refresh_soon()
+
+    def quit(self) -> None:
+        self.stop_event.set()
+        self.refresh_soon()
 
     def _refresh(self) -> None:
+        """Bring icon, tooltip, menu and notifications up to date with the daemon."""
         status = self.daemon.status()
         shown = icon_state(status.state, status.download_progress is not None)
         if shown != self._shown:
@@ -125,26 +152,22 @@ class Tray:
             if self.icon.HAS_NOTIFICATION:
                 self.icon.notify(message, title)
 
-    def toggle_pause(self) -> None:
-        if self._paused():
-            self.daemon.resume()
-        else:
-            self.daemon.pause()
-        self.refresh()
-
-    def quit(self) -> None:
-        self.stop_event.set()
-
     def _paused(self) -> bool:
         return self.daemon.status().state == "paused"
 
     def _poll(self) -> None:
-        while not self.stop_event.is_set():
+        """The only thread that changes the icon once it runs: pystray's backends are not
+        safe against two threads updating one icon at the same time. The first update
+        waits one interval, so it does not race the tray host docking the icon."""
+        while True:
+            self._wake.wait(self.poll_seconds)
+            self._wake.clear()
+            if self.stop_event.is_set():
+                break
             try:
-                self.refresh()
+                self._refresh()
             except Exception as exc:
                 logger.opt(exception=True).warning(f"tray refresh failed: {exc}")
-            self.stop_event.wait(self.poll_seconds)
         self.icon.title = "sharp-watch: stopping"
         try:
             self.shutdown()

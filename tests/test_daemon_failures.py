@@ -187,3 +187,36 @@ def test_out_of_memory_retries_once_then_fails(running_daemon, daemon_config, ma
         assert "out of memory" in events[0].error and "twice" in events[0].error
         make_photo(daemon_config.inputs / "next.jpg", seed=9)
         assert wait_for(lambda: len(events) == 2) and events[1].outcome == "done"
+
+
+def test_symlink_in_an_external_depth_folder_cannot_escape_inputs(running_daemon, daemon_config,
+                                                                  make_photo, tmp_path):
+    inputs = daemon_config.inputs
+    (inputs / "maps").mkdir(parents=True)
+    np.save(tmp_path / "secret.npy", np.ones((8, 8), dtype=np.float32))
+    os.symlink(tmp_path / "secret.npy", inputs / "maps" / "m.npy")
+    (inputs / "m.toml").write_text('external_depth = "maps"\n')
+    make_photo(inputs / "m.jpg")
+    events = []
+    d = running_daemon()
+    d.subscribe(events.append)
+    assert wait_for(lambda: events) and d.wait_until_idle(30)
+    assert events[0].outcome == "failed" and "outside the inputs folder" in events[0].error
+
+
+def test_photo_deleted_after_queueing_is_dropped_quietly(running_daemon, daemon_config,
+                                                         make_photo):
+    events = []
+    d = running_daemon()
+    d.subscribe(events.append)
+    d.pause()
+    photo = make_photo(daemon_config.inputs / "gone.jpg")
+    assert wait_for(lambda: d.status().queue_length == 1)
+    photo.unlink()
+    make_photo(daemon_config.inputs / "stays.jpg", seed=2)
+    assert wait_for(lambda: d.status().queue_length == 2)
+    d.resume()
+    assert wait_for(lambda: events) and d.wait_until_idle(30)
+    assert [(e.photo, e.outcome) for e in events] == [(str(daemon_config.inputs / "stays.jpg"),
+                                                       "done")]
+    assert d.journal.counts() == {"queued": 0, "running": 0, "done": 1, "failed": 0}

@@ -162,3 +162,30 @@ def test_ignored_names(name, ignored):
 ])
 def test_watched_types(name, watched):
     assert is_watched(Path(name)) is watched
+
+
+def test_long_stems_are_shortened_to_fit_and_stay_distinct():
+    from daemon.outputs import MAX_STEM_BYTES, safe_stem
+
+    assert safe_stem("photo") == "photo"
+    a, b = safe_stem("é" * 120 + "a"), safe_stem("é" * 120 + "b")
+    assert a != b
+    assert max(len(a.encode()), len(b.encode())) <= MAX_STEM_BYTES
+
+
+def test_preview_shows_both_depths_side_by_side_at_the_photo_aspect():
+    from io import BytesIO
+
+    from PIL import Image
+
+    from daemon.outputs import PREVIEW_HEIGHT, preview_png
+
+    used = np.linspace(1.0, 5.0, 64 * 64, dtype=np.float32).reshape(64, 64)
+    internal = np.stack([used * 2, used * 3])
+    image = Image.open(BytesIO(preview_png(used, internal, (400, 200))))
+    assert image.size == (2 * 2 * PREVIEW_HEIGHT + 8, PREVIEW_HEIGHT)
+    pixels = np.asarray(image.convert("RGB"), dtype=float)
+    left, right = pixels[:, :2 * PREVIEW_HEIGHT], pixels[:, 2 * PREVIEW_HEIGHT + 8:]
+    assert left.mean() > right.mean()  # injected depth is nearer: brighter on the shared scale
+    single = Image.open(BytesIO(preview_png(used, None, (300, 300))))
+    assert single.size == (PREVIEW_HEIGHT, PREVIEW_HEIGHT)

@@ -36,7 +36,7 @@ import daemon.worker
 import pipeline.ply
 from daemon import Config, Daemon, JobEvent
 from daemon.config import FolderConfig
-from pipeline import OutOfMemoryError, Pipeline
+from pipeline import DepthSettings, OutOfMemoryError, Pipeline
 from tests.conftest import write_photo
 
 REPO = Path(__file__).resolve().parents[1]
@@ -229,10 +229,11 @@ def _record_reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Path, int]]:
 
 @pytest.mark.timeout(60)
 def test_photo_written_at_one_megabyte_per_second_is_read_once_complete(
-        running_daemon, daemon_config: Config, monkeypatch: pytest.MonkeyPatch,
-        tmp_path: Path) -> None:
+        running_daemon, make_daemon_config: Callable[..., Config],
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     reads = _record_reads(monkeypatch)
-    d = running_daemon()
+    daemon_config = make_daemon_config(stable_seconds=1.0)  # the shipped default
+    d = running_daemon(daemon_config)
     data = _jpeg_bytes(tmp_path / "src.jpg", 1800, 1350, 1)
     assert len(data) > 1_000_000
     target = daemon_config.inputs / "slow.jpg"
@@ -250,10 +251,11 @@ def test_photo_written_at_one_megabyte_per_second_is_read_once_complete(
 
 @pytest.mark.timeout(60)
 def test_written_truncated_rewritten_runs_once_on_the_final_content(
-        running_daemon, daemon_config: Config, monkeypatch: pytest.MonkeyPatch,
-        tmp_path: Path) -> None:
+        running_daemon, make_daemon_config: Callable[..., Config],
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     reads = _record_reads(monkeypatch)
-    d = running_daemon()
+    daemon_config = make_daemon_config(stable_seconds=1.0)  # the shipped default
+    d = running_daemon(daemon_config)
     first = _jpeg_bytes(tmp_path / "a.jpg", 320, 240, 2)
     final = _jpeg_bytes(tmp_path / "b.jpg", 400, 300, 3)
     target = daemon_config.inputs / "rewritten.jpg"
@@ -515,13 +517,14 @@ def _image_arg(image: Any, *_: Any, **__: Any) -> Path:
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize(("times", "outcome"), [(1, "done"), (5, "failed")])
 def test_depth_out_of_memory_retries_once_then_fails_and_the_next_job_runs(
-        running_daemon, daemon_config: Config, tiny_pipeline: Pipeline,
+        running_daemon, make_daemon_config: Callable[..., Config], tiny_pipeline: Pipeline,
         monkeypatch: pytest.MonkeyPatch, times: int, outcome: str) -> None:
     fake = _fail_for("oom.jpg", times,
                      lambda: OutOfMemoryError("GPU out of memory during depth estimation"),
                      tiny_pipeline.estimate_depth, _image_arg)
     monkeypatch.setattr(tiny_pipeline, "estimate_depth", fake)
-    d = running_daemon()
+    daemon_config = make_daemon_config(defaults=DepthSettings())
+    d = running_daemon(daemon_config)
     with events_of(d) as seen:
         write_photo(daemon_config.inputs / "oom.jpg", seed=20)
         settle(d)
@@ -634,6 +637,14 @@ def test_external_depth_inside_inputs_is_used(running_daemon, daemon_config: Con
 # ---------------------------------------------------------------- 4. bad inputs at daemon level
 
 
+BAD_SIDECARS = [b"depth_scael = 2.0\n", b"depth_scale = nan\n", b"depth_scale = -inf\n",
+                b'depth_scale = "2"\n', b"depth_scale = 1e400\n", b"focal_mm = 0\n",
+                b"back_surface_factor = 0.5\n", b"depth_scale = " + b"[" * 2000 + b"]" * 2000,
+                b"\xff\xfe depth_scale = 2\n", b"depth_scale = 2\ndepth_scale = 3\n",
+                b"x = 1\n" * 20000, b'depth_source = "\u202edepth-pro"\n',
+                b"save_internal_depth = 1\n", b"[defaults]\ndepth_scale = 2.0\n"]
+
+
 @pytest.mark.timeout(120)
 def test_fuzzed_inputs_each_fail_alone_and_the_next_good_photo_succeeds(
         running_daemon, daemon_config: Config, tmp_path: Path) -> None:
@@ -656,17 +667,23 @@ def test_fuzzed_inputs_each_fail_alone_and_the_next_good_photo_succeeds(
             write_photo(inputs / f"depth{index:02d}.jpg", seed=100 + index)
             (inputs / f"depth{index:02d}.toml").write_text(
                 f'external_depth = "depth{index:02d}.npy"\n')
+        for index, document in enumerate(BAD_SIDECARS):
+            (inputs / f"side{index:02d}.toml").write_bytes(document)
+            write_photo(inputs / f"side{index:02d}.jpg", seed=200 + index)
         settle(d, 90)
         write_photo(inputs / "good after all that.jpg", seed=26)
         settle(d)
     failed = {Path(e.photo).name for e in seen if e.outcome == "failed"}
     expected = {f"bad{i:02d}{c.path.suffix}" for i, c in enumerate(bad_images[:20])}
     expected |= {f"depth{i:02d}.jpg" for i in range(len(bad_npys))}
+    expected |= {f"side{i:02d}.jpg" for i in range(len(BAD_SIDECARS))}
     assert failed == expected
     assert [e.outcome for e in seen if Path(e.photo).name == "good after all that.jpg"] == ["done"]
     for name in expected:
         note = daemon_config.outputs / f"{Path(name).stem}.error.txt"
         assert note.is_file() and note.read_text().strip(), name
+        if name.startswith("side"):
+            assert f"{Path(name).stem}.toml" in note.read_text(), note.read_text()
     assert not (tmp_path / "marker").exists()
 
 
@@ -802,3 +819,23 @@ def crash_run(config: Config, config_file: Path, log: Path, photos: int, kills: 
     return versions
 
 
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_sidecar_pointing_at_a_fifo_fails_that_photo_and_hangs_nothing(
+        running_daemon, daemon_config: Config) -> None:
+    inputs = daemon_config.inputs
+    inputs.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(inputs / "pipe.npy")
+    (inputs / "piped.toml").write_text('external_depth = "pipe.npy"\n')
+    d = running_daemon()
+    with events_of(d) as seen:
+        write_photo(inputs / "piped.jpg", seed=29)
+        settle(d, 20)
+        write_photo(inputs / "unpiped.jpg", seed=30)
+        settle(d, 20)
+    result = {Path(e.photo).name: e for e in seen}
+    assert result["piped.jpg"].outcome == "failed"
+    assert "regular file" in (result["piped.jpg"].error or "")
+    assert result["unpiped.jpg"].outcome == "done"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import pickle
 import random
 import struct
@@ -280,6 +281,25 @@ def test_max_pixels_is_the_limit_not_pillows(tmp_path: Path) -> None:
     assert load_image(path, 1200).rgb.shape == (30, 40, 3)
     with pytest.raises(InputError, match="limit"):
         load_image(path, 1199)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+@pytest.mark.parametrize("kind", ["fifo", "folder", "device"])
+def test_non_regular_files_are_refused_without_blocking(tmp_path: Path, kind: str) -> None:
+    """A FIFO named like a photo or depth map would block a plain `open` + `read` forever."""
+    for name, load in (("photo.jpg", lambda p: load_image(p, MAX_PIXELS)),
+                       ("depth.npy", load_depth_npy)):
+        path = tmp_path / name
+        if kind == "fifo":
+            os.mkfifo(path)
+        elif kind == "folder":
+            path.mkdir()
+        else:
+            path.symlink_to("/dev/zero")
+        with pytest.raises(InputError) as info:
+            load(path)
+        assert info.value.path == path
 
 
 # ---------------------------------------------------------------- .npy depth maps

@@ -131,3 +131,9 @@ def test_linux_autostart_is_an_idempotent_desktop_file(tmp_path, monkeypatch):
     assert system.uninstall_autostart() is True
     assert system.uninstall_autostart() is False
     assert not entry.exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="xdg-open is the non-Windows opener")
+def test_open_without_an_opener_reports_instead_of_crashing(monkeypatch):
+    monkeypatch.setenv("PATH", "")
+    assert system.open_path(Path("/tmp")) is False

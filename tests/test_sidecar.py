@@ -63,6 +63,8 @@ def test_sidecar_overrides_only_what_it_names(folder):
     ("depth_scale = inf\n", ["depth_scale", "finite"]),
     ("depth_offset = nan\n", ["depth_offset", "finite"]),
     ("depth_offset = 1e300\n", ["depth_offset"]),
+    ("depth_scale = 1" + "0" * 400 + "\n", ["depth_scale must be a finite number"]),
+    ('"' + "é" * 300 + '" = 1\n', ["unknown key 'éé", "...'"]),
     ("back_surface_factor = 0.5\n", ["back_surface_factor"]),
     ("focal_mm = -3\n", ["focal_mm"]),
     ('depth_source = "midas"\n', ["depth_source must be one of"]),

@@ -1,9 +1,9 @@
 """External depth maps from `.npy` files: found per photo, read without unpickling, checked.
 
-The header is read first, so an absurd shape, a pickled object array or a file shorter
-than its header promises is refused before any data is allocated; the data is then read
-from the same open file (no second open that could see a swapped file) and never with
-pickling allowed.
+Only a regular file is opened (a FIFO cannot hang the reader). The header is read first,
+so an absurd shape, a pickled object array or a file shorter than its header promises is
+refused before any data is allocated; the data is then read from the same open file (no
+second open that could see a swapped file) and never with pickling allowed.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ..errors import InputError
+from ..image import open_regular_file
 
 MAX_SIDE = 16384
 MAX_VALUES = 64 * 1024 * 1024
@@ -42,7 +43,7 @@ def load_depth_npy(path: Path) -> np.ndarray:
     if path.suffix.lower() != ".npy":
         raise InputError("external depth must be a .npy file", path)
     try:
-        with open(path, "rb") as f:
+        with open_regular_file(path) as f:
             shape, dtype, offset = _read_header(path, f)
             _check_header(path, shape, dtype)
             _check_length(path, os.fstat(f.fileno()).st_size - offset, shape, dtype)
