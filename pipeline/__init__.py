@@ -1,18 +1,35 @@
 """Photo -> Apple Depth Pro depth -> SHARP with that depth injected -> 3DGS PLY.
 
 Knows nothing of folders, queues or trays: give it a photo and settings, get Gaussians.
+Names are imported on first use (PEP 562), so reading settings or config does not pay
+for importing torch; `from pipeline import Pipeline` works as usual.
 """
 
-from .depth.base import RawDepth
-from .errors import InputError, ModelError, OutOfMemoryError, OutputError, PipelineError
-from .gaussians import Gaussians
-from .image import SUPPORTED_EXTENSIONS, LoadedImage, load_image
-from .naming import timestamped_path
-from .ply import write_ply
-from .runner import Pipeline, Prediction, resolve_focal
-from .settings import DepthSettings, ModelSettings
-from .sharp_stage import SharpStage
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "RawDepth": ".depth.base",
+    "InputError": ".errors",
+    "ModelError": ".errors",
+    "OutOfMemoryError": ".errors",
+    "OutputError": ".errors",
+    "PipelineError": ".errors",
+    "Gaussians": ".gaussians",
+    "SUPPORTED_EXTENSIONS": ".image",
+    "LoadedImage": ".image",
+    "load_image": ".image",
+    "timestamped_path": ".naming",
+    "write_ply": ".ply",
+    "Pipeline": ".runner",
+    "Prediction": ".runner",
+    "resolve_focal": ".runner",
+    "DepthSettings": ".settings",
+    "ModelSettings": ".settings",
+    "SharpStage": ".sharp_stage",
+}
 __all__ = [
     "SUPPORTED_EXTENSIONS",
     "DepthSettings",
@@ -33,3 +50,22 @@ __all__ = [
     "timestamped_path",
     "write_ply",
 ]
+
+if TYPE_CHECKING:
+    from .depth.base import RawDepth
+    from .errors import InputError, ModelError, OutOfMemoryError, OutputError, PipelineError
+    from .gaussians import Gaussians
+    from .image import SUPPORTED_EXTENSIONS, LoadedImage, load_image
+    from .naming import timestamped_path
+    from .ply import write_ply
+    from .runner import Pipeline, Prediction, resolve_focal
+    from .settings import DepthSettings, ModelSettings
+    from .sharp_stage import SharpStage
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value

@@ -6,22 +6,13 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-from tqdm.auto import tqdm
-
-from pipeline import (
-    SUPPORTED_EXTENSIONS,
-    DepthSettings,
-    ModelError,
-    ModelSettings,
-    Pipeline,
-    PipelineError,
-    Prediction,
-    timestamped_path,
-    write_ply,
-)
+from pipeline.image import SUPPORTED_EXTENSIONS
 from pipeline.settings import DEPTH_FORMATS, DEPTH_SOURCES, PRECISIONS
+
+if TYPE_CHECKING:
+    from pipeline import Prediction
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -80,6 +71,19 @@ def summary(name: str, result: Prediction) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from pipeline import (
+        DepthSettings,
+        ModelError,
+        ModelSettings,
+        Pipeline,
+        PipelineError,
+        timestamped_path,
+        write_ply,
+    )
+
     try:
         settings = DepthSettings(
             depth_scale=args.depth_scale, depth_offset=args.depth_offset,
