@@ -10,9 +10,10 @@ and `TransformersDepth.estimate`) on the same photo, and prints the difference i
 canonical inverse depth and field of view, plus the time of each forward.
 
 `--size small` is a narrow, shallow model on the real 1536 x 1536 grid (seconds on a
-CPU); `--size full` is the real 952 M-parameter architecture (about 2-3 minutes per
-forward on 2 CPU cores, about 8 GB of memory). Needs Apple's `depth_pro` (the
-`depth-pro-apple` extra); without it this prints a "skipped" line and exits 0.
+CPU); `--size full` is the real 952 M-parameter architecture (2.5 to 10 minutes per
+forward on 2 CPU cores, depending on what else runs; 8.7 GB peak memory). Needs Apple's
+`depth_pro` (the `depth-pro-apple` extra); without it this prints a "skipped" line and
+exits 0.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ temporary name and renamed, so a reader never sees a partial file.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -160,7 +161,8 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
             write(out)
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write PLY ({exc.strerror or exc})", path) from exc
     return path
 
