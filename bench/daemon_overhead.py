@@ -2,7 +2,7 @@
 
     python bench/daemon_overhead.py [--photos 20] [--size 640x480] [--full]
 
-With the models resident and warmed up, times the pipeline itself per photo (decode,
+With the models resident and warmed up (on the thread that runs them), times the pipeline itself per photo (decode,
 depth, SHARP, PLY write: `Pipeline.run` + `write_ply`; the faster of a run before and
 one after the daemon's, so the ratio is not flattered), then drops the same number of new photos
 into a running daemon and times drop -> PLY. Prints, from one run:
@@ -21,7 +21,6 @@ Default: tiny random models on CPU (tests/tiny_models.py, the SHARP test double)
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -64,41 +63,51 @@ def _config(root: Path, full: bool) -> Config:
                                       depth_cache_mb=512, state_dir=root / "state"))
 
 
-def pipeline_seconds(pipe: Pipeline, photos: list[Path], out: Path) -> tuple[float, float]:
+def pipeline_seconds(pipe: Pipeline, warm: Path, photos: list[Path],
+                     out: Path) -> tuple[float, float]:
     """Median wall seconds and mean CPU seconds per photo for the bare pipeline.
 
-    Runs on its own thread, as the daemon's worker does: torch's CPU threading differs
-    between the main thread and others, and on a busy CPU that alone changes timings.
+    Runs on one fresh thread, as the daemon's worker does, and warms up on that same
+    thread first: on a CPU, torch's first runs on a new thread are several times slower.
     """
     out.mkdir(exist_ok=True)
     seconds: list[float] = []
+    cpu: list[float] = []
+
+    def one(photo: Path) -> None:
+        result = pipe.run(photo, DepthSettings())
+        write_ply(timestamped_path(out, photo.stem, ".ply"), result.gaussians, result.f_px,
+                  result.image_size)
 
     def work() -> None:
+        for _ in range(WARM_UP_RUNS):
+            one(warm)
+        cpu.append(time.process_time())
         for photo in photos:
             start = time.perf_counter()
-            result = pipe.run(photo, DepthSettings())
-            write_ply(timestamped_path(out, photo.stem, ".ply"), result.gaussians, result.f_px,
-                      result.image_size)
+            one(photo)
             seconds.append(time.perf_counter() - start)
+        cpu.append(time.process_time())
 
-    cpu = time.process_time()
     thread = threading.Thread(target=work)
     thread.start()
     thread.join()
-    return float(np.median(seconds)), (time.process_time() - cpu) / len(photos)
+    return float(np.median(seconds)), (cpu[1] - cpu[0]) / len(photos)
 
 
 def daemon_times(daemon: Daemon, photos: list[Path],
                  inputs: Path) -> tuple[float, list[float], float]:
     """Drop time, the time each PLY appeared, and CPU seconds per photo for it all."""
     done: list[float] = []
-    daemon.subscribe(lambda event: done.append(time.perf_counter()))
+    listening = [True]
+    daemon.subscribe(lambda event: done.append(time.perf_counter()) if listening[0] else None)
     cpu = time.process_time()
     dropped = time.perf_counter()
     for photo in photos:
         os.replace(photo, inputs / photo.name)
     while len(done) < len(photos):
         time.sleep(0.005)
+    listening[0] = False
     return dropped, sorted(done), (time.process_time() - cpu) / len(photos)
 
 
@@ -130,24 +139,26 @@ def main() -> None:
         pipe = Pipeline(config.model_settings())
         pipe.load()
         warm = _photo(root / "warm.jpg", width, height, 999)
-        pipeline_seconds(pipe, [warm] * WARM_UP_RUNS, root / "warm-out")
         bare = [_photo(root / f"bare{i}.jpg", width, height, i) for i in range(args.photos)]
-        per_photo, cpu_photo = pipeline_seconds(pipe, bare, root / "bare-out")
+        per_photo, cpu_photo = pipeline_seconds(pipe, warm, bare, root / "bare-out")
 
         staging = root / "staging"
         staging.mkdir()
         drops = [_photo(staging / f"drop{i}.jpg", width, height, 1000 + i)
                  for i in range(args.photos)]
-        daemon = Daemon(dataclasses.replace(config), pipe)
+        warm_drops = [_photo(staging / f"warm{i}.jpg", width, height, 2000 + i)
+                      for i in range(WARM_UP_RUNS)]
+        daemon = Daemon(config, pipe)
         daemon.start()
         try:
+            daemon_times(daemon, warm_drops, config.inputs)  # warm up the worker thread
             daemon.wait_until_idle(60)
             dropped, done, cpu_daemon = daemon_times(daemon, drops, config.inputs)
             daemon.wait_until_idle(60)
             speedup = retune_speedup(daemon, config, drops[0])
         finally:
             daemon.stop()
-        again, cpu_again = pipeline_seconds(pipe, bare, root / "bare-out")
+        again, cpu_again = pipeline_seconds(pipe, warm, bare, root / "bare-out")
         per_photo, cpu_photo = min(per_photo, again), min(cpu_photo, cpu_again)
     n = args.photos
     steady = float(np.median(np.diff(done)))

@@ -33,8 +33,8 @@ class AppleDepthPro:
         except ImportError as exc:
             raise ModelError("depth_source 'depth-pro-apple' needs Apple's depth_pro package: "
                              'pip install "sharp-watch[depth-pro-apple]"') from exc
-        path = Path(checkpoint) if checkpoint else fetch_checkpoint(DEPTH_PRO_URL, cache_dir,
-                                                                     progress)
+        path = (Path(checkpoint).expanduser().resolve() if checkpoint
+                else fetch_checkpoint(DEPTH_PRO_URL, cache_dir, progress))
         if not path.is_file():
             raise ModelError(f"Depth Pro checkpoint not found: {path}")
         config = dataclasses.replace(DEFAULT_MONODEPTH_CONFIG_DICT, checkpoint_uri=str(path))
