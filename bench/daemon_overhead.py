@@ -2,10 +2,11 @@
 
     python bench/daemon_overhead.py [--photos 20] [--size 640x480] [--full]
 
-With the models resident and warmed up (on the thread that runs them), times the pipeline itself per photo (decode,
-depth, SHARP, PLY write: `Pipeline.run` + `write_ply`; the faster of a run before and
-one after the daemon's, so the ratio is not flattered), then drops the same number of new photos
-into a running daemon and times drop -> PLY. Prints, from one run:
+With the models resident and warmed up (on the thread that runs them), times the
+pipeline itself per photo (decode, depth, SHARP, PLY write: `Pipeline.run` +
+`write_ply`; the faster of a run before and one after the daemon's, so the ratio is not
+flattered), then drops the same number of new photos into a running (warmed-up) daemon
+and times drop -> PLY. Prints, from one run:
 - steady-state ratio: daemon seconds per photo (median gap between consecutive PLYs)
   over the pipeline's seconds per photo (median). Target <= 1.10. Medians, because a
   shared CPU makes single runs jumpy. Also the same as a CPU-time ratio (process CPU

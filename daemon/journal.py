@@ -161,12 +161,6 @@ class Journal:
                        "outputs = '[]', updated = ? WHERE key = ?",
                        (error, int(retryable), time.time(), key))
 
-    def requeue(self, key: str) -> None:
-        """Put a claimed job back (a graceful stop abandoned it before any result)."""
-        with self._tx() as db:
-            db.execute("UPDATE jobs SET state = 'queued', attempts = MAX(attempts - 1, 0), "
-                       "updated = ? WHERE key = ? AND state = 'running'", (time.time(), key))
-
     def drop(self, key: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM jobs WHERE key = ?", (key,))

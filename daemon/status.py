@@ -10,13 +10,15 @@ from typing import Any
 
 from loguru import logger
 
-STATES = ("starting", "loading", "idle", "working", "paused", "error", "stopped")
-STAGES = ("decode", "depth", "sharp", "write", "downloading")
-
 
 @dataclass(frozen=True)
 class Status:
-    """A snapshot for the tray, the CLI and tests; counts are since this start."""
+    """A snapshot for the tray, the CLI and tests; counts are since this start.
+
+    `state`: starting, loading, idle, working, paused, error (models failed to load or
+    run; cleared by the next success) or stopped. `stage`: decode, depth, sharp, write,
+    downloading, or None.
+    """
 
     state: str
     current_file: str | None

@@ -1,9 +1,10 @@
 """The one GPU worker: jobs in journal order, with decoding and writing overlapped.
 
 While the GPU runs photo N, a prefetch thread decodes photo N+1 and a writer thread
-writes photo N-1's PLY and report, so the GPU waits on neither. A job is marked done
-only after its files are renamed into place; until then the journal says `running`
-and a crash re-runs it (after deleting the names it had reserved).
+writes photo N-1's PLY and report, so the GPU waits on neither. On a CPU-only machine
+the three steps run in turn on the worker thread instead (they would share the cores).
+A job is marked done only after its files are renamed into place; until then the
+journal says `running` and a crash re-runs it (after deleting the names it reserved).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from .readiness import file_signature
 from .status import Board, JobEvent
 
 DEPTH_MODEL_SOURCES = ("depth-pro", "depth-pro-apple")
+OVERLAP_ON_CPU = False  # tests set this to run the prefetch and writer threads on a CPU
 
 
 class Superseded(Exception):
@@ -83,6 +85,9 @@ class Worker:
         self._decoded: tuple[str, Future[LoadedImage]] | None = None
         self._writing: Future[None] | None = None
         self._last_work = time.monotonic()
+        # Overlap pays only when the models run on an accelerator; on a CPU the decode and
+        # write threads would just compete with the models for the same cores.
+        self.overlap = pipe.device.type != "cpu" or OVERLAP_ON_CPU
         self._thread = threading.Thread(target=self._loop, name="sharp-worker", daemon=True)
 
     def start(self) -> None:
@@ -171,6 +176,8 @@ class Worker:
         return self._decode(job)
 
     def _prefetch_next(self, job: Job) -> None:
+        if not self.overlap:
+            return
         upcoming = None if self.paused.is_set() else self.journal.next_queued(job.seq)
         if upcoming is not None:
             self._decoded = (upcoming.key, self._prefetch.submit(self._decode, upcoming))
@@ -208,7 +215,10 @@ class Worker:
             return
         self.board.set(model_error=None, stage="write")
         self._wait_for_writer()
-        self._writing = self._writer.submit(self._write, run)
+        if self.overlap:
+            self._writing = self._writer.submit(self._write, run)
+        else:
+            self._write(run)
 
     def _gpu(self, run: _Run) -> None:
         job, image = run.job, run.image

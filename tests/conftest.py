@@ -19,6 +19,9 @@
   (format from the suffix) written atomically into place.
 - `running_daemon(config=None, pipeline=tiny_pipeline)`: a started `Daemon`, stopped at
   the end of the test.
+- `overlap` (parametrized False/True): on a CPU the worker decodes, runs and writes in
+  turn; with True the GPU-style prefetch and writer threads run too
+  (`daemon.worker.OVERLAP_ON_CPU`). Ask for it in tests that should cover both paths.
 - `wait_for(predicate, timeout)` (plain function, `from tests.conftest import wait_for`).
 """
 
@@ -123,6 +126,14 @@ def write_photo(path: Path, width: int = 64, height: int = 48, seed: int = 0) ->
 @pytest.fixture
 def make_photo() -> Callable[..., Path]:
     return write_photo
+
+
+@pytest.fixture(params=[False, True], ids=["serial", "overlap"])
+def overlap(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    import daemon.worker
+
+    monkeypatch.setattr(daemon.worker, "OVERLAP_ON_CPU", request.param)
+    return request.param
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ from pipeline import DepthSettings
 from tests.conftest import wait_for
 
 
-def test_drop_gives_ply_report_and_preview(running_daemon, make_daemon_config, make_photo):
+def test_drop_gives_ply_report_and_preview(running_daemon, make_daemon_config, make_photo,
+                                           overlap):
     daemon_config = make_daemon_config(defaults=DepthSettings())
     events = []
     daemon = running_daemon(daemon_config)
@@ -54,7 +55,8 @@ def test_slowly_written_file_is_read_once_after_it_is_complete(running_daemon, d
 
 
 def test_burst_of_200_files_each_processed_exactly_once(running_daemon, make_daemon_config,
-                                                        make_photo, tmp_path, tiny_pipeline):
+                                                        make_photo, tmp_path, tiny_pipeline,
+                                                        overlap):
     config = make_daemon_config(preview=False)
     staging = tmp_path / "staging"
     for i in range(200):
@@ -120,7 +122,7 @@ def test_catch_up_at_start_and_done_photos_skipped_on_restart(running_daemon, da
     assert len(list(daemon_config.outputs.glob("*.ply"))) == 3
 
 
-def test_pause_stops_work_and_resume_drains(running_daemon, daemon_config, make_photo):
+def test_pause_stops_work_and_resume_drains(running_daemon, daemon_config, make_photo, overlap):
     daemon = running_daemon()
     daemon.pause()
     assert daemon.status().state == "paused"

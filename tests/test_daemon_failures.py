@@ -129,7 +129,7 @@ def test_unwritable_output_folder_fails_job_then_recovers(running_daemon, daemon
 
 
 def test_disk_full_leaves_no_partial_files(running_daemon, daemon_config, make_photo,
-                                           monkeypatch):
+                                           monkeypatch, overlap):
     real = daemon.outputs.write_ply
     state = {"fail": True}
 
@@ -205,7 +205,7 @@ def test_symlink_in_an_external_depth_folder_cannot_escape_inputs(running_daemon
 
 
 def test_photo_deleted_after_queueing_is_dropped_quietly(running_daemon, daemon_config,
-                                                         make_photo):
+                                                         make_photo, overlap):
     events = []
     d = running_daemon()
     d.subscribe(events.append)

@@ -28,7 +28,7 @@ def _plys(folder, stem):
 
 
 def test_sidecar_edit_gives_second_ply_scaled_by_depth_scale(running_daemon, daemon_config,
-                                                             make_photo):
+                                                             make_photo, overlap):
     inputs = daemon_config.inputs
     inputs.mkdir(parents=True)
     depth = np.linspace(1.0, 4.0, 48 * 64, dtype=np.float32).reshape(48, 64)
