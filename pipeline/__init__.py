@@ -1,14 +1,15 @@
 """Photo -> Apple Depth Pro depth -> SHARP with that depth injected -> 3DGS PLY.
 
 Knows nothing of folders, queues or trays: give it a photo and settings, get Gaussians.
-Names are imported on first use (PEP 562), so reading settings or config does not pay
-for importing torch; `from pipeline import Pipeline` works as usual.
+Names are imported on first use (`pipeline.lazy`), so reading settings or config does
+not import torch.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .lazy import lazy_exports
 
 _EXPORTS = {
     "RawDepth": ".depth.base",
@@ -63,9 +64,4 @@ if TYPE_CHECKING:
     from .sharp_stage import SharpStage
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
