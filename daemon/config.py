@@ -61,17 +61,9 @@ class FolderConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """Which models run where; maps onto `pipeline.ModelSettings`."""
+class ModelConfig(ModelSettings):
+    """The `[models]` section: `pipeline.ModelSettings` plus when to load them."""
 
-    device: str = "auto"
-    depth_model: str = "apple/DepthPro-hf"
-    depth_pro_checkpoint: Path | None = None
-    sharp_checkpoint: Path | None = None
-    sharp_factory: str | None = None
-    sharp_precision: str = "float32"
-    depth_precision: str = "auto"
-    cache_dir: Path | None = None
     load_at_start: bool = True
 
 
@@ -117,14 +109,8 @@ class Config:
         return self.folders.outputs
 
     def model_settings(self) -> ModelSettings:
-        m = self.models
-        return ModelSettings(device=m.device, depth_model=m.depth_model,
-                             depth_pro_checkpoint=m.depth_pro_checkpoint,
-                             sharp_checkpoint=m.sharp_checkpoint, sharp_factory=m.sharp_factory,
-                             sharp_precision=m.sharp_precision,
-                             depth_precision=m.depth_precision,
-                             max_pixels=self.daemon.max_pixels, cache_dir=m.cache_dir)
-
+        return ModelSettings(**{f.name: getattr(self.models, f.name)
+                                for f in fields(ModelSettings)})
 
 _SECTIONS: dict[str, type] = {"folders": FolderConfig, "models": ModelConfig,
                               "defaults": DepthSettings, "daemon": DaemonConfig,
@@ -213,10 +199,6 @@ def _check_ranges(cfg: Config, where: str) -> None:
         hint = nearest(cfg.service.log_level.upper(), LOG_LEVELS)
         raise ConfigError(f"{where}: [service] log_level {cfg.service.log_level!r} is not a level"
                           + (f"; did you mean {hint!r}?" if hint else ""))
-    try:
-        cfg.model_settings()
-    except ValueError as exc:
-        raise ConfigError(f"{where}: [models] {exc}") from None
 
 
 def parse_config(data: dict[str, Any], where: str = "<config>", base: Path | None = None) -> Config:
@@ -230,12 +212,14 @@ def parse_config(data: dict[str, Any], where: str = "<config>", base: Path | Non
                               + (f"; did you mean [{hint}]?" if hint else
                                  f"; valid sections: {', '.join(_SECTIONS)}"))
         parts[name] = _section(name, table, where, base)
-    try:
-        defaults = DepthSettings(**parts.pop("defaults", {}))
-    except ValueError as exc:
-        raise ConfigError(f"{where}: [defaults] {exc}") from None
+    checked = {}
+    for name, kind in (("defaults", DepthSettings), ("models", ModelConfig)):
+        try:
+            checked[name] = kind(**parts.pop(name, {}))
+        except ValueError as exc:
+            raise ConfigError(f"{where}: [{name}] {exc}") from None
     cfg = Config(folders=FolderConfig(**parts.pop("folders", {})),
-                 models=ModelConfig(**parts.pop("models", {})), defaults=defaults,
+                 models=checked["models"], defaults=checked["defaults"],
                  daemon=DaemonConfig(**parts.pop("daemon", {})),
                  service=ServiceConfig(**parts.pop("service", {})),
                  source=Path(where) if where != "<config>" else None)

@@ -27,6 +27,7 @@ pillow_heif.register_heif_opener()
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".heic", ".heif", ".webp", ".tif", ".tiff"}
 )
+DEFAULT_MAX_PIXELS = 120_000_000
 _DIAGONAL_35MM = math.hypot(36.0, 24.0)
 _EXIF_IFD = 0x8769
 
@@ -75,7 +76,7 @@ def _positive(value: object) -> float | None:
     return number if math.isfinite(number) and number > 0 else None
 
 
-def load_image(path: Path | str, max_pixels: int = 120_000_000) -> LoadedImage:
+def load_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
     """Decode `path` to upright uint8 RGB; raise `InputError` with the reason otherwise."""
     path = Path(path)
     if path.suffix.lower() not in SUPPORTED_EXTENSIONS:

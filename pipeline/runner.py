@@ -34,7 +34,7 @@ from .depth.transformers_backend import TransformersDepth
 from .device import depth_dtype, free_device_memory, pick_device
 from .errors import InputError
 from .gaussians import Gaussians, unproject
-from .image import LoadedImage, focal_mm_to_px, load_image
+from .image import DEFAULT_MAX_PIXELS, LoadedImage, focal_mm_to_px, load_image
 from .settings import DEFAULT_FOCAL_35MM, DepthSettings, ModelSettings
 from .sharp_stage import SharpStage
 from .weights import Progress
@@ -161,12 +161,13 @@ class Pipeline:
             return self.models.depth_model
         return None
 
-    def run(self, path: Path | str, settings: DepthSettings | None = None) -> Prediction:
-        """Decode, estimate depth and predict in one call."""
+    def run(self, path: Path | str, settings: DepthSettings | None = None, *,
+            max_pixels: int = DEFAULT_MAX_PIXELS) -> Prediction:
+        """Decode (refusing photos over `max_pixels`), estimate depth and predict in one call."""
         settings = settings or DepthSettings()
         timings: dict[str, float] = {}
         with _timed(timings, "decode"):
-            image = load_image(path, self.models.max_pixels)
+            image = load_image(path, max_pixels)
         pixels = self.upload(image)
         with _timed(timings, "depth"):
             raw = self.estimate_depth(image, settings, pixels)

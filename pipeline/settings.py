@@ -104,7 +104,6 @@ class ModelSettings:
     sharp_factory: str | None = None
     sharp_precision: str = "float32"
     depth_precision: str = "auto"
-    max_pixels: int = 120_000_000
     cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
@@ -114,5 +113,3 @@ class ModelSettings:
         if self.depth_precision not in (*PRECISIONS, "auto"):
             raise ValueError(f"depth_precision must be auto or one of {', '.join(PRECISIONS)}, "
                              f"got {self.depth_precision!r}")
-        if not isinstance(self.max_pixels, int) or self.max_pixels < 1:
-            raise ValueError(f"max_pixels must be a positive integer, got {self.max_pixels!r}")

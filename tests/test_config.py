@@ -8,7 +8,7 @@ import pytest
 
 import daemon.config
 from daemon import Config, ConfigError, load_config
-from pipeline import DepthSettings
+from pipeline import DepthSettings, ModelSettings
 
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "config.toml"
 
@@ -59,8 +59,10 @@ max_pixels = 1000
     assert cfg.defaults.depth_scale == 2.0 and cfg.defaults.focal_mm == 26.0
     assert cfg.daemon.stable_seconds == 0.5
     ms = cfg.model_settings()
-    assert (ms.device, ms.sharp_factory, ms.max_pixels) == ("cpu", "tests.sharp_double:build",
-                                                            1000)
+    assert type(ms) is ModelSettings
+    assert (ms.device, ms.sharp_factory, cfg.daemon.max_pixels) == ("cpu",
+                                                                     "tests.sharp_double:build",
+                                                                     1000)
 
 
 @pytest.mark.parametrize("text, needles", [
