@@ -22,6 +22,7 @@ import torch
 from loguru import logger
 
 from pipeline import (
+    Gaussians,
     InputError,
     LoadedImage,
     OutOfMemoryError,
@@ -242,6 +243,9 @@ class Worker:
         run.result = self.pipe.predict(image, settings.replace(save_internal_depth=want_internal),
                                        raw, pixels)
         run.timings.update(run.result.timings)
+        if run.result.gaussians.mean_vectors.device.type != "cpu":
+            # Copy now: a writer thread touching GPU tensors would wait behind the next photo.
+            run.result.gaussians = Gaussians(*(t.cpu() for t in run.result.gaussians))
 
     def _wait_for_writer(self) -> None:
         """Let the previous write finish; its failure is that job's, never the next one's."""
