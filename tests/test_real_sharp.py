@@ -37,8 +37,9 @@ from sharp.models.monodepth import (
     create_monodepth_adaptor,
 )
 from sharp.models.presets import ViTConfig
-from sharp.utils.gaussians import Gaussians3D, save_ply, unproject_gaussians
+from sharp.utils.gaussians import save_ply, unproject_gaussians
 
+from bench.ply_write import random_gaussians
 from pipeline import (
     DepthSettings,
     LoadedImage,
@@ -53,24 +54,10 @@ from pipeline.gaussians import Gaussians, covariances, unproject
 F_PX = 3100.5
 
 
-def _random_gaussians(n: int, seed: int = 0) -> Gaussians3D:
-    """Metric-looking Gaussians: z in [0.5, 20.5] m, colours in [0, 1], opacities in (0, 1)."""
-    g = torch.Generator().manual_seed(seed)
-    z = torch.rand(1, n, 1, generator=g) * 20 + 0.5
-    xy = (torch.rand(1, n, 2, generator=g) * 2 - 1) * z
-    return Gaussians3D(
-        mean_vectors=torch.cat([xy, z], dim=-1),
-        singular_values=torch.exp(torch.randn(1, n, 3, generator=g)) * 0.01,
-        quaternions=torch.nn.functional.normalize(torch.randn(1, n, 4, generator=g), dim=-1),
-        colors=torch.rand(1, n, 3, generator=g),
-        opacities=torch.rand(1, n, generator=g) * 0.98 + 0.01,
-    )
-
-
 @pytest.mark.parametrize(("width", "height"), [(4032, 3024), (1080, 1920)])
 def test_write_ply_matches_save_ply_byte_for_byte(tmp_path: Path, width: int,
                                                   height: int) -> None:
-    gaussians = _random_gaussians(20_000)
+    gaussians = random_gaussians(20_000)
     theirs, ours = tmp_path / "sharp.ply", tmp_path / "ours.ply"
     save_ply(gaussians, F_PX, (height, width), theirs)
     write_ply(ours, gaussians, F_PX, (width, height))
@@ -90,7 +77,7 @@ def _sharp_intrinsics(f_px: float, width: int, height: int) -> torch.Tensor:
 
 @pytest.mark.parametrize(("width", "height"), [(4032, 3024), (1080, 1920), (1536, 1536)])
 def test_unproject_matches_sharp(width: int, height: int) -> None:
-    ndc = _random_gaussians(20_000, seed=1)
+    ndc = random_gaussians(20_000, seed=1)
     theirs = unproject_gaussians(ndc, torch.eye(4), _sharp_intrinsics(F_PX, width, height),
                                  (1536, 1536))
     ours = unproject(Gaussians(*ndc), F_PX, width, height)
