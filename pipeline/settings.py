@@ -43,11 +43,6 @@ class DepthSettings:
         if problems:
             raise ValueError("; ".join(problems))
 
-    @property
-    def ratio_mode(self) -> bool:
-        """Back surface from SHARP's own back/front ratio (True) or a fixed factor."""
-        return self.back_surface_factor == 1.0
-
     def replace(self, **changes: Any) -> DepthSettings:
         return dataclasses.replace(self, **changes)
 

@@ -7,7 +7,6 @@ its format to metres (relative formats by a robust fit to SHARP's own depth), th
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -129,6 +128,3 @@ def two_layers(front: torch.Tensor, internal: torch.Tensor,
 def depth_range(depth: torch.Tensor) -> tuple[float, float]:
     return float(depth.min()), float(depth.max())
 
-
-def as_numpy(depth: torch.Tensor) -> np.ndarray:
-    return depth.detach().float().cpu().numpy().squeeze()
