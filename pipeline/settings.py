@@ -10,11 +10,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-DepthSourceName = Literal["depth-pro", "depth-pro-apple", "npy", "internal"]
-DepthFormat = Literal["metric", "relative", "inverse-relative", "auto"]
-Precision = Literal["float32", "bfloat16", "float16"]
+from typing import Any
 
 DEPTH_SOURCES: tuple[str, ...] = ("depth-pro", "depth-pro-apple", "npy", "internal")
 DEPTH_FORMATS: tuple[str, ...] = ("metric", "relative", "inverse-relative", "auto")
