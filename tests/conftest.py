@@ -38,7 +38,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemon import Config, Daemon
+from daemon import Config, Daemon, JobEvent
 from daemon.config import DaemonConfig, FolderConfig, ModelConfig, ServiceConfig
 from pipeline import DepthSettings, Pipeline
 from tests.tiny_models import save_tiny_depth_pro
@@ -141,8 +141,11 @@ def running_daemon(daemon_config: Config,
                    tiny_pipeline: Pipeline) -> Iterator[Callable[..., Daemon]]:
     started: list[Daemon] = []
 
-    def start(config: Config | None = None, pipeline: Pipeline | None = None) -> Daemon:
+    def start(config: Config | None = None, pipeline: Pipeline | None = None,
+              events: list[JobEvent] | None = None) -> Daemon:
         daemon = Daemon(config or daemon_config, pipeline or tiny_pipeline)
+        if events is not None:
+            daemon.subscribe(events.append)
         daemon.start()
         started.append(daemon)
         return daemon

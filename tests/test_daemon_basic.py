@@ -17,8 +17,7 @@ def test_drop_gives_ply_report_and_preview(running_daemon, make_daemon_config, m
                                            overlap):
     daemon_config = make_daemon_config(defaults=DepthSettings())
     events = []
-    daemon = running_daemon(daemon_config)
-    daemon.subscribe(events.append)
+    daemon = running_daemon(daemon_config, events=events)
     make_photo(daemon_config.inputs / "cat.jpg")
     assert wait_for(lambda: events) and daemon.wait_until_idle(30)
     plys = sorted(daemon_config.outputs.glob("cat_*.ply"))
@@ -40,8 +39,7 @@ def test_drop_gives_ply_report_and_preview(running_daemon, make_daemon_config, m
 def test_slowly_written_file_is_read_once_after_it_is_complete(running_daemon, daemon_config,
                                                                 make_photo, tmp_path):
     events = []
-    daemon = running_daemon()
-    daemon.subscribe(events.append)
+    daemon = running_daemon(events=events)
     source = make_photo(tmp_path / "src" / "slow.png", 200, 150)
     data = source.read_bytes()
     with open(daemon_config.inputs / "slow.png", "wb") as out:
@@ -62,8 +60,7 @@ def test_burst_of_200_files_each_processed_exactly_once(running_daemon, make_dae
     for i in range(200):
         make_photo(staging / f"p{i:03d}.jpg", seed=i)
     events = []
-    daemon = running_daemon(config)
-    daemon.subscribe(events.append)
+    daemon = running_daemon(config, events=events)
     calls = tiny_pipeline.sharp.predictor.calls
     for path in staging.iterdir():
         os.replace(path, config.inputs / path.name)
@@ -78,8 +75,7 @@ def test_burst_of_200_files_each_processed_exactly_once(running_daemon, make_dae
 
 def test_renamed_or_copied_photo_is_not_rerun(running_daemon, daemon_config, make_photo):
     events = []
-    daemon = running_daemon()
-    daemon.subscribe(events.append)
+    daemon = running_daemon(events=events)
     photo = make_photo(daemon_config.inputs / "a.jpg")
     assert wait_for(lambda: events) and daemon.wait_until_idle(30)
     os.rename(photo, daemon_config.inputs / "renamed.jpg")
@@ -92,8 +88,7 @@ def test_renamed_or_copied_photo_is_not_rerun(running_daemon, daemon_config, mak
 
 def test_ignored_names_are_never_read(running_daemon, daemon_config, make_photo):
     events = []
-    daemon = running_daemon()
-    daemon.subscribe(events.append)
+    daemon = running_daemon(events=events)
     for name in (".hidden.jpg", "x.jpg.part", "x.jpg.crdownload", "x.tmp", "~$x.jpg", "x.gif",
                  "notes.txt"):
         make_photo(daemon_config.inputs / "staging" / "p.jpg")
@@ -244,8 +239,7 @@ def test_status_reports_download_progress_and_no_vram_on_cpu(running_daemon):
 
 def test_deleting_a_sidecar_goes_back_to_defaults(running_daemon, daemon_config, make_photo):
     events = []
-    daemon = running_daemon()
-    daemon.subscribe(events.append)
+    daemon = running_daemon(events=events)
     (daemon_config.inputs / "p.toml").write_text("depth_scale = 0.5\n")
     make_photo(daemon_config.inputs / "p.jpg")
     assert wait_for(lambda: len(events) == 1) and daemon.wait_until_idle(30)

@@ -51,8 +51,7 @@ def test_bad_photo_gets_error_file_and_next_photo_succeeds(running_daemon, daemo
     make_bytes, needle = BAD_PHOTOS[name]
     good = _good_jpeg_bytes(make_photo, tmp_path)
     events = []
-    d = running_daemon()
-    d.subscribe(events.append)
+    d = running_daemon(events=events)
     _drop(daemon_config.inputs / name, make_bytes(good))
     assert wait_for(lambda: events)
     assert events[0].outcome == "failed" and needle in events[0].error
@@ -73,8 +72,7 @@ def test_bad_photo_gets_error_file_and_next_photo_succeeds(running_daemon, daemo
 def test_oversized_photo_is_refused(running_daemon, make_daemon_config, make_photo):
     config = make_daemon_config(max_pixels=5000)
     events = []
-    d = running_daemon(config)
-    d.subscribe(events.append)
+    running_daemon(config, events=events)
     make_photo(config.inputs / "huge.jpg", 100, 100)
     assert wait_for(lambda: events)
     assert events[0].outcome == "failed" and "max_pixels" in events[0].error
@@ -98,8 +96,7 @@ def test_bad_npy_fails_photo_without_running_pickles(running_daemon, daemon_conf
     (inputs / "n.toml").write_text('external_depth = "d.npy"\n')
     make_photo(inputs / "n.jpg")
     events = []
-    d = running_daemon()
-    d.subscribe(events.append)
+    d = running_daemon(events=events)
     assert wait_for(lambda: events) and d.wait_until_idle(30)
     assert events[0].outcome == "failed" and needle in events[0].error
     assert "d.npy" in (daemon_config.outputs / "n.error.txt").read_text()
@@ -114,8 +111,7 @@ def test_bad_npy_fails_photo_without_running_pickles(running_daemon, daemon_conf
 def test_unwritable_output_folder_fails_job_then_recovers(running_daemon, daemon_config,
                                                           make_photo):
     events = []
-    d = running_daemon()
-    d.subscribe(events.append)
+    d = running_daemon(events=events)
     shutil.rmtree(daemon_config.outputs)
     daemon_config.outputs.write_text("a file where the outputs folder should be")
     make_photo(daemon_config.inputs / "w.jpg")
@@ -142,8 +138,7 @@ def test_disk_full_leaves_no_partial_files(running_daemon, daemon_config, make_p
 
     monkeypatch.setattr(daemon.outputs, "write_ply", full_disk)
     events = []
-    d = running_daemon()
-    d.subscribe(events.append)
+    d = running_daemon(events=events)
     make_photo(daemon_config.inputs / "full.jpg")
     assert wait_for(lambda: events) and d.wait_until_idle(30)
     assert events[0].outcome == "failed" and "No space left" in events[0].error
@@ -177,8 +172,7 @@ def test_out_of_memory_retries_once_then_fails(running_daemon, daemon_config, ma
                                                tiny_pipeline, ooms, outcome):
     pipe = _OomPipeline(tiny_pipeline, ooms)
     events = []
-    d = running_daemon(pipeline=pipe)
-    d.subscribe(events.append)
+    d = running_daemon(pipeline=pipe, events=events)
     make_photo(daemon_config.inputs / "big.jpg")
     assert wait_for(lambda: events) and d.wait_until_idle(30)
     assert [e.outcome for e in events] == [outcome]
@@ -198,8 +192,7 @@ def test_symlink_in_an_external_depth_folder_cannot_escape_inputs(running_daemon
     (inputs / "m.toml").write_text('external_depth = "maps"\n')
     make_photo(inputs / "m.jpg")
     events = []
-    d = running_daemon()
-    d.subscribe(events.append)
+    d = running_daemon(events=events)
     assert wait_for(lambda: events) and d.wait_until_idle(30)
     assert events[0].outcome == "failed" and "outside the inputs folder" in events[0].error
 
@@ -207,8 +200,7 @@ def test_symlink_in_an_external_depth_folder_cannot_escape_inputs(running_daemon
 def test_photo_deleted_after_queueing_is_dropped_quietly(running_daemon, daemon_config,
                                                          make_photo, overlap):
     events = []
-    d = running_daemon()
-    d.subscribe(events.append)
+    d = running_daemon(events=events)
     d.pause()
     photo = make_photo(daemon_config.inputs / "gone.jpg")
     assert wait_for(lambda: d.status().queue_length == 1)

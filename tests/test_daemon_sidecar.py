@@ -36,8 +36,7 @@ def test_sidecar_edit_gives_second_ply_scaled_by_depth_scale(running_daemon, dae
     _write(inputs / "room.toml", 'external_depth = "room_depth.npy"\ndepth_format = "metric"\n')
     make_photo(inputs / "room.jpg")
     events = []
-    daemon = running_daemon()
-    daemon.subscribe(events.append)
+    daemon = running_daemon(events=events)
     assert wait_for(lambda: len(events) == 1) and daemon.wait_until_idle(30)
     _write(inputs / "room.toml", 'external_depth = "room_depth.npy"\ndepth_format = "metric"\n'
                                  "depth_scale = 0.5\n")
@@ -58,8 +57,7 @@ def test_sidecar_saved_twice_quickly_runs_once(running_daemon, daemon_config, ma
                                                tiny_pipeline):
     inputs = daemon_config.inputs
     events = []
-    daemon = running_daemon()
-    daemon.subscribe(events.append)
+    daemon = running_daemon(events=events)
     make_photo(inputs / "p.jpg")
     assert wait_for(lambda: len(events) == 1) and daemon.wait_until_idle(30)
     calls = tiny_pipeline.sharp.predictor.calls
@@ -75,8 +73,7 @@ def test_photo_and_sidecar_dropped_together_run_once_with_the_sidecar(running_da
                                                                       daemon_config, make_photo,
                                                                       tmp_path):
     events = []
-    daemon = running_daemon()
-    daemon.subscribe(events.append)
+    daemon = running_daemon(events=events)
     staging = tmp_path / "staging"
     make_photo(staging / "duo.jpg")
     (staging / "duo.toml").write_text("depth_scale = 1.5\nfocal_mm = 50\n")
@@ -93,8 +90,7 @@ def test_photo_and_sidecar_dropped_together_run_once_with_the_sidecar(running_da
 def test_retune_uses_the_depth_cache(running_daemon, make_daemon_config, make_photo):
     daemon_config = make_daemon_config(defaults=DepthSettings())
     events = []
-    daemon = running_daemon(daemon_config)
-    daemon.subscribe(events.append)
+    daemon = running_daemon(daemon_config, events=events)
     make_photo(daemon_config.inputs / "c.jpg")
     assert wait_for(lambda: len(events) == 1) and daemon.wait_until_idle(30)
     (daemon_config.inputs / "c.toml").write_text("depth_offset = 0.25\n")
@@ -118,8 +114,7 @@ def test_bad_sidecar_fails_photo_then_fix_clears_it(running_daemon, daemon_confi
     _write(inputs / "s.toml", text)
     make_photo(inputs / "s.jpg")
     events = []
-    daemon = running_daemon()
-    daemon.subscribe(events.append)
+    daemon = running_daemon(events=events)
     assert wait_for(lambda: events) and daemon.wait_until_idle(30)
     assert events[0].outcome == "failed" and needle in events[0].error
     error_file = daemon_config.outputs / "s.error.txt"
