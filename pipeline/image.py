@@ -123,14 +123,17 @@ def load_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loaded
 def open_regular_file(path: Path) -> BinaryIO:
     """Open `path` for reading, refusing anything but a regular file.
 
-    Opened non-blocking first, so a FIFO named like a photo (or a sidecar pointing at
-    one) cannot hang the caller; a device or folder is refused the same way.
+    On POSIX the file is opened with `O_NONBLOCK`, so a FIFO named like a photo (or a
+    sidecar pointing at one) cannot hang the caller before the check refuses it; the
+    flag has no effect on reads of a regular file, so it is left set (`os.set_blocking`
+    is missing on Windows before Python 3.12 and fails on disk files after). Windows has
+    no FIFOs in its file namespace and no `O_NONBLOCK`: there it is a plain open.
     """
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise InputError("not a regular file (a pipe, device or folder)", path)
-        os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)

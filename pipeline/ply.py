@@ -1,27 +1,27 @@
 """SHARP's PLY layout, written fast: no Python tuple per Gaussian, no full-size copy.
 
 Byte for byte what `sharp.utils.gaussians.save_ply` writes (same elements, same float32
-arithmetic in torch), without needing `sharp` installed. The vertex rows are computed
-and written in cache-sized chunks straight into one reused buffer, so the cost is
-close to that of writing the bytes; the disparity quantiles come from a selection
-rather than a full sort, with `torch.quantile`'s exact interpolation. Written to a
-temporary name and renamed, so a reader never sees a partial file.
+arithmetic in torch), without needing `sharp` installed. The derived columns (sRGB colour
+as SH DC, opacity logits, log scales) are computed over whole arrays, op for op as
+`save_ply` computes them: torch rounds a vectorised body and a scalar tail differently,
+and where the tails fall depends on the array length, the CPU's vector width and the
+thread split, so only the same ops on the same shapes give the same bits on every CPU and
+for every N. The rows are then assembled and written in cache-sized chunks through one
+reused buffer; the disparity quantiles come from a selection rather than a full sort,
+with `torch.quantile`'s exact interpolation. Written with `atomic_write`, so a reader
+never sees a partial file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 
-from .errors import OutputError
+from .atomic import atomic_write
 
 _SH_C0 = math.sqrt(1.0 / (4.0 * math.pi))
 _SRGB_THRESHOLD = 0.0031308
@@ -32,10 +32,7 @@ _VERTEX_PROPERTIES = (
 _SRGB_COLOR_SPACE = 0
 _VERSION = (1, 5, 0)
 _CHUNK = 4096
-"""Gaussians per chunk: 229 KB of rows, which stay in cache. The colour math on a
-chunk is below torch's parallel grain, so it runs on the calling thread with no
-thread-pool hand-offs (each costs milliseconds when the CPU is busy with the next
-photo), and its float rounding is that of one pass over SHARP's N (a multiple of 4096)."""
+"""Gaussians per chunk of rows assembled for the write: 229 KB, which stays in cache."""
 
 
 def _linear_to_srgb(linear: torch.Tensor) -> torch.Tensor:
@@ -45,23 +42,25 @@ def _linear_to_srgb(linear: torch.Tensor) -> torch.Tensor:
     return torch.where(linear <= _SRGB_THRESHOLD, linear * 12.92, srgb)
 
 
-def _logs(g: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Opacity logits and log scales over whole arrays: torch's `log` is split across
-    threads at any size, and gives the same bits however it is split."""
+def _columns(g: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """SH DC colours, opacity logits and log scales over the whole arrays, as `save_ply`
+    computes them (its `linearRGB2sRGB`, `convert_rgb_to_spherical_harmonics` and
+    `_inverse_sigmoid`), so every element is rounded exactly as there."""
     opacities = g[4]
-    return torch.log(opacities / (1.0 - opacities)), torch.log(g[1])
+    return (_linear_to_srgb(g[3]).sub_(0.5).div_(_SH_C0),
+            torch.log(opacities / (1.0 - opacities)), torch.log(g[1]))
 
 
 def _fill_rows(rows: torch.Tensor, g: tuple[torch.Tensor, ...],
-               logs: tuple[torch.Tensor, torch.Tensor], start: int = 0) -> torch.Tensor:
-    """Vertex columns of Gaussians `start:start + len(rows)` of flat fields `g`."""
+               columns: tuple[torch.Tensor, ...], start: int = 0) -> torch.Tensor:
+    """Vertex rows of Gaussians `start:start + len(rows)`: copies, no arithmetic."""
     stop = start + rows.shape[0]
-    xyz, _, quaternions, colors, _ = (f[start:stop] for f in g)
-    rows[:, 0:3] = xyz
-    rows[:, 3:6] = _linear_to_srgb(colors).sub_(0.5).div_(_SH_C0)
-    rows[:, 6] = logs[0][start:stop]
-    rows[:, 7:10] = logs[1][start:stop]
-    rows[:, 10:14] = quaternions
+    colors, opacity_logits, log_scales = columns
+    rows[:, 0:3] = g[0][start:stop]
+    rows[:, 3:6] = colors[start:stop]
+    rows[:, 6] = opacity_logits[start:stop]
+    rows[:, 7:10] = log_scales[start:stop]
+    rows[:, 10:14] = g[2][start:stop]
     return rows
 
 
@@ -82,7 +81,7 @@ def _first_z(gaussians: Any, g: tuple[torch.Tensor, ...]) -> torch.Tensor:
 def vertex_rows(gaussians: Any) -> torch.Tensor:
     """`(N, 14)` float32 rows: xyz, SH DC of sRGB colour, opacity logit, log scales, wxyz."""
     g = _flat_fields(gaussians)
-    return _fill_rows(torch.empty((g[0].shape[0], 14), dtype=torch.float32), g, _logs(g))
+    return _fill_rows(torch.empty((g[0].shape[0], 14), dtype=torch.float32), g, _columns(g))
 
 
 def _header(count: int) -> bytes:
@@ -127,12 +126,12 @@ def _trailer(z: torch.Tensor, f_px: float, width: int, height: int, count: int) 
 
 def _write_vertices(out: BinaryIO, g: tuple[torch.Tensor, ...]) -> None:
     count = g[0].shape[0]
-    logs = _logs(g)
+    columns = _columns(g)
     buffer = np.empty((min(count, _CHUNK), 14), dtype="<f4")
     rows = torch.from_numpy(buffer)
     for start in range(0, count, _CHUNK):
         size = min(_CHUNK, count - start)
-        _fill_rows(rows[:size], g, logs, start)
+        _fill_rows(rows[:size], g, columns, start)
         out.write(memoryview(buffer[:size]).cast("B"))
 
 
@@ -149,22 +148,9 @@ def ply_bytes(gaussians: Any, f_px: float, image_size: tuple[int, int]) -> tuple
     g = _flat_fields(gaussians, gaussians.mean_vectors.device)
     count = g[0].shape[0]
     rows = torch.empty((count, 14), dtype=torch.float32, device=g[0].device)
-    vertices = _fill_rows(rows, g, _logs(g)).cpu().numpy()
+    vertices = _fill_rows(rows, g, _columns(g)).cpu().numpy()
     return _header(count), vertices, _trailer(_first_z(gaussians, g), f_px, width, height,
                                               count)
-
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "wb") as out:
-            write(out)
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write PLY ({exc.strerror or exc})", path) from exc
-    return path
 
 
 def write_ply_bytes(path: Path | str, parts: tuple[bytes, np.ndarray, bytes]) -> Path:
@@ -175,7 +161,7 @@ def write_ply_bytes(path: Path | str, parts: tuple[bytes, np.ndarray, bytes]) ->
         out.write(header)
         out.write(memoryview(np.ascontiguousarray(vertices, dtype="<f4")).cast("B"))
         out.write(trailer)
-    return _atomic_write(Path(path), write)
+    return atomic_write(path, write)
 
 
 @torch.inference_mode()
@@ -196,4 +182,4 @@ def write_ply(path: Path | str, gaussians: Any, f_px: float, image_size: tuple[i
         out.write(_header(count))
         _write_vertices(out, g)
         out.write(_trailer(_first_z(gaussians, g), f_px, width, height, count))
-    return _atomic_write(Path(path), write)
+    return atomic_write(path, write)
