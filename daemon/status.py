@@ -17,7 +17,8 @@ class Status:
 
     `state`: starting, loading, idle, working, paused, error (models failed to load or
     run; cleared by the next success) or stopped. `stage`: decode, depth, sharp, write,
-    downloading, or None.
+    downloading, or None. `problems`: one line per long-lived thread that is failing or
+    stalled (journal locked, disk full, inputs folder gone...), empty when all is well.
     """
 
     state: str
@@ -31,6 +32,7 @@ class Status:
     download_progress: float | None
     inputs: str
     outputs: str
+    problems: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
