@@ -71,8 +71,8 @@ class Daemon:
             logger.info("removed leftover temp file {}", tmp.name)
         stale, given_up = self.journal.recover(MAX_ATTEMPTS)
         self.outputs.remove([Path(p) for p in stale])
-        for job in given_up:
-            self.outputs.write_error(job.photo.stem, self.journal.get(job.key)["error"])
+        for job, error in given_up:
+            self.outputs.write_error(job.photo.stem, error)
         self.worker = Worker(self.config, self.pipeline, self.journal, self.cache, self.outputs,
                              self.board, self._failed_job, self._content_hash)
         self.intake = Intake(self.config, self.journal, self.worker.wake.set,

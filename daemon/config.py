@@ -212,14 +212,16 @@ def parse_config(data: dict[str, Any], where: str = "<config>", base: Path | Non
                               + (f"; did you mean [{hint}]?" if hint else
                                  f"; valid sections: {', '.join(_SECTIONS)}"))
         parts[name] = _section(name, table, where, base)
-    checked = {}
-    for name, kind in (("defaults", DepthSettings), ("models", ModelConfig)):
-        try:
-            checked[name] = kind(**parts.pop(name, {}))
-        except ValueError as exc:
-            raise ConfigError(f"{where}: [{name}] {exc}") from None
+    try:
+        defaults = DepthSettings(**parts.pop("defaults", {}))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: [defaults] {exc}") from None
+    try:
+        models = ModelConfig(**parts.pop("models", {}))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: [models] {exc}") from None
     cfg = Config(folders=FolderConfig(**parts.pop("folders", {})),
-                 models=checked["models"], defaults=checked["defaults"],
+                 models=models, defaults=defaults,
                  daemon=DaemonConfig(**parts.pop("daemon", {})),
                  service=ServiceConfig(**parts.pop("service", {})),
                  source=Path(where) if where != "<config>" else None)

@@ -140,8 +140,8 @@ class Journal:
                 return None
             db.execute("UPDATE jobs SET state = 'running', attempts = attempts + 1, "
                        "updated = ? WHERE key = ?", (time.time(), key))
-            row = self._row(db, key)
-        return _job(row)
+            claimed = self._row(db, key)
+        return _job(claimed) if claimed is not None else None
 
     def reserve_outputs(self, key: str, outputs: list[str]) -> None:
         """Record the names an attempt is about to write, before writing them."""
@@ -165,10 +165,11 @@ class Journal:
         with self._tx() as db:
             db.execute("DELETE FROM jobs WHERE key = ?", (key,))
 
-    def recover(self, max_attempts: int) -> tuple[list[str], list[Job]]:
-        """Requeue interrupted jobs; return their reserved outputs and jobs given up on."""
+    def recover(self, max_attempts: int) -> tuple[list[str], list[tuple[Job, str]]]:
+        """Requeue interrupted jobs; return their reserved outputs, and the jobs given up on
+        with the reason."""
         stale: list[str] = []
-        given_up: list[Job] = []
+        given_up: list[tuple[Job, str]] = []
         with self._tx() as db:
             rows = db.execute("SELECT * FROM jobs WHERE state = 'running'").fetchall()
             for row in rows:
@@ -178,7 +179,7 @@ class Journal:
                              "(the daemon was killed or crashed each time); giving up on it")
                     db.execute("UPDATE jobs SET state = 'failed', error = ?, retryable = 0, "
                                "outputs = '[]' WHERE key = ?", (error, row["key"]))
-                    given_up.append(_job(row))
+                    given_up.append((_job(row), error))
                 else:
                     db.execute("UPDATE jobs SET state = 'queued', outputs = '[]' WHERE key = ?",
                                (row["key"],))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 
 from pipeline import SUPPORTED_EXTENSIONS
 
@@ -106,7 +107,7 @@ class FolderWatcher:
         self.root = root
         self.recursive = recursive
         self.note = note
-        self._observer: Observer | None = None
+        self._observer: BaseObserver | None = None
         self._handler: _Handler | None = None
 
     def start(self) -> None:

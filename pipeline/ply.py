@@ -132,7 +132,7 @@ def _write_vertices(out: BinaryIO, g: tuple[torch.Tensor, ...]) -> None:
     for start in range(0, count, _CHUNK):
         size = min(_CHUNK, count - start)
         _fill_rows(rows[:size], g, columns, start)
-        out.write(memoryview(buffer[:size]).cast("B"))
+        out.write(buffer[:size].data.cast("B"))
 
 
 @torch.inference_mode()
@@ -159,7 +159,7 @@ def write_ply_bytes(path: Path | str, parts: tuple[bytes, np.ndarray, bytes]) ->
 
     def write(out: BinaryIO) -> None:
         out.write(header)
-        out.write(memoryview(np.ascontiguousarray(vertices, dtype="<f4")).cast("B"))
+        out.write(np.ascontiguousarray(vertices, dtype="<f4").data.cast("B"))
         out.write(trailer)
     return atomic_write(path, write)
 

@@ -12,10 +12,10 @@ need, and which `save_internal_depth` keeps.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,21 @@ DepthInjector = Callable[[torch.Tensor], torch.Tensor]
 """Given SHARP's own `(1, 2, R, R)` metric depth, return the `(1, 2, R, R)` depth to use."""
 
 
+class SharpPredictor(Protocol):
+    """What we use of SHARP's `RGBGaussianPredictor` (upstream.md), and all a factory's
+    model must offer."""
+
+    monodepth_model: torch.nn.Module
+
+    def __call__(self, image: torch.Tensor, disparity_factor: torch.Tensor) -> Any: ...
+
+    def internal_resolution(self) -> int: ...
+
+    def parameters(self) -> Iterator[torch.nn.Parameter]: ...
+
+    def eval(self) -> Any: ...
+
+
 @dataclass
 class SharpOutput:
     gaussians_ndc: Gaussians
@@ -39,8 +54,9 @@ class SharpOutput:
 class SharpStage:
     """A resident SHARP predictor and the one way we call it."""
 
-    def __init__(self, predictor: torch.nn.Module, precision: str = "float32") -> None:
-        self.predictor = predictor.eval()
+    def __init__(self, predictor: SharpPredictor, precision: str = "float32") -> None:
+        predictor.eval()
+        self.predictor = predictor
         self.precision = precision
         self.model_id = getattr(predictor, "model_id", "apple/ml-sharp")
 
@@ -110,7 +126,7 @@ class SharpStage:
         return SharpOutput(gaussians, seen["internal"], seen["used"])
 
 
-def _call_factory(spec: str) -> torch.nn.Module:
+def _call_factory(spec: str) -> Any:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ModelError(f"sharp_factory must look like 'package.module:function', got {spec!r}")

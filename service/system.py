@@ -89,11 +89,11 @@ def open_path(path: Path) -> bool:
     """
     command = open_command(path)
     try:
-        if command is None:
-            os.startfile(path)  # type: ignore[attr-defined]  # Windows only
-        else:
+        if command is not None:
             subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True)
+        elif sys.platform == "win32":
+            os.startfile(path)
     except OSError as exc:
         logger.warning(f"cannot open {path} ({exc}); open it by hand")
         return False

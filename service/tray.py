@@ -84,7 +84,7 @@ class Tray:
 
     def __init__(self, daemon: Controlled, *, stop_event: threading.Event,
                  shutdown: Callable[[], None], inputs: Path, outputs: Path, log_file: Path,
-                 opener: Callable[[Path], None] = system.open_path,
+                 opener: Callable[[Path], object] = system.open_path,
                  notifications: bool = True, poll_seconds: float = 1.0) -> None:
         import pystray
 

@@ -64,7 +64,7 @@ def test_job_that_keeps_killing_the_daemon_is_given_up(tmp_path):
     for _ in range(3):
         j.claim("k")
         _, given_up = j.recover(max_attempts=3)
-    assert [g.key for g in given_up] == ["k"]
+    assert [(job.key, error) for job, error in given_up] == [("k", j.get("k")["error"])]
     row = j.get("k")
     assert row["state"] == "failed" and "interrupted 3 times" in row["error"]
 

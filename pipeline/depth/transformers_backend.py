@@ -9,6 +9,7 @@ GPU with the same arithmetic as the hub's image processor, so no torchvision is 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +20,9 @@ from ..errors import ModelError
 from ..weights import Progress
 from .base import RawDepth, normalized_square
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -26,7 +30,7 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 class TransformersDepth:
     """A resident transformers depth model."""
 
-    def __init__(self, model: torch.nn.Module, model_id: str) -> None:
+    def __init__(self, model: PreTrainedModel, model_id: str) -> None:
         self.model = model.eval()
         self.model_id = model_id
         config = model.config
@@ -103,7 +107,7 @@ def _hub_snapshot(repo_id: str, cache_dir: Path | None, progress: Progress | Non
     except LocalEntryNotFoundError:
         pass
 
-    class _Reporting(tqdm):  # type: ignore[misc, type-arg]
+    class _Reporting(tqdm):
         def update(self, n: float | None = 1) -> bool | None:
             shown = super().update(n)
             if progress and self.total:
