@@ -219,7 +219,8 @@ def fuzz(root: Path, depth_dir: Path, count: int) -> dict[str, Any]:
     finally:
         stop(proc)
     results = {p.name.split("_")[0] for p in plys_quiet(config.outputs)}
-    notes = {p.name.removesuffix(".error.txt") for p in config.outputs.glob("*.error.txt")}
+    notes = {p.name.removesuffix(".error.txt").rsplit(".", 1)[0]
+             for p in config.outputs.glob("*.error.txt")}
     silent = [f"f{i:04d}" for i in range(len(unique))
               if f"f{i:04d}" not in results and f"f{i:04d}" not in notes]
     good_ok = "zz good" in results

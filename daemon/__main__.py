@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         daemon = Daemon(config)
+        daemon.subscribe(lambda event: logger.log(
+            "INFO" if event.outcome == "done" else "WARNING", "{}", event.line()))
         daemon.start()
     except (DaemonError, PipelineError, OSError) as exc:
         print(f"cannot start: {exc}", file=sys.stderr)

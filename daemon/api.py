@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,16 +18,15 @@ from loguru import logger
 
 from pipeline import Pipeline
 
-from .config import Config
+from .config import Config, ConfigError, check_folders
 from .depth_cache import DepthCache
 from .intake import Intake
-from .jobs import Job
+from .jobs import Job, finished_results
 from .journal import Journal
 from .outputs import OutputFolder
 from .status import Board, JobEvent, Status
 from .worker import Worker, vram_used_mb
 
-MAX_ATTEMPTS = 3
 IDLE_GRACE = 0.3
 
 
@@ -43,8 +43,8 @@ class Daemon:
         self.pipeline = pipeline or Pipeline(config.model_settings())
         self.pipeline.progress = self._progress
         state = config.daemon.state_dir
-        self.outputs = OutputFolder(config.outputs)
-        self._lock_file = FileLock(str(state / "daemon.lock"), timeout=0)
+        self.outputs = OutputFolder(config.outputs, config.inputs)
+        self._lock_file = FileLock(str(state / "daemon.lock"), timeout=0, thread_local=False)
         self.journal: Journal | None = None
         self.cache: DepthCache | None = None
         self.intake: Intake | None = None
@@ -54,6 +54,10 @@ class Daemon:
         """Open the journal, recover interrupted jobs, then watch and work (non-blocking)."""
         if self.board.phase == "running":
             return
+        try:
+            check_folders(self.config, str(self.config.source or "config"))
+        except ConfigError as exc:
+            raise DaemonError(str(exc)) from None
         state = self.config.daemon.state_dir
         for folder in (state, self.config.inputs, self.config.outputs):
             try:
@@ -65,25 +69,53 @@ class Daemon:
             self._lock_file.acquire()
         except Timeout:
             raise DaemonError(f"another sharp-watch daemon is already using {state}") from None
-        self.journal = Journal(state / "journal.sqlite3")
+        self.journal = self._open_journal(state / "journal.sqlite3")
         self.cache = DepthCache(state / "depth-cache", self.config.daemon.depth_cache_mb)
         for tmp in self.outputs.clean_temp():
             logger.info("removed leftover temp file {}", tmp.name)
-        stale, given_up = self.journal.recover(MAX_ATTEMPTS)
+        stale, given_up = self.journal.recover()
         self.outputs.remove([Path(p) for p in stale])
         for job, error in given_up:
-            self.outputs.write_error(job.photo.stem, error)
+            self.outputs.write_error(job.photo, error)
         self.worker = Worker(self.config, self.pipeline, self.journal, self.cache, self.outputs,
-                             self.board, self._failed_job, self._content_hash)
+                             self.board, self._failed_job, self._content_hash,
+                             self._surviving_copy)
         self.intake = Intake(self.config, self.journal, self.worker.wake.set,
-                             self._failed_photo, self._stuck)
+                             self._failed_photo, self._stuck, self.board.problems)
         logger.info("watching {} -> {}", self.config.inputs, self.config.outputs)
         self.board.set(phase="running")
         self.intake.start()
         self.worker.start()
 
+    def _open_journal(self, path: Path) -> Journal:
+        """The journal; a damaged one is moved aside, and a fresh one learns the results
+        already in the outputs folder, so no photo is done twice."""
+        try:
+            journal = Journal(path, self.board.problems)
+        except (sqlite3.Error, OSError) as exc:
+            self._lock_file.release()
+            raise DaemonError(f"cannot open the journal {path} ({exc})") from None
+        if journal.damaged_copy is not None:
+            logger.warning("journal {} was damaged ({}); moved it aside as {} and started a "
+                           "fresh one", path, journal.damage, journal.damaged_copy.name)
+        if journal.fresh:
+            found = journal.seed_done(finished_results(self.config.outputs))
+            if found:
+                logger.info("fresh journal: {} result(s) already in {} will not be made again",
+                            found, self.config.outputs)
+        return journal
+
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop watching, finish (or after `timeout`, abandon) the current job, release."""
+        """Stop watching, finish (or after `timeout`, abandon) the current job, release.
+
+        A job abandoned here is not counted against its photo (see `Journal.recover`), and
+        a journal that is locked or full does not hold the stop up.
+        """
+        if self.worker is not None:
+            self.worker.stopping.set()  # claims nothing new from here on
+        if self.journal is not None:
+            self.journal.abort.set()
+            self.journal.mark_stopping()
         if self.intake is not None:
             self.intake.stop()
         finished = True
@@ -91,7 +123,9 @@ class Daemon:
             finished = self.worker.stop(timeout)
             if not finished:
                 logger.warning("current job abandoned; it runs again at the next start")
-        if self.journal is not None and finished:
+        if self.journal is not None:
+            # Also when a job was abandoned: its thread must not touch the journal (or write
+            # results, which it reserves there first) once another daemon may own them.
             self.journal.close()
         if self._lock_file.is_locked:
             self._lock_file.release()
@@ -130,7 +164,16 @@ class Daemon:
                           queue_length=counts.get("queued", 0), done=b.done, failed=b.failed,
                           last_error=b.last_error, vram_used_mb=vram_used_mb(self.pipeline),
                           download_progress=b.download_progress,
-                          inputs=str(self.config.inputs), outputs=str(self.config.outputs))
+                          inputs=str(self.config.inputs), outputs=str(self.config.outputs),
+                          problems=self._problems() if state != "stopped" else ())
+
+    def _problems(self) -> tuple[str, ...]:
+        """Each failing or stalled thread's line, and any thread that has ended (a bug)."""
+        ended = tuple(f"{name}: thread has stopped unexpectedly (see the log); restart "
+                      "sharp-watch" for name, part in (("worker", self.worker),
+                                                      ("intake", self.intake))
+                      if part is not None and not part.alive)
+        return self.board.problems.lines() + ended
 
     def wait_until_idle(self, timeout: float) -> bool:
         """True once nothing is settling, queued, running or being written.
@@ -160,18 +203,27 @@ class Daemon:
     def _content_hash(self, path: Path) -> str | None:
         return self.intake.content_hash(path) if self.intake is not None else None
 
+    def _surviving_copy(self, job: Job) -> Path | None:
+        return self.intake.surviving_copy(job) if self.intake is not None else None
+
     def _progress(self, name: str, fraction: float) -> None:
         self.board.set(download_progress=None if fraction >= 1.0 else max(0.0, fraction))
 
     def _report_failure(self, photo: Path, message: str, seconds: float) -> None:
-        logger.error("{}", message)
-        if self.outputs.write_error(photo.stem, message) is None:
-            logger.error("could not write {}.error.txt into {}", photo.stem, self.config.outputs)
+        # The log line per failed photo comes from the event's subscriber (as for done ones).
+        logger.debug("{}", message)
+        if self.outputs.write_error(photo, message) is None:
+            logger.error("could not write {}", self.outputs.error_path(photo))
         self.board.emit(JobEvent(str(photo), "failed", None, message, seconds))
 
     def _failed_job(self, job: Job, message: str, retryable: bool, seconds: float) -> None:
         assert self.journal is not None
-        self.journal.fail(job.key, message, retryable)
+        if self.journal.fail(job.key, message, retryable) is not None and retryable:
+            # An automatic retry that failed again for a passing reason: the note is brought
+            # up to date, but a second event would notify the user of what they know.
+            logger.info("{} (retried later)", message)
+            self.outputs.write_error(job.photo, message)
+            return
         self._report_failure(job.photo, message, seconds)
 
     def _failed_photo(self, photo: Path, key: str, message: str) -> None:
@@ -181,6 +233,6 @@ class Daemon:
         message = (f"{path}: still being written or locked after {seconds:.0f} s; it will be "
                    "processed as soon as it stops changing")
         logger.warning("{}", message)
-        self.outputs.write_error(path.stem, message)
+        self.outputs.write_error(path, message)
         self.board.set(last_error=message)
 

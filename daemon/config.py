@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -77,6 +78,7 @@ class DaemonConfig:
     depth_cache_mb: float = 2048.0
     preview: bool = True
     max_pixels: int = 120_000_000
+    rescan_seconds: float = 30.0
     state_dir: Path = field(default_factory=default_state_dir)
 
 
@@ -123,7 +125,7 @@ _KINDS: dict[str, type] = {
     "recursive": bool, "load_at_start": bool, "preview": bool, "save_internal_depth": bool,
     "notifications": bool, "max_pixels": int,
     "stable_seconds": float, "settle_report_seconds": float, "unload_after_minutes": float,
-    "depth_cache_mb": float, "depth_scale": float, "depth_offset": float,
+    "rescan_seconds": float, "depth_cache_mb": float, "depth_scale": float, "depth_offset": float,
     "back_surface_factor": float, "focal_mm": float,
 }
 
@@ -195,10 +197,38 @@ def _check_ranges(cfg: Config, where: str) -> None:
             raise ConfigError(f"{where}: [daemon] {key} must be >= 0, got {getattr(d, key)!r}")
     if d.max_pixels < 1:
         raise ConfigError(f"{where}: [daemon] max_pixels must be >= 1, got {d.max_pixels!r}")
+    if d.rescan_seconds <= 0:
+        raise ConfigError(f"{where}: [daemon] rescan_seconds must be > 0, got "
+                          f"{d.rescan_seconds!r}")
     if cfg.service.log_level.upper() not in LOG_LEVELS:
         hint = nearest(cfg.service.log_level.upper(), LOG_LEVELS)
         raise ConfigError(f"{where}: [service] log_level {cfg.service.log_level!r} is not a level"
                           + (f"; did you mean {hint!r}?" if hint else ""))
+
+
+def inside(child: Path, parent: Path) -> bool:
+    """Whether `child` is `parent` or under it (links resolved; letter case ignored on
+    Windows, whose file names are case-insensitive)."""
+    c = os.path.normcase(os.path.realpath(child))
+    p = os.path.normcase(os.path.realpath(parent))
+    return c == p or c.startswith(p.rstrip(os.sep) + os.sep)
+
+
+def check_folders(cfg: Config, where: str = "<config>") -> None:
+    """Refuse outputs that the daemon would read back as new photos (its own previews).
+
+    Outputs equal to inputs, or inside them with `recursive = true`, is refused. Inputs
+    inside outputs is fine: results go into the outputs folder itself, never below it.
+    """
+    inputs, outputs = cfg.inputs, cfg.outputs
+    if inside(outputs, inputs) and inside(inputs, outputs):
+        raise ConfigError(f"{where}: [folders] outputs and inputs are the same folder "
+                          f"({inputs}); results would be read back as new photos, so choose "
+                          "a separate outputs folder")
+    if cfg.folders.recursive and inside(outputs, inputs):
+        raise ConfigError(f"{where}: [folders] outputs {outputs} is inside inputs {inputs} "
+                          "and recursive = true, so results would be read back as new "
+                          "photos; move outputs out of inputs or set recursive = false")
 
 
 def parse_config(data: dict[str, Any], where: str = "<config>", base: Path | None = None) -> Config:
@@ -226,6 +256,7 @@ def parse_config(data: dict[str, Any], where: str = "<config>", base: Path | Non
                  service=ServiceConfig(**parts.pop("service", {})),
                  source=Path(where) if where != "<config>" else None)
     _check_ranges(cfg, where)
+    check_folders(cfg, where)
     return cfg
 
 

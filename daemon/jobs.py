@@ -79,3 +79,40 @@ class Job:
     attempts: int
     seq: int
     outputs: tuple[str, ...] = ()
+    crashes: int = 0
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A result found in the outputs folder: what its report says it was made from."""
+
+    key: str
+    photo: Path
+    photo_hash: str
+    settings_json: str
+    outputs: tuple[str, ...]
+
+
+def finished_results(folder: Path) -> list[Finished]:
+    """The results whose report and PLY are both in `folder` (to rebuild a lost journal).
+
+    A report that cannot be read or does not describe one of our results is skipped.
+    """
+    found = []
+    try:
+        reports = sorted(folder.glob("*.json"))
+    except OSError:
+        return []
+    for report in reports:
+        try:
+            data = json.loads(report.read_text(encoding="utf-8"))
+            files = tuple(str(folder / name) for name in data["files"])
+            settings = settings_to_json(settings_from_json(json.dumps(data["settings"])))
+            entry = Finished(str(data["job"]), Path(data["photo"]), str(data["photo_sha256"]),
+                             settings, files)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if len(entry.key) == 64 and any(Path(f).suffix == ".ply" and Path(f).is_file()
+                                        for f in files):
+            found.append(entry)
+    return found

@@ -1,26 +1,49 @@
-"""The job journal: one SQLite file (WAL) that survives any crash.
+"""The job journal: one SQLite file (WAL, synchronous=FULL) that survives any crash.
 
 Every job moves queued -> running -> done | failed, one committed transaction per
-step. On start, `recover` puts interrupted (`running`) jobs back in the queue and hands
-back the outputs their last attempt had reserved, so the caller deletes them and the
-re-run leaves exactly one result. A job that keeps killing the process is failed after
-`max_attempts` instead of looping forever.
+step; FULL makes a finished job survive a power cut, not only a crash. On start,
+`recover` puts interrupted (`running`) jobs back in the queue and hands back the
+outputs their last attempt had reserved, so the caller deletes them and the re-run
+leaves exactly one result.
+
+A photo is given up as "crashes the daemon" only on evidence: each attempt records the
+stage it reached (decode, depth, sharp, write). An interruption counts against the
+photo only in a stage where a photo can crash the process (decode, depth, sharp), never
+during a graceful stop or while writing, and only `MAX_CRASHES` interruptions in a row
+at the same stage give it up; a given-up photo runs again when its file is saved again.
+
+Trouble with the file itself (another program holding it locked, a full drive) is
+retried with a backoff and reported in `Status.problems` instead of ending a thread;
+an empty or damaged file is moved aside at start and the caller rebuilds the finished
+jobs from the reports in the outputs folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from .jobs import Job, settings_from_json
+from loguru import logger
 
+from pipeline.atomic import private_file, private_folder
+
+from .jobs import Finished, Job, settings_from_json
+from .status import Backoff, Problems, describe, thread_role
+
+T = TypeVar("T")
 STATES = ("queued", "running", "done", "failed")
+BUSY_TIMEOUT_S = 5.0  # one call waits this long for another program's lock, then we report it
+MAX_CRASHES = 3
+CRASH_STAGES = ("decode", "depth", "sharp")
+RETRY_FIRST_S = 30.0  # a retryable failure (disk full, file locked, model trouble) runs again
+RETRY_MAX_S = 3600.0  # after this long, doubling per failure up to an hour
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     key TEXT PRIMARY KEY,
@@ -38,186 +61,407 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_state_seq ON jobs (state, seq);
-CREATE TABLE IF NOT EXISTS hashes (
+DROP TABLE IF EXISTS hashes;
+CREATE TABLE IF NOT EXISTS file_hashes (
     path TEXT PRIMARY KEY,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
+    signature TEXT NOT NULL,
     sha256 TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS file_hashes_sha256 ON file_hashes (sha256);
 """
+# Columns added after the first release; a journal from then gets them at open.
+_ADDED_COLUMNS = {"stage": "TEXT", "crashes": "INTEGER NOT NULL DEFAULT 0",
+                  "crash_stage": "TEXT"}
 
 
 class Journal:
-    """Thread-safe access to the jobs table; every method is one transaction."""
+    """Thread-safe access to the jobs table; every method is one transaction.
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    A call that finds the file locked by another program or the drive full waits and
+    tries again (reported as a problem of the calling thread) until it succeeds or
+    `abort` is set, so the jobs move on by themselves once the cause goes away.
+    """
+
+    def __init__(self, path: Path, problems: Problems | None = None) -> None:
         self.path = path
+        self.problems = problems or Problems()
+        self.abort = threading.Event()  # set at stop: a failing call raises instead of waiting
+        self.damaged_copy: Path | None = None
+        self.damage: str | None = None
+        _private(path)
+        try:
+            self._db, self.fresh = _open(path)
+        except sqlite3.DatabaseError as exc:
+            if type(exc) is not sqlite3.DatabaseError:  # locked, full, I/O: not damage
+                raise
+            self.damage = str(exc)
+            self.damaged_copy = _move_aside(path)
+            _private(path)
+            self._db, self.fresh = _open(path)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
-                                   timeout=30)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        # Status reads counts on a connection of its own, so a call waiting out another
+        # program's lock never holds up `status()`.
+        self._reader = sqlite3.connect(str(path), check_same_thread=False, timeout=0.5)
+        self._reader_lock = threading.Lock()
+        self._counts = dict.fromkeys(STATES, 0)
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._reader_lock:
             self._db.close()
+            self._reader.close()
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _once(self, action: Callable[[sqlite3.Connection], T], write: bool) -> T:
         with self._lock:
+            if not write:
+                return action(self._db)
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
+                result = action(self._db)
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back
+                        self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            return result
 
-    def _row(self, db: sqlite3.Connection, key: str) -> sqlite3.Row | None:
-        return db.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
+    def _run(self, action: Callable[[sqlite3.Connection], T], write: bool = True) -> T:
+        """`action` in one transaction, retried while the file is locked or the drive full."""
+        backoff = Backoff()
+        role = thread_role()
+        while True:
+            try:
+                result = self._once(action, write)
+            except sqlite3.Error as exc:
+                if not _transient(exc) or self.abort.is_set():
+                    raise
+                self.problems.report(role, describe(exc), topic="journal")
+                if self.abort.wait(backoff.next()):
+                    raise
+                continue
+            self.problems.clear(role, topic="journal")
+            return result
 
     def submit(self, key: str, photo: Path, photo_hash: str, settings_json: str,
                event_driven: bool = True) -> str:
         """Queue a job unless the same key is done or pending; returns what happened.
 
-        `queued` (new work), `pending` (already queued or running), `done` (skipped),
-        `failed` (an input failure not retried on a catch-up scan). A failed key is
-        queued again on a fresh file event (the user touched it) or if its failure was
-        retryable (disk full, model trouble).
+        `queued` (new work), `pending` (already queued or running; the job now follows
+        this name), `done` (skipped), `failed` (an input failure not retried on a
+        catch-up scan). A failed key is queued again on a fresh file event (the user
+        touched it) or if its failure was retryable (disk full, model trouble).
         """
         now = time.time()
-        with self._tx() as db:
-            row = self._row(db, key)
+
+        def action(db: sqlite3.Connection) -> str:
+            row = _row(db, key)
             if row is None:
                 db.execute("INSERT INTO jobs (key, seq, photo, photo_hash, settings, state, "
                            "created, updated) VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 "
                            "FROM jobs), ?, ?, ?, 'queued', ?, ?)",
-                           (key, str(photo), photo_hash, settings_json, now, now))
+                           (key, _text(photo), photo_hash, settings_json, now, now))
                 return "queued"
-            if row["state"] == "queued":
-                db.execute("UPDATE jobs SET photo = ? WHERE key = ?", (str(photo), key))
-                return "pending"
-            if row["state"] == "running":
+            if row["state"] in ("queued", "running"):
+                db.execute("UPDATE jobs SET photo = ? WHERE key = ?", (_text(photo), key))
                 return "pending"
             if row["state"] == "done":
                 return "done"
             if not (event_driven or row["retryable"]):
                 return "failed"
             db.execute("UPDATE jobs SET state = 'queued', photo = ?, settings = ?, error = NULL, "
-                       "attempts = 0, outputs = '[]', updated = ?, "
-                       "seq = (SELECT MAX(seq) + 1 FROM jobs) WHERE key = ?",
-                       (str(photo), settings_json, now, key))
+                       "attempts = 0, crashes = 0, crash_stage = NULL, stage = NULL, "
+                       "outputs = '[]', updated = ?, seq = (SELECT MAX(seq) + 1 FROM jobs) "
+                       "WHERE key = ?", (_text(photo), settings_json, now, key))
             return "queued"
+
+        return self._run(action)
 
     def record_failure(self, key: str, photo: Path, photo_hash: str, error: str) -> bool:
         """A failure found before the job could be queued; False if already recorded."""
         now = time.time()
-        with self._tx() as db:
-            row = self._row(db, key)
+
+        def action(db: sqlite3.Connection) -> bool:
+            row = _row(db, key)
             if row is not None and row["state"] == "failed" and row["error"] == error:
                 return False
             db.execute("INSERT OR REPLACE INTO jobs (key, seq, photo, photo_hash, settings, "
                        "state, attempts, error, retryable, created, updated) VALUES (?, "
                        "(SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), ?, ?, '{}', 'failed', 0, "
-                       "?, 0, ?, ?)", (key, str(photo), photo_hash, error, now, now))
+                       "?, 0, ?, ?)", (key, _text(photo), photo_hash, error, now, now))
             return True
+
+        return self._run(action)
 
     def next_queued(self, after_seq: int = 0) -> Job | None:
         """The oldest queued job after `after_seq`, without claiming it."""
-        with self._lock:
-            row = self._db.execute("SELECT * FROM jobs WHERE state = 'queued' AND seq > ? "
-                                   "ORDER BY seq LIMIT 1", (after_seq,)).fetchone()
+        row = self._run(lambda db: db.execute(
+            "SELECT * FROM jobs WHERE state = 'queued' AND seq > ? ORDER BY seq LIMIT 1",
+            (after_seq,)).fetchone(), write=False)
         return _job(row) if row is not None else None
 
     def claim(self, key: str) -> Job | None:
         """Mark a queued job running (one more attempt); None if it is no longer queued."""
-        with self._tx() as db:
-            row = self._row(db, key)
+
+        def action(db: sqlite3.Connection) -> sqlite3.Row | None:
+            row = _row(db, key)
             if row is None or row["state"] != "queued":
                 return None
             db.execute("UPDATE jobs SET state = 'running', attempts = attempts + 1, "
-                       "updated = ? WHERE key = ?", (time.time(), key))
-            claimed = self._row(db, key)
+                       "stage = 'decode', updated = ? WHERE key = ?", (time.time(), key))
+            return _row(db, key)
+
+        claimed = self._run(action)
         return _job(claimed) if claimed is not None else None
+
+    def set_stage(self, key: str, stage: str) -> None:
+        """Record how far the running attempt got (the evidence `recover` weighs)."""
+        self._run(lambda db: db.execute(
+            "UPDATE jobs SET stage = ? WHERE key = ? AND state = 'running' "
+            "AND stage IS NOT 'stopped'", (stage, key)))
 
     def reserve_outputs(self, key: str, outputs: list[str]) -> None:
         """Record the names an attempt is about to write, before writing them."""
-        with self._tx() as db:
-            db.execute("UPDATE jobs SET outputs = ?, updated = ? WHERE key = ?",
-                       (json.dumps(outputs), time.time(), key))
+        self._run(lambda db: db.execute(
+            "UPDATE jobs SET outputs = ?, updated = ?, stage = CASE WHEN stage = 'stopped' "
+            "THEN stage ELSE 'write' END WHERE key = ?", (json.dumps(outputs), time.time(), key)))
 
     def finish(self, key: str, outputs: list[str], timings: dict[str, float]) -> None:
-        with self._tx() as db:
-            db.execute("UPDATE jobs SET state = 'done', error = NULL, outputs = ?, timings = ?, "
-                       "updated = ? WHERE key = ?",
-                       (json.dumps(outputs), json.dumps(timings), time.time(), key))
+        self._run(lambda db: db.execute(
+            "UPDATE jobs SET state = 'done', error = NULL, stage = NULL, crashes = 0, "
+            "crash_stage = NULL, outputs = ?, timings = ?, updated = ? WHERE key = ?",
+            (json.dumps(outputs), json.dumps(timings), time.time(), key)))
 
-    def fail(self, key: str, error: str, retryable: bool) -> None:
-        with self._tx() as db:
-            db.execute("UPDATE jobs SET state = 'failed', error = ?, retryable = ?, "
-                       "outputs = '[]', updated = ? WHERE key = ?",
-                       (error, int(retryable), time.time(), key))
+    def fail(self, key: str, error: str, retryable: bool) -> str | None:
+        """Mark the job failed; returns the error it had before (not None: an automatic
+        retry, which keeps its error while queued, failed again)."""
 
-    def drop(self, key: str) -> None:
-        with self._tx() as db:
+        def action(db: sqlite3.Connection) -> str | None:
+            row = _row(db, key)
+            db.execute("UPDATE jobs SET state = 'failed', error = ?, retryable = ?, stage = NULL, "
+                       "crashes = 0, crash_stage = NULL, outputs = '[]', updated = ? "
+                       "WHERE key = ?", (error, int(retryable), time.time(), key))
+            return row["error"] if row is not None else None
+
+        return self._run(action)
+
+    def supersede(self, key: str, tried: Path, alternative: Path | None,
+                  drop: bool = True) -> str:
+        """The running job's photo `tried` vanished or changed: follow another name, or drop
+        the job (with `drop`; else leave it as it is).
+
+        `renamed`: another name was submitted meanwhile, the job runs again from it;
+        `moved`: it runs again from `alternative` (a surviving copy); `dropped`; `stays`.
+        """
+
+        def action(db: sqlite3.Connection) -> str:
+            row = _row(db, key)
+            if row is None:
+                return "dropped"
+            requeue = ("UPDATE jobs SET state = 'queued', photo = ?, stage = NULL, "
+                       "outputs = '[]' WHERE key = ?")
+            if _path(row["photo"]) != tried:
+                db.execute(requeue, (row["photo"], key))
+                return "renamed"
+            if alternative is not None:
+                db.execute(requeue, (_text(alternative), key))
+                return "moved"
+            if not drop:
+                return "stays"
             db.execute("DELETE FROM jobs WHERE key = ?", (key,))
+            return "dropped"
 
-    def recover(self, max_attempts: int) -> tuple[list[str], list[tuple[Job, str]]]:
+        return self._run(action)
+
+    def mark_stopping(self) -> None:
+        """A graceful stop: an attempt it abandons must not count as a crash (one try only)."""
+        try:
+            self._once(lambda db: db.execute(
+                "UPDATE jobs SET stage = 'stopped' WHERE state = 'running'"), write=True)
+        except sqlite3.Error as exc:
+            logger.warning("could not note the stop in the journal ({}); the current photo "
+                           "counts as interrupted", describe(exc))
+
+    def recover(self, max_crashes: int = MAX_CRASHES) -> tuple[list[str], list[tuple[Job, str]]]:
         """Requeue interrupted jobs; return their reserved outputs, and the jobs given up on
         with the reason."""
         stale: list[str] = []
         given_up: list[tuple[Job, str]] = []
-        with self._tx() as db:
+
+        def action(db: sqlite3.Connection) -> None:
             rows = db.execute("SELECT * FROM jobs WHERE state = 'running'").fetchall()
             for row in rows:
                 stale.extend(json.loads(row["outputs"]))
-                if row["attempts"] >= max_attempts:
-                    error = (f"{row['photo']}: processing was interrupted {row['attempts']} times "
-                             "(the daemon was killed or crashed each time); giving up on it")
+                stage, crashes, crash_stage = row["stage"], row["crashes"], row["crash_stage"]
+                if stage in CRASH_STAGES:
+                    crashes = crashes + 1 if crash_stage == stage else 1
+                    crash_stage = stage
+                if stage in CRASH_STAGES and crashes >= max_crashes:
+                    error = (f"{_path(row['photo'])}: processing was interrupted {crashes} times "
+                             f"in a row at the {stage} stage (the daemon was killed or crashed "
+                             "each time); giving up on it until the photo is saved again")
                     db.execute("UPDATE jobs SET state = 'failed', error = ?, retryable = 0, "
-                               "outputs = '[]' WHERE key = ?", (error, row["key"]))
+                               "stage = NULL, crashes = ?, crash_stage = ?, outputs = '[]' "
+                               "WHERE key = ?", (error, crashes, crash_stage, row["key"]))
                     given_up.append((_job(row), error))
                 else:
-                    db.execute("UPDATE jobs SET state = 'queued', outputs = '[]' WHERE key = ?",
-                               (row["key"],))
+                    db.execute("UPDATE jobs SET state = 'queued', stage = NULL, crashes = ?, "
+                               "crash_stage = ?, outputs = '[]' WHERE key = ?",
+                               (crashes, crash_stage, row["key"]))
+
+        self._run(action)
         return stale, given_up
 
+    def requeue_retryable(self, now: float | None = None) -> int:
+        """Queue again the retryable failures whose backoff has passed; how many.
+
+        The wait doubles with each failed attempt since the photo was last submitted
+        (`RETRY_FIRST_S`, twice that, ... up to `RETRY_MAX_S`); the error stays recorded
+        (and its note in outputs) until the job succeeds.
+        """
+        now = time.time() if now is None else now
+
+        def action(db: sqlite3.Connection) -> int:
+            rows = db.execute("SELECT key, attempts, updated FROM jobs "
+                              "WHERE state = 'failed' AND retryable = 1").fetchall()
+            due = [row["key"] for row in rows if now - row["updated"] >= min(
+                RETRY_FIRST_S * 2 ** max(row["attempts"] - 1, 0), RETRY_MAX_S)]
+            for key in due:
+                db.execute("UPDATE jobs SET state = 'queued', outputs = '[]', updated = ? "
+                           "WHERE key = ?", (now, key))
+            return len(due)
+
+        return self._run(action)
+
+    def seed_done(self, results: Iterable[Finished]) -> int:
+        """Record results found in the outputs folder as done jobs (a rebuilt journal)."""
+        now = time.time()
+
+        def action(db: sqlite3.Connection) -> int:
+            added = 0
+            for r in results:
+                added += db.execute(
+                    "INSERT OR IGNORE INTO jobs (key, seq, photo, photo_hash, settings, state, "
+                    "outputs, created, updated) VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 "
+                    "FROM jobs), ?, ?, ?, 'done', ?, ?, ?)",
+                    (r.key, _text(r.photo), r.photo_hash, r.settings_json,
+                     json.dumps(list(r.outputs)), now, now)).rowcount
+            return added
+
+        return self._run(action)
+
     def get(self, key: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._row(self._db, key)
+        row = self._run(lambda db: _row(db, key), write=False)
         return dict(row) if row is not None else None
 
     def all(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(r) for r in self._db.execute("SELECT * FROM jobs ORDER BY seq")]
+        return self._run(lambda db: [dict(r) for r in db.execute(
+            "SELECT * FROM jobs ORDER BY seq")], write=False)
 
     def counts(self) -> dict[str, int]:
-        with self._lock:
-            rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        """Jobs per state; the last known counts while the file cannot be read."""
+        try:
+            with self._reader_lock:
+                rows = self._reader.execute(
+                    "SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        except sqlite3.Error:
+            return dict(self._counts)
         out = dict.fromkeys(STATES, 0)
         out.update({state: n for state, n in rows})
-        return out
+        self._counts = out
+        return dict(out)
 
-    def cached_hash(self, path: Path, size: int, mtime_ns: int) -> str | None:
+    def cached_hash(self, path: Path, signature: tuple[int, ...]) -> str | None:
         """A content hash computed earlier for this exact file version, if any."""
-        with self._lock:
-            row = self._db.execute("SELECT size, mtime_ns, sha256 FROM hashes WHERE path = ?",
-                                   (str(path),)).fetchone()
-        if row is None or row[0] != size or row[1] != mtime_ns:
-            return None
-        return row[2]
+        row = self._run(lambda db: db.execute(
+            "SELECT signature, sha256 FROM file_hashes WHERE path = ?",
+            (_text(path),)).fetchone(), write=False)
+        return row[1] if row is not None and row[0] == _signature_text(signature) else None
 
-    def store_hash(self, path: Path, size: int, mtime_ns: int, sha256: str) -> None:
-        with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?)",
-                       (str(path), size, mtime_ns, sha256))
+    def store_hash(self, path: Path, signature: tuple[int, ...], sha256: str) -> None:
+        self._run(lambda db: db.execute("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?)",
+                                        (_text(path), _signature_text(signature), sha256)))
+
+    def paths_with_hash(self, sha256: str) -> list[Path]:
+        """Every path whose content was last seen with this hash (copies of one photo)."""
+        rows = self._run(lambda db: db.execute(
+            "SELECT path FROM file_hashes WHERE sha256 = ?", (sha256,)).fetchall(), write=False)
+        return [_path(row[0]) for row in rows]
+
+
+def _private(path: Path) -> None:
+    # Owner only: the journal lists every photo path and error. SQLite gives the
+    # -wal and -shm files it creates the main file's mode; older ones are tightened.
+    private_folder(path.parent)
+    private_file(path)
+    for suffix in ("-wal", "-shm"):
+        private_file(path.with_name(path.name + suffix), create=False)
+
+
+def _open(path: Path) -> tuple[sqlite3.Connection, bool]:
+    """The connection, and whether the file held no journal yet (new, or empty)."""
+    db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
+                         timeout=BUSY_TIMEOUT_S)
+    try:
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        check = db.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"database disk image is malformed ({check})")
+        fresh = db.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' "
+                           "AND name = 'jobs'").fetchone()[0] == 0
+        db.executescript(_SCHEMA)
+        present = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+        for column, kind in _ADDED_COLUMNS.items():
+            if column not in present:
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+    except BaseException:
+        db.close()
+        raise
+    return db, fresh
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename a damaged journal (and its -wal, -shm) to `<name>.damaged-<stamp>`."""
+    target = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    for suffix in ("", "-wal", "-shm"):
+        source = path.with_name(path.name + suffix)
+        if source.exists():
+            os.replace(source, target.with_name(target.name + suffix))
+    return target
+
+
+def _transient(exc: sqlite3.Error) -> bool:
+    """Locked, busy, full, I/O trouble or damage found at run time: worth retrying later."""
+    return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
+
+
+def _text(path: Path) -> str | bytes:
+    """A path as SQLite can store it without loss: text, or its bytes when it is not valid
+    Unicode (a Linux name in another encoding, a Windows name with a lone surrogate)."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(text)
+    return text
+
+
+def _path(value: str | bytes) -> Path:
+    return Path(os.fsdecode(value))
+
+
+def _signature_text(signature: tuple[int, ...]) -> str:
+    return ":".join(map(str, signature))
+
+
+def _row(db: sqlite3.Connection, key: str) -> sqlite3.Row | None:
+    row: sqlite3.Row | None = db.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
+    return row
 
 
 def _job(row: sqlite3.Row) -> Job:
-    return Job(key=row["key"], photo=Path(row["photo"]), photo_hash=row["photo_hash"],
+    return Job(key=row["key"], photo=_path(row["photo"]), photo_hash=row["photo_hash"],
                settings=settings_from_json(row["settings"]), state=row["state"],
                attempts=row["attempts"], seq=row["seq"],
-               outputs=tuple(json.loads(row["outputs"])))
+               outputs=tuple(json.loads(row["outputs"])), crashes=row["crashes"])

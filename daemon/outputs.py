@@ -1,31 +1,34 @@
-"""Everything the daemon writes into the outputs folder, always via temp file + rename.
+"""Everything the daemon writes into the outputs folder, always via `pipeline.atomic`.
 
 A reader (a viewer, Explorer's preview, a sync client) never sees a half-written file:
-temp names start with a dot and end in `.tmp`, and leftovers from a killed process are
-removed at start. Result names carry a timestamp and never overwrite an earlier result.
+each file is written under a temp name of ours (`pipeline.atomic.temp_path`) and renamed
+into place; our leftovers from a killed process are removed at start, and no one else's.
+Result names carry a timestamp and never overwrite an earlier result (in any letter
+case); every name is valid on Windows (`pipeline.naming`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from dataclasses import dataclass
-from glob import escape as glob_escape
 from io import BytesIO
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from pipeline import OutputError, Prediction, timestamped_path, write_ply
+from pipeline.atomic import atomic_write, temp_files
+from pipeline.naming import note_name
 
 PREVIEW_HEIGHT = 384
 # A dark-to-bright ramp (near is bright), enough to read a depth map at a glance.
 _RAMP = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99],
                   [212, 72, 66], [245, 125, 21], [250, 193, 39], [252, 255, 164]], dtype=float)
+_REPORT, _PREVIEW, _INTERNAL = ".json", "_depth.png", "_internal_depth.npy"
 
 
 @dataclass(frozen=True)
@@ -41,37 +44,16 @@ class ResultNames:
         return [p for p in (self.ply, self.report, self.preview, self.internal_depth) if p]
 
 
-MAX_STEM_BYTES = 180  # leaves room for "_<stamp>-N_internal_depth.npy" and temp names
-
-
-def safe_stem(stem: str) -> str:
-    """`stem`, shortened (with a hash to stay distinct) so every result name fits in 255 bytes."""
-    if len(stem.encode("utf-8", "surrogatepass")) <= MAX_STEM_BYTES:
-        return stem
-    digest = hashlib.sha256(stem.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    cut = stem
-    while len(cut.encode("utf-8", "surrogatepass")) > MAX_STEM_BYTES - 9:
-        cut = cut[:-1]
-    return f"{cut}~{digest}"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path.name} ({exc.strerror or exc})", path) from exc
-
-
 class OutputFolder:
-    """The outputs folder: result names, atomic writes, error notes."""
+    """The outputs folder: result names, atomic writes, error notes.
 
-    def __init__(self, path: Path) -> None:
+    `inputs` is the watched folder: a photo's error note is named after its path there,
+    so `a/photo.jpg`, `photo.jpg` and `photo.png` each get their own note.
+    """
+
+    def __init__(self, path: Path, inputs: Path | None = None) -> None:
         self.path = path
+        self.inputs = inputs
 
     def ensure(self) -> None:
         """Create the folder (again, if someone deleted it); refuse a file in its place."""
@@ -84,23 +66,20 @@ class OutputFolder:
             raise OutputError("outputs folder is not writable", self.path)
 
     def clean_temp(self) -> list[Path]:
-        """Remove temp files a killed process left behind."""
+        """Remove temp files a killed process of ours left behind (never anyone else's)."""
         removed = []
-        if self.path.is_dir():
-            for tmp in self.path.glob(".*.tmp"):
+        for tmp in temp_files(self.path):
+            with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
                 removed.append(tmp)
         return removed
 
     def names(self, stem: str, preview: bool, internal_depth: bool) -> ResultNames:
-        stem = safe_stem(stem)
-        ply = timestamped_path(self.path, stem, ".ply")
-        while ply.with_suffix(".json").exists():
-            ply = timestamped_path(self.path, ply.stem, ".ply")
+        ply = timestamped_path(self.path, stem, ".ply", companions=(_REPORT, _PREVIEW, _INTERNAL))
         base = ply.with_suffix("")
-        return ResultNames(ply=ply, report=ply.with_suffix(".json"),
-                           preview=base.with_name(f"{base.name}_depth.png") if preview else None,
-                           internal_depth=(base.with_name(f"{base.name}_internal_depth.npy")
+        return ResultNames(ply=ply, report=ply.with_suffix(_REPORT),
+                           preview=base.with_name(base.name + _PREVIEW) if preview else None,
+                           internal_depth=(base.with_name(base.name + _INTERNAL)
                                            if internal_depth else None))
 
     def write_result(self, names: ResultNames, result: Prediction,
@@ -127,31 +106,37 @@ class OutputFolder:
 
     @staticmethod
     def remove(paths: list[Path]) -> None:
-        """Delete result files and any temp file of theirs an interrupted write left."""
+        """Delete result files and any temp file of ours an interrupted write left."""
         for path in map(Path, paths):
-            leftovers = path.parent.glob(f".{glob_escape(path.name)}.*.tmp")
-            for victim in (path, *leftovers):
-                try:
+            for victim in (path, *temp_files(path.parent, path.name)):
+                with contextlib.suppress(OSError):
                     victim.unlink(missing_ok=True)
-                except OSError:
-                    continue
 
-    def error_path(self, stem: str) -> Path:
-        return self.path / f"{safe_stem(stem)}.error.txt"
+    def error_path(self, photo: Path) -> Path:
+        """The note for `photo` (a path in the inputs folder, or relative to it)."""
+        return self.path / note_name(self._relative(photo))
 
-    def write_error(self, stem: str, message: str) -> Path | None:
-        """`<stem>.error.txt` with the reason; None when even that cannot be written."""
+    def _relative(self, photo: Path) -> PurePath:
+        if not photo.is_absolute():
+            return photo
+        if self.inputs is not None:
+            with contextlib.suppress(ValueError):
+                return photo.relative_to(self.inputs)
+        return PurePath(photo.name)
+
+    def write_error(self, photo: Path, message: str) -> Path | None:
+        """`<photo name>.error.txt` with the reason; None when even that cannot be written."""
         try:
             self.ensure()
-            path = self.error_path(stem)
+            path = self.error_path(photo)
             atomic_write(path, (message.rstrip() + "\n").encode("utf-8", "replace"))
         except (OutputError, OSError):
             return None
         return path
 
-    def clear_error(self, stem: str) -> None:
+    def clear_error(self, photo: Path) -> None:
         with contextlib.suppress(OSError):
-            self.error_path(stem).unlink(missing_ok=True)
+            self.error_path(photo).unlink(missing_ok=True)
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

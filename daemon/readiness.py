@@ -9,29 +9,37 @@ A file that never settles is reported once (and still waited for), never dropped
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+Signature = tuple[int, int, int, int]
+
 
 @dataclass
 class _Pending:
     first_seen: float
-    signature: tuple[int, int] | None
+    signature: Signature | None
     stable_since: float
     reported: bool = False
 
 
-def file_signature(path: Path) -> tuple[int, int] | None:
-    """(size, mtime in ns), or None when the path is gone or not a regular file."""
+def file_signature(path: Path) -> Signature | None:
+    """(size, mtime, file id, ctime), or None when the path is gone or not a regular file.
+
+    The file id and ctime catch new content that kept the old size and modification time
+    (copy tools that preserve times): a replaced file has a new id, and on POSIX any
+    write or `utime` moves ctime, which no copy tool can set.
+    """
     try:
         st = os.stat(path)
     except OSError:
         return None
-    if not os.path.isfile(path):
+    if not stat.S_ISREG(st.st_mode):
         return None
-    return st.st_size, st.st_mtime_ns
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
 
 
 def openable(path: Path) -> bool:

@@ -3,17 +3,22 @@
 A sidecar is user input written by hand, so every key is checked and a mistake fails
 only that photo, with a message naming the sidecar, the key and the key it probably
 meant. `external_depth` may only point inside the inputs folder (symlinks resolved),
-so a sidecar cannot make the daemon read arbitrary files.
+so a sidecar cannot make the daemon read arbitrary files; the sidecar itself is read
+only if it really is a file inside that folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
 
+from loguru import logger
+
 from pipeline import DepthSettings, InputError
+from pipeline.image import open_regular_file
 
 from .config import check_value, nearest, short_repr
 
@@ -32,17 +37,55 @@ class SidecarError(InputError):
 
 
 def sidecar_path(photo: Path) -> Path:
-    return photo.with_suffix(SIDECAR_SUFFIX)
+    """The sidecar `photo` uses if there is one (any letter case), else the name it would have."""
+    return find_sidecar(photo) or photo.with_suffix(SIDECAR_SUFFIX)
+
+
+def find_sidecar(photo: Path) -> Path | None:
+    """The photo's `<stem>.toml`, its name matched in any letter case as Windows does.
+
+    The folder is listed rather than the name opened, so `PHOTO.TOML` is found on a
+    case-sensitive file system too, and a name too long to exist simply is not there.
+    Where several names differ only in case, the one spelled exactly like the photo's stem
+    wins, else the first in code-point order; a warning names the others.
+    """
+    wanted = photo.stem + SIDECAR_SUFFIX
+    key = wanted.casefold()
+    try:
+        with os.scandir(photo.parent) as entries:
+            # Windows compares names one UTF-16 unit at a time, so a match has the same length.
+            names = [e.name for e in entries
+                     if len(e.name) == len(wanted) and e.name.casefold() == key]
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SidecarError(f"cannot look for a sidecar in {photo.parent} "
+                           f"({exc.strerror or exc})", photo.with_suffix(SIDECAR_SUFFIX)) from None
+    if not names:
+        return None
+    chosen = min(names, key=lambda name: (name != wanted, name))
+    if len(names) > 1:
+        logger.warning("{}: sidecars {} differ only in letter case; using {} (delete the "
+                       "others)", photo, ", ".join(sorted(names)), chosen)
+    return photo.parent / chosen
 
 
 def read_sidecar(photo: Path, base: DepthSettings, inputs: Path) -> tuple[DepthSettings, bool]:
-    """The photo's effective settings and whether a sidecar supplied them."""
-    path = sidecar_path(photo)
+    """The photo's effective settings and whether a sidecar supplied them.
+
+    The sidecar is opened like a photo: a pipe or device is refused (it cannot hang the
+    reader), and so is a link leading outside `inputs`, before a byte of it is read.
+    """
+    path = find_sidecar(photo)
+    if path is None:
+        return base, False
     try:
-        with open(path, "rb") as f:
+        with open_regular_file(path, inputs) as f:
             raw = f.read(MAX_SIDECAR_BYTES + 1)
     except FileNotFoundError:
         return base, False
+    except InputError as exc:
+        raise SidecarError(exc.reason, path) from None
     except OSError as exc:
         raise SidecarError(f"cannot read sidecar ({exc.strerror or exc})", path) from None
     if len(raw) > MAX_SIDECAR_BYTES:
@@ -55,6 +98,16 @@ def read_sidecar(photo: Path, base: DepthSettings, inputs: Path) -> tuple[DepthS
     except (tomllib.TOMLDecodeError, RecursionError, ValueError) as exc:
         raise SidecarError(f"not valid TOML ({exc})", path) from None
     return apply_sidecar(data, path, photo, base, inputs), True
+
+
+def depth_root(external: Path | None, inputs: Path) -> Path | None:
+    """The folder a depth map must be opened within: `inputs` for a map named inside it
+    (every sidecar's is), None for one the config's `[defaults]` names elsewhere."""
+    if external is None:
+        return None
+    named = Path(external)
+    inside = named.is_relative_to(inputs) or named.is_relative_to(inputs.resolve())
+    return inputs if inside else None
 
 
 def apply_sidecar(data: dict[str, Any], path: Path, photo: Path, base: DepthSettings,

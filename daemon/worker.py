@@ -4,11 +4,17 @@ While the GPU runs photo N, a prefetch thread decodes photo N+1 and a writer thr
 writes photo N-1's PLY and report, so the GPU waits on neither. On a CPU-only machine
 the three steps run in turn on the worker thread instead (they would share the cores).
 A job is marked done only after its files are renamed into place; until then the
-journal says `running` and a crash re-runs it (after deleting the names it reserved).
+journal says `running` (with the stage reached, the evidence for giving up on a photo
+that keeps crashing the process) and a crash re-runs it (after deleting the names it
+reserved). A prefetched decode is used only for the same job, path and content; a photo
+that vanished or changed while queued is followed to a surviving copy with the same
+content and settings before its job is dropped. No exception ends the worker thread:
+it is reported in `Status.problems` and the loop carries on after a backoff.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -40,7 +46,8 @@ from .jobs import Job
 from .journal import Journal
 from .outputs import OutputFolder
 from .readiness import file_signature
-from .status import Board, JobEvent
+from .sidecar import depth_root
+from .status import Backoff, Board, JobEvent
 
 DEPTH_MODEL_SOURCES = ("depth-pro", "depth-pro-apple")
 OVERLAP_ON_CPU = False  # tests set this to run the prefetch and writer threads on a CPU
@@ -68,7 +75,8 @@ class Worker:
     def __init__(self, config: Config, pipe: Pipeline, journal: Journal, cache: DepthCache,
                  outputs: OutputFolder, board: Board,
                  fail: Callable[[Job, str, bool, float], None],
-                 content_hash: Callable[[Path], str | None]) -> None:
+                 content_hash: Callable[[Path], str | None],
+                 surviving_copy: Callable[[Job], Path | None] = lambda job: None) -> None:
         self.config = config
         self.pipe = pipe
         self.journal = journal
@@ -77,13 +85,14 @@ class Worker:
         self.board = board
         self.fail = fail
         self.content_hash = content_hash
+        self.surviving_copy = surviving_copy
         self.paused = threading.Event()
         self.stopping = threading.Event()
         self.wake = threading.Event()
         self.busy = False
-        self._prefetch = ThreadPoolExecutor(1, thread_name_prefix="sharp-decode")
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sharp-write")
-        self._decoded: tuple[str, Future[LoadedImage]] | None = None
+        self._prefetch = ThreadPoolExecutor(1, thread_name_prefix="sharp-prefetch")
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sharp-writer")
+        self._decoded: tuple[str, Path, Future[LoadedImage]] | None = None
         self._writing: Future[None] | None = None
         self._last_work = time.monotonic()
         # Overlap pays only when the models run on an accelerator; on a CPU the decode and
@@ -108,31 +117,44 @@ class Worker:
     def writing(self) -> bool:
         return self._writing is not None and not self._writing.done()
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def _loop(self) -> None:
         if self.config.models.load_at_start:
             self._load_models()
+        backoff = Backoff()
         while not self.stopping.is_set():
-            job = None if self.paused.is_set() else self.journal.next_queued()
-            if job is None:
-                self._maybe_unload()
-                self.wake.wait(0.5)
-                self.wake.clear()
-                continue
-            claimed = self.journal.claim(job.key)
-            if claimed is None:
-                continue
-            self.busy = True
-            try:
-                self._run(claimed)
-            except Exception as exc:
-                logger.exception("unexpected error on {}", claimed.photo)
-                self.fail(claimed, f"{claimed.photo}: failed with an unexpected error "
-                          f"({type(exc).__name__}: {exc}); see the log", False, 0.0)
-            finally:
-                self.busy = False
-                self._last_work = time.monotonic()
-                self.board.set(current_file=None, stage=None)
+            wait = self.board.problems.guarded("worker", self._next, backoff)
+            if wait:
+                self.stopping.wait(wait)
         self._wait_for_writer()
+
+    def _next(self) -> None:
+        """Claim and run the oldest queued job, or wait a little for one."""
+        job = None if self.paused.is_set() else self.journal.next_queued()
+        if job is None:
+            self._maybe_unload()
+            self.wake.wait(0.5)
+            self.wake.clear()
+            return
+        claimed = None if self.stopping.is_set() else self.journal.claim(job.key)
+        if claimed is None:
+            return
+        self.busy = True
+        try:
+            self._run(claimed)
+        except sqlite3.Error:
+            raise  # the journal gave up (stopping): the job stays running, re-run at next start
+        except Exception as exc:
+            logger.exception("unexpected error on {}", claimed.photo)
+            self.fail(claimed, f"{claimed.photo}: failed with an unexpected error "
+                      f"({type(exc).__name__}: {exc}); see the log", False, 0.0)
+        finally:
+            self.busy = False
+            self._last_work = time.monotonic()
+            self.board.set(current_file=None, stage=None)
 
     def _load_models(self) -> None:
         self.board.set(phase="loading")
@@ -163,7 +185,7 @@ class Worker:
         if current is not None and current != job.photo_hash:
             raise Superseded(f"{job.photo} changed after it was queued")
         try:
-            return load_image(job.photo, self.config.daemon.max_pixels)
+            return load_image(job.photo, self.config.daemon.max_pixels, self.config.inputs)
         except InputError:
             raise
         except Exception as exc:  # a decoder bug on a hostile file is still a bad input
@@ -171,17 +193,44 @@ class Worker:
                              job.photo) from exc
 
     def _decoded_image(self, job: Job) -> LoadedImage:
+        """The prefetched decode if it was of this job's path and still its content, else
+        a fresh decode (which also finds a photo that vanished or changed since)."""
         pending, self._decoded = self._decoded, None
-        if pending is not None and pending[0] == job.key:
-            return pending[1].result()
+        if pending is not None and pending[:2] == (job.key, job.photo):
+            try:
+                image = pending[2].result()
+            except Exception:  # judged again now: the file may have moved on since
+                return self._decode(job)
+            if self.content_hash(job.photo) == job.photo_hash:
+                return image
         return self._decode(job)
 
     def _prefetch_next(self, job: Job) -> None:
-        if not self.overlap:
+        """Decode the next job while this one runs, unless either crashed the process before:
+        a suspect runs alone, so a crash is pinned on the right photo."""
+        if not self.overlap or job.crashes:
             return
         upcoming = None if self.paused.is_set() else self.journal.next_queued(job.seq)
-        if upcoming is not None:
-            self._decoded = (upcoming.key, self._prefetch.submit(self._decode, upcoming))
+        if upcoming is not None and not upcoming.crashes:
+            self._decoded = (upcoming.key, upcoming.photo,
+                             self._prefetch.submit(self._decode, upcoming))
+
+    def _stage(self, job: Job, stage: str) -> None:
+        self.board.set(stage=stage)
+        self.journal.set_stage(job.key, stage)
+
+    def _follow(self, job: Job, reason: str, drop: bool) -> bool:
+        """The photo vanished or changed: run the job from its new name or a surviving copy,
+        else drop it (with `drop`); False if the job stays as it is."""
+        copy = self.surviving_copy(job)
+        outcome = self.journal.supersede(job.key, job.photo, copy, drop)
+        if outcome == "moved":
+            logger.info("{}; running it from {} (same content and settings)", reason, copy)
+        elif outcome == "renamed":
+            logger.info("{}; running it under its new name", reason)
+        elif outcome == "dropped":
+            logger.info("{}; skipped", reason)
+        return outcome != "stays"
 
     def _run(self, job: Job) -> None:
         started = time.monotonic()
@@ -204,10 +253,12 @@ class Worker:
                                                job.photo) from exc
                     logger.warning("{}: {}; freed GPU cache, retrying once", job.photo, exc)
         except Superseded as exc:
-            logger.info("{}; skipped", exc)
-            self.journal.drop(job.key)
+            self._follow(job, str(exc), drop=True)
             return
         except InputError as exc:
+            # Gone at the moment of reading: renamed (follow it), else a clear failure.
+            if file_signature(job.photo) is None and self._follow(job, str(exc), drop=False):
+                return
             self.fail(job, str(exc), False, time.monotonic() - started)
             return
         except PipelineError as exc:
@@ -228,20 +279,22 @@ class Worker:
         pixels = self.pipe.upload(image)
         raw = None
         if settings.depth_source in DEPTH_MODEL_SOURCES:
-            model_id = self.pipe.depth_model_id(settings) or settings.depth_source
-            raw = self.cache.get(job.photo_hash, model_id)
+            key = self.pipe.depth_cache_key(settings)
+            raw = self.cache.get(job.photo_hash, key)
             run.cache_hit = raw is not None
             if raw is None:
-                self.board.set(stage="depth")
+                self._stage(job, "depth")
                 t0 = time.perf_counter()
                 raw = self.pipe.estimate_depth(image, settings, pixels)
                 run.timings["depth"] = time.perf_counter() - t0
                 if raw is not None:
-                    self.cache.put(job.photo_hash, raw)
-        self.board.set(stage="sharp")
+                    self.cache.put(job.photo_hash, key, raw)
+        self._stage(job, "sharp")
         want_internal = settings.save_internal_depth or self.config.daemon.preview
         run.result = self.pipe.predict(image, settings.replace(save_internal_depth=want_internal),
-                                       raw, pixels)
+                                       raw, pixels,
+                                       within=depth_root(settings.external_depth,
+                                                         self.config.inputs))
         run.timings.update(run.result.timings)
         if run.result.gaussians.mean_vectors.device.type != "cpu":
             # Copy now: a writer thread touching GPU tensors would wait behind the next photo.
@@ -269,6 +322,12 @@ class Worker:
             self.outputs.write_result(names, result, self._report(run, names.all()))
             run.timings["write"] = time.perf_counter() - t0
             self.journal.finish(job.key, [str(p) for p in names.all()], run.timings)
+        except sqlite3.Error:
+            # The journal gave up (stopping): the job stays running with its names reserved,
+            # so the next start deletes them and runs the photo again.
+            logger.warning("{}: the journal could not be written; it runs again at the next "
+                           "start", job.photo)
+            return
         except (OutputError, OSError) as exc:
             if names is not None:
                 self.outputs.remove(names.all())
@@ -280,9 +339,12 @@ class Worker:
             self.fail(job, f"{job.photo}: internal error while writing ({exc!r})", True,
                       time.monotonic() - run.started)
             return
-        self.outputs.clear_error(job.photo.stem)
+        self.outputs.clear_error(job.photo)
         seconds = time.monotonic() - run.started
-        logger.info("{} -> {} ({:.2f} s)", job.photo.name, names.ply.name, seconds)
+        # One line per photo in the log comes from the job event's subscriber (the service's
+        # log, `python -m daemon`); this one is for debugging only.
+        logger.debug("{} -> {} ({:.2f} s, {})", job.photo.name, names.ply.name, seconds,
+                     run.timings)
         self.board.emit(JobEvent(str(job.photo), "done", str(names.ply), None, seconds))
 
     def _report(self, run: _Run, files: list[Path]) -> dict[str, Any]:

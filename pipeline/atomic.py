@@ -31,10 +31,12 @@ scan or the indexer holds a new file for well under a second; a viewer can hold 
 and then the write fails with a clear note and is retried later."""
 MAX_PATH = 260
 """Windows' path length limit unless `LongPathsEnabled` is set (it is off by default)."""
+MAX_NAME_BYTES = 255 - len("..") - 20 - len("-") - 20 - len(TEMP_SUFFIX)
+"""The longest name (UTF-8 bytes) whose temp name still fits a file system's 255: the temp
+name adds two dots, a process id and a thread id (up to 20 digits each) and the suffix."""
 WINDOWS = sys.platform == "win32"
 _LONG_PATH_ERRNOS = {errno.ENOENT, errno.EINVAL, errno.ENAMETOOLONG}
 _LONG_PATH_WINERRORS = {3, 206}  # ERROR_PATH_NOT_FOUND, ERROR_FILENAME_EXCED_RANGE
-_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows only: no newline translation
 
 
 def temp_path(path: Path) -> Path:
@@ -58,17 +60,17 @@ def temp_files(folder: Path, target_name: str | None = None) -> list[Path]:
             if is_temp_name(n) and (prefix is None or n.startswith(prefix))]
 
 
-def replace(src: Path, dst: Path, delays: Sequence[float] = REPLACE_DELAYS,
-            sleep: Callable[[float], None] = time.sleep) -> None:
-    """`os.replace`, tried again after each of `delays` while it raises `PermissionError`."""
-    for delay in (*delays, None):
+def replace(src: Path, dst: Path, delays: Sequence[float] | None = None) -> None:
+    """`os.replace`, tried again after each of `delays` (`REPLACE_DELAYS`) while it raises
+    `PermissionError` (Windows: another process has `src` or `dst` open)."""
+    for delay in (*(REPLACE_DELAYS if delays is None else delays), None):
         try:
             os.replace(src, dst)
             return
         except PermissionError:
             if delay is None:
                 raise
-            sleep(delay)
+            time.sleep(delay)
 
 
 def fsync_folder(folder: Path) -> None:
@@ -88,9 +90,32 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def private_folder(folder: Path) -> Path:
+    """Create `folder` (0700: this user only) or tighten it to that.
+
+    For state that shows what the user's photos are (journal, depth maps). A folder of
+    another user's stays as it is. On Windows `chmod` only toggles read-only: privacy
+    there comes from the per-user `%LOCALAPPDATA%` folder's access list.
+    """
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):  # not ours, or a file system without modes
+        os.chmod(folder, 0o700)
+    return folder
+
+
+def private_file(path: Path, create: bool = True) -> Path:
+    """`path` readable and writable by this user only (0600), created empty if missing
+    (unless `create` is false), before anyone writes to it."""
+    if create:
+        path.touch(mode=0o600)
+    with contextlib.suppress(OSError):  # missing (create=False), or not ours
+        os.chmod(path, 0o600)
+    return path
+
+
 def describe_write_error(exc: OSError, path: Path, replacing: bool = False) -> str:
     """What went wrong writing `path`, in words a person can act on."""
-    length = len(str(temp_path(path)))
+    length = len(os.path.abspath(temp_path(path)))
     winerror = getattr(exc, "winerror", None)
     if WINDOWS and length >= MAX_PATH and (exc.errno in _LONG_PATH_ERRNOS
                                            or winerror in _LONG_PATH_WINERRORS):
@@ -117,8 +142,8 @@ def atomic_write(path: Path | str, data: bytes | Callable[[BinaryIO], None],
     tmp = temp_path(path)
     replacing = False
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, mode)
-        with os.fdopen(fd, "wb") as out:
+        tmp.unlink(missing_ok=True)  # a crashed process's leftover under a reused id
+        with open(tmp, "xb", opener=lambda name, flags: os.open(name, flags, mode)) as out:
             if callable(data):
                 data(out)
             else:
@@ -129,10 +154,17 @@ def atomic_write(path: Path | str, data: bytes | Callable[[BinaryIO], None],
         replacing = True
         replace(tmp, path)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise OutputError(f"cannot write {path.name} "
                           f"({describe_write_error(exc, path, replacing)})", path) from exc
+    except BaseException:
+        _discard(tmp)
+        raise
     if durable:
         fsync_folder(path.parent)
     return path
+
+
+def _discard(tmp: Path) -> None:
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)

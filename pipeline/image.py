@@ -30,6 +30,7 @@ SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(
 DEFAULT_MAX_PIXELS = 120_000_000
 _DIAGONAL_35MM = math.hypot(36.0, 24.0)
 _EXIF_IFD = 0x8769
+FD_FOLDER = Path("/proc/self/fd")  # Linux: each open descriptor as a link to its file
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,13 @@ def _positive(value: object) -> float | None:
     return number if math.isfinite(number) and number > 0 else None
 
 
-def load_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """Decode `path` to upright uint8 RGB; raise `InputError` with the reason otherwise."""
+def load_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS,
+               within: Path | None = None) -> LoadedImage:
+    """Decode `path` to upright uint8 RGB; raise `InputError` with the reason otherwise.
+
+    With `within`, a photo that is (or sits in a folder that is) a link leading outside
+    that folder is refused when it is opened (see `open_regular_file`).
+    """
     path = Path(path)
     if path.suffix.lower() not in SUPPORTED_EXTENSIONS:
         raise InputError(
@@ -88,7 +94,7 @@ def load_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loaded
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with open_regular_file(path) as raw, Image.open(raw) as image:
+            with open_regular_file(path, within) as raw, Image.open(raw) as image:
                 width, height = image.size
                 if width * height > max_pixels:
                     raise InputError(
@@ -120,24 +126,58 @@ def load_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loaded
     return LoadedImage(path=path, rgb=rgb, exif_focal_35mm=focal)
 
 
-def open_regular_file(path: Path) -> BinaryIO:
-    """Open `path` for reading, refusing anything but a regular file.
+def open_regular_file(path: Path, within: Path | None = None) -> BinaryIO:
+    """Open `path` for reading, refusing anything but a regular file (and, with `within`,
+    anything that is not inside that folder).
 
     On POSIX the file is opened with `O_NONBLOCK`, so a FIFO named like a photo (or a
     sidecar pointing at one) cannot hang the caller before the check refuses it; the
     flag has no effect on reads of a regular file, so it is left set (`os.set_blocking`
     is missing on Windows before Python 3.12 and fails on disk files after). Windows has
     no FIFOs in its file namespace and no `O_NONBLOCK`: there it is a plain open.
+
+    `within` is checked against the file actually opened, after the open, so a file
+    swapped for a link between any earlier check and this call is still caught.
     """
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     fd = os.open(path, flags)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
             raise InputError("not a regular file (a pipe, device or folder)", path)
+        if within is not None:
+            _check_within(Path(path), opened, _real_path(fd, path), within)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
+
+
+def _real_path(fd: int, path: Path) -> Path:
+    """Where the open file really is, every link and junction resolved.
+
+    Linux names the file behind a descriptor in `/proc/self/fd`; elsewhere (Windows,
+    macOS) the path is resolved again, and `_check_within` makes sure that resolution
+    still leads to the very file that was opened.
+    """
+    try:
+        return Path(os.readlink(FD_FOLDER / str(fd)))
+    except OSError:
+        return Path(os.path.realpath(path))
+
+
+def _check_within(path: Path, opened: os.stat_result, real: Path, within: Path) -> None:
+    """Refuse the open file unless `real` is it (same device and inode) and lies in `within`."""
+    try:
+        same = os.path.samestat(os.stat(real), opened)
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        raise InputError("the file was replaced while it was being opened (by a link, "
+                         "perhaps); refused", path)
+    if not real.is_relative_to(os.path.realpath(within)):
+        raise InputError(f"is a link to a file outside {within} (a symbolic link, junction or "
+                         "linked folder); refused: only files inside that folder are read", path)
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:

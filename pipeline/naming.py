@@ -1,18 +1,120 @@
-"""Result names that never collide with an earlier result."""
+"""Names we create (results, error notes): valid on Windows, distinct, never over an old one.
+
+Windows refuses reserved device names (`CON`, `NUL.txt`, `com1.ply`...), names ending in a
+dot or a space, and the characters `<>:"/\\|?*`; it also sees `Cat_1.ply` and `cat_1.ply`
+as one file. Photos can carry such names on other file systems (a Linux share, a camera
+card), so every name is checked here rather than trusted.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
+from collections.abc import Sequence
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePath
+
+from .atomic import MAX_NAME_BYTES
+
+_RESERVED = {"CON", "PRN", "AUX", "NUL",
+             *(f"{port}{n}" for port in ("COM", "LPT") for n in "0123456789¹²³")}
+_INVALID = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
+STAMP_FORMAT = "%Y%m%d-%H%M%S"
+MAX_STEM_BYTES = MAX_NAME_BYTES - len("_YYYYmmdd-HHMMSS-NNN_internal_depth.npy")
+"""Room for the longest result name (`<stem>_<stamp>-N_internal_depth.npy`)."""
+NOTE_SUFFIX = ".error.txt"
 
 
-def timestamped_path(folder: Path, stem: str, suffix: str, when: datetime | None = None) -> Path:
-    """`<folder>/<stem>_<YYYYmmdd-HHMMSS><suffix>`, with `-2`, `-3`... if that name is taken."""
-    stamp = (when or datetime.now()).strftime("%Y%m%d-%H%M%S")
-    candidate = folder / f"{stem}_{stamp}{suffix}"
-    n = 2
-    while candidate.exists():
-        candidate = folder / f"{stem}_{stamp}-{n}{suffix}"
+def _utf8_len(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def windows_name_problem(name: str) -> str | None:
+    """Why Windows cannot create a file called `name`, or None if it can."""
+    if not name:
+        return "the name is empty"
+    bad = _INVALID.search(name)
+    if bad is not None:
+        return f"it contains {bad.group()!r}, which Windows does not allow in names"
+    if name[-1] in ". ":
+        return "it ends in a dot or a space, which Windows drops"
+    base = name.split(".", 1)[0].rstrip(" ")
+    if base.upper() in _RESERVED:
+        return f"{base!r} is a device name Windows reserves (with any extension)"
+    return None
+
+
+def windows_safe_name(name: str) -> str:
+    """`name` changed just enough to be valid on Windows (bad characters become `_`)."""
+    name = _INVALID.sub("_", name) or "_"
+    if name[-1] in ". ":
+        name += "_"
+    base, dot, rest = name.partition(".")
+    if base.rstrip(" ").upper() in _RESERVED:
+        name = f"{base}_{dot}{rest}"
+    return name
+
+
+def shorten(text: str, max_bytes: int) -> str:
+    """`text`, cut to `max_bytes` UTF-8 bytes with a hash of the whole kept, so two long
+    texts stay distinct."""
+    if _utf8_len(text) <= max_bytes:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    cut = text[:max_bytes - 9]  # every character is at least one byte
+    while _utf8_len(cut) > max_bytes - 9:
+        cut = cut[:-1]
+    return f"{cut}~{digest}"
+
+
+def safe_stem(stem: str) -> str:
+    """`stem`, shortened so every result name (and its temp name) fits in 255 bytes."""
+    return shorten(stem, MAX_STEM_BYTES)
+
+
+def timestamped_path(folder: Path, stem: str, suffix: str, when: datetime | None = None,
+                     companions: Sequence[str] = ()) -> Path:
+    """`<folder>/<stem>_<YYYYmmdd-HHMMSS><suffix>`, with `-2`, `-3`... if that name is taken.
+
+    A name is taken if any file in `folder` has it in any letter case (Windows sees one
+    file), or has one of the `companions` endings (`.json`, `_depth.png`) in place of
+    `suffix`. The name is made valid on Windows (`windows_safe_name`) and short enough
+    (`safe_stem`).
+    """
+    stamp = (when or datetime.now()).strftime(STAMP_FORMAT)
+    stem = safe_stem(stem)
+    try:
+        taken = {entry.name.casefold() for entry in os.scandir(folder)}
+    except OSError:
+        taken = set()
+    endings = (suffix, *companions)
+    n = 1
+    while True:
+        base = windows_safe_name(f"{stem}_{stamp}" + (f"-{n}" if n > 1 else "") + suffix)
+        base = base.removesuffix(suffix)
+        if not any((base + ending).casefold() in taken for ending in endings):
+            return folder / (base + suffix)
         n += 1
-    return candidate
 
+
+def _escape(part: str) -> str:
+    """Percent-encode `%` and what Windows refuses, so distinct paths stay distinct."""
+    return "".join(f"%{ord(c):02X}" if c == "%" or _INVALID.match(c) else c for c in part)
+
+
+def note_name(photo: PurePath) -> str:
+    """The error note's name for `photo` (a path relative to the inputs folder).
+
+    One note per photo, not per stem: `photo.jpg` and `photo.png` get
+    `photo.jpg.error.txt` and `photo.png.error.txt`; `a/photo.jpg` gets
+    `a%2Fphoto.jpg.error.txt`. The encoding is one-to-one (`%` itself is escaped), valid
+    on Windows, and cut with a hash to fit in 255 bytes with its temp name.
+    """
+    name = "%2F".join(_escape(part) for part in photo.parts if part not in ("", ".", "/"))
+    base, dot, rest = name.partition(".")
+    if windows_name_problem(base + NOTE_SUFFIX) is not None:
+        # A reserved device name (`CON.jpg`): escaping its last letter keeps the encoding
+        # one-to-one. Bad characters are escaped already and the suffix ends the name.
+        name = f"{base[:-1]}%{ord(base[-1]):02X}{dot}{rest}"
+    return shorten(name, MAX_NAME_BYTES - len(NOTE_SUFFIX)) + NOTE_SUFFIX

@@ -21,7 +21,7 @@ import torch
 
 from .depth.apple_backend import AppleDepthPro
 from .depth.base import DepthEstimator, RawDepth
-from .depth.external import load_depth_npy, resolve_depth_path
+from .depth.external import check_aspect, load_depth_npy, resolve_depth_path
 from .depth.prepare import (
     canonical_to_metric,
     depth_range,
@@ -37,7 +37,13 @@ from .gaussians import Gaussians, unproject
 from .image import DEFAULT_MAX_PIXELS, LoadedImage, focal_mm_to_px, load_image
 from .settings import DEFAULT_FOCAL_35MM, DepthSettings, ModelSettings
 from .sharp_stage import SharpStage
-from .weights import Progress
+from .weights import (
+    DEPTH_PRO_URL,
+    Progress,
+    cached_checkpoint,
+    local_hub_snapshot,
+    weights_fingerprint,
+)
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,12 @@ class Focal:
 
 @dataclass
 class Prediction:
-    """Metric Gaussians for one photo plus what a report needs to explain them."""
+    """Metric Gaussians for one photo plus what a report needs to explain them.
+
+    `used_depth` and `depth_range_m` describe the front surface SHARP was given (per
+    pixel the nearer of its two layers, which need not be channel 0); `internal_depth`
+    is SHARP's own two layers, nearer first.
+    """
 
     gaussians: Gaussians
     f_px: float
@@ -161,27 +172,50 @@ class Pipeline:
             return self.models.depth_model
         return None
 
+    def depth_cache_key(self, settings: DepthSettings) -> str | None:
+        """Everything besides the photo that decides the depth model's raw output: the model,
+        the precision it runs in, and its weights on disk (`weights_fingerprint`). None when
+        the depth comes from no model, or the weights are not downloaded yet."""
+        model_id = self.depth_model_id(settings)
+        if model_id is None:
+            return None
+        m = self.models
+        if settings.depth_source == "depth-pro-apple":
+            weights: Path | None = (Path(m.depth_pro_checkpoint) if m.depth_pro_checkpoint
+                                    else cached_checkpoint(DEPTH_PRO_URL, m.cache_dir))
+        elif Path(m.depth_model).is_dir():
+            weights = Path(m.depth_model)
+        else:
+            weights = local_hub_snapshot(m.depth_model, m.cache_dir)
+        fingerprint = weights_fingerprint(weights) if weights is not None else None
+        if fingerprint is None:
+            return None
+        precision = str(depth_dtype(m.depth_precision, self.device)).removeprefix("torch.")
+        return f"{model_id}|{precision}|{fingerprint}"
+
     def run(self, path: Path | str, settings: DepthSettings | None = None, *,
-            max_pixels: int = DEFAULT_MAX_PIXELS) -> Prediction:
-        """Decode (refusing photos over `max_pixels`), estimate depth and predict in one call."""
+            max_pixels: int = DEFAULT_MAX_PIXELS, within: Path | None = None) -> Prediction:
+        """Decode (refusing photos over `max_pixels`), estimate depth and predict in one call;
+        with `within`, the photo and any `.npy` are read only from inside that folder."""
         settings = settings or DepthSettings()
         timings: dict[str, float] = {}
         with _timed(timings, "decode"):
-            image = load_image(path, max_pixels)
+            image = load_image(path, max_pixels, within)
         pixels = self.upload(image)
         with _timed(timings, "depth"):
             raw = self.estimate_depth(image, settings, pixels)
-        result = self.predict(image, settings, raw, pixels)
+        result = self.predict(image, settings, raw, pixels, within=within)
         result.timings = {**timings, **result.timings}
         return result
 
     @torch.inference_mode()
     def predict(self, image: LoadedImage, settings: DepthSettings, raw: RawDepth | None = None,
-                pixels: torch.Tensor | None = None) -> Prediction:
-        """SHARP with the depth from `raw` (or the `.npy` / SHARP's own) injected."""
+                pixels: torch.Tensor | None = None, *, within: Path | None = None) -> Prediction:
+        """SHARP with the depth from `raw` (or the `.npy` / SHARP's own) injected; a `.npy`
+        is read only from inside `within` when it is given."""
         focal = resolve_focal(image, settings, raw)
         warnings: list[str] = []
-        external, kind = self._external_values(image, settings, raw, warnings)
+        external, kind, source = self._external_values(image, settings, raw, warnings, within)
         tuned = settings.depth_scale != 1.0 or settings.depth_offset != 0.0
         injector = None
         chosen: dict[str, str] = {}
@@ -193,8 +227,11 @@ class Pipeline:
                     if kind == "canonical-inverse":
                         front = canonical_to_metric(on_grid, focal.f_px, image.width)
                     else:
-                        front, chosen["format"] = external_to_metric(
-                            on_grid, kind or settings.depth_format, front)
+                        try:
+                            front, chosen["format"] = external_to_metric(
+                                on_grid, kind or settings.depth_format, front)
+                        except InputError as exc:  # a fit that fails names the map
+                            raise InputError(exc.reason, source) from None
                 front = tune(front, settings.depth_scale, settings.depth_offset)
                 return two_layers(front, internal, settings.back_surface_factor)
 
@@ -204,7 +241,8 @@ class Pipeline:
             out = self.sharp.predict(pixels, focal.f_px, injector)
         with _timed(timings, "unproject"):
             gaussians = unproject(out.gaussians_ndc, focal.f_px, image.width, image.height)
-        front = out.used_depth[:, :1]
+        # SHARP's layers may cross (upstream.md): per pixel the nearer one is the front surface.
+        front = out.used_depth.min(dim=1, keepdim=True).values
         return Prediction(
             gaussians=gaussians,
             f_px=focal.f_px,
@@ -215,26 +253,32 @@ class Pipeline:
             depth_model=raw.model_id if raw is not None else None,
             depth_range_m=depth_range(front),
             used_depth=front.float().cpu().numpy().squeeze(),
-            internal_depth=(out.internal_depth.float().cpu().numpy().squeeze(0)
+            internal_depth=(out.internal_depth.sort(dim=1).values.float().cpu().numpy().squeeze(0)
                             if settings.save_internal_depth else None),
             timings=timings,
             warnings=warnings,
         )
 
     def _external_values(self, image: LoadedImage, settings: DepthSettings,
-                         raw: RawDepth | None,
-                         warnings: list[str]) -> tuple[torch.Tensor | None, str | None]:
-        """The map to inject and its kind (None: an `.npy` in `depth_format`), or no map."""
+                         raw: RawDepth | None, warnings: list[str],
+                         within: Path | None,
+                         ) -> tuple[torch.Tensor | None, str | None, Path | None]:
+        """The map to inject, its kind (None: an `.npy` in `depth_format`) and the `.npy` it
+        came from; all None for no map."""
         if raw is not None:
-            return torch.from_numpy(raw.values), raw.kind
+            return torch.from_numpy(raw.values), raw.kind, None
         if settings.depth_source == "npy":
             assert settings.external_depth is not None
             path = resolve_depth_path(settings.external_depth, image.path)
             if path is None:
                 warnings.append(f"no {image.path.stem}.npy in {settings.external_depth}; "
                                 "using SHARP's own depth")
-                return None, None
-            return torch.from_numpy(load_depth_npy(path)), None
+                return None, None, None
+            depth = load_depth_npy(path, within)
+            stretched = check_aspect(depth.shape, (image.width, image.height), path)
+            if stretched is not None:
+                warnings.append(stretched)
+            return torch.from_numpy(depth), None, path
         if settings.depth_source in ("depth-pro", "depth-pro-apple"):
             raise InputError(f"depth source {settings.depth_source} gave no depth", image.path)
-        return None, None
+        return None, None, None

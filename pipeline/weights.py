@@ -1,9 +1,10 @@
 """Fetching and loading official checkpoints: cached, resumable, never half-written.
 
 Downloads go to `<name>.part` beside the final file and are renamed only once the
-byte count matches, so an interrupted download resumes (HTTP Range) or restarts, and
-the cache never holds a truncated checkpoint under its real name. A file lock keeps
-two processes from downloading the same file at once.
+byte count matches (after an `fsync`, with `pipeline.atomic.replace`, which waits out an
+antivirus scan of the new file), so an interrupted download resumes (HTTP Range) or
+restarts, and the cache never holds a truncated checkpoint under its real name, not even
+after a power cut. A file lock keeps two processes from downloading the same file at once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from filelock import FileLock
 from tqdm.auto import tqdm
 
+from .atomic import describe_write_error, fsync_folder, replace
 from .errors import ModelError
 
 SHARP_URL = "https://ml-site.cdn-apple.com/models/sharp/sharp_2572gikvuh.pt"
@@ -81,10 +83,17 @@ def _download(url: str, target: Path, progress: Progress | None) -> None:
                 bar.update(len(chunk))
                 if progress and total:
                     progress(target.name, have / total)
+            out.flush()
+            os.fsync(out.fileno())
     if total is not None and part.stat().st_size != total:
         raise ModelError(f"download of {url} stopped at {part.stat().st_size} of {total} bytes; "
                          "run again to resume")
-    os.replace(part, target)
+    try:
+        replace(part, target)
+    except OSError as exc:
+        raise ModelError(f"{target}: the finished download cannot be moved into place "
+                         f"({describe_write_error(exc, target, replacing=True)})") from exc
+    fsync_folder(target.parent)
     return None
 
 
@@ -103,3 +112,30 @@ def load_state_dict(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise ModelError(f"checkpoint {path} holds {type(state).__name__}, not a state dict")
     return state
+
+
+def local_hub_snapshot(repo_id: str, cache_dir: Path | None = None) -> Path | None:
+    """The downloaded snapshot folder of a hub model, or None; never downloads."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, cache_dir=cache_dir, local_files_only=True,
+                                      allow_patterns=["*.json", "*.safetensors"]))
+    except (LocalEntryNotFoundError, ValueError, OSError):
+        return None
+
+
+def weights_fingerprint(path: Path) -> str | None:
+    """Where a checkpoint file or model folder is, and the size and time of its files, so a
+    replaced checkpoint reads as different; None if it is not there."""
+    path = Path(path).expanduser()
+    try:
+        files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
+        stats = [(p.name, p.stat()) for p in files]
+    except OSError:
+        return None
+    if not stats:
+        return None
+    return ";".join([str(path.resolve()),
+                     *(f"{name}:{st.st_size}:{st.st_mtime_ns}" for name, st in stats)])

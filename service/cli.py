@@ -2,7 +2,9 @@
 
 Each subcommand is a small function; heavy imports (torch through the daemon) happen
 inside them. Under `pythonw` / `sharp-watch-tray` there is no console: stdout and stderr
-are then pointed at the null device before anything can write to them.
+are then pointed at the null device before anything can write to them, and the log goes
+to its file only. What is printed passes through `text.printable`, so a file name (or a
+daemon answer) cannot send escape sequences to the terminal.
 """
 
 from __future__ import annotations
@@ -18,25 +20,33 @@ from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from . import predict, system
+from .text import printable
 
 NOT_RUNNING = 3
 """Exit code of status/pause/resume/stop when no daemon runs (like `systemctl status`)."""
 
 
+def _lines(text: str) -> str:
+    return "\n".join(printable(line) for line in text.split("\n"))
+
+
 def say(text: str) -> None:
-    print(text, flush=True)
+    print(_lines(text), flush=True)
 
 
 def warn(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    print(_lines(text), file=sys.stderr, flush=True)
 
 
-def console_less_streams() -> None:
-    """pythonw has no stdout/stderr; print, tqdm's download bars and library log handlers
-    would crash writing to None, so give them a sink (the log file still gets everything)."""
+def console_less_streams() -> bool:
+    """pythonw has no stdout/stderr; print, tqdm's download bars, faulthandler and library
+    log handlers would crash writing to None, so give them a sink (the log file still gets
+    every log line). Returns whether there is a console at all."""
+    console = sys.stderr is not None
     for name in ("stdout", "stderr"):
         if getattr(sys, name) is None:
             setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
+    return console
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    console_less_streams()
+    console = console_less_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -101,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             parser.print_help()
             return 2
+    args.console = console
     return int(args.func(args))
 
 
@@ -125,7 +136,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = _config(args)
     try:
-        return runner.run(config, _config_path(args, config), tray=not args.no_tray, say=say)
+        return runner.run(config, _config_path(args, config), tray=not args.no_tray, say=say,
+                          console=args.console)
     except AlreadyRunning as exc:
         warn(f"error: {exc}")
         return 1
@@ -153,6 +165,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def status_text(status: dict[str, Any], autostart: str | None) -> str:
+    """What `sharp-watch status` prints: one escaped value per line (names are untrusted)."""
     lines = [f"state:     {status['state']}"]
     if status.get("download_progress") is not None:
         lines.append(f"download:  {status['download_progress'] * 100:.0f}%")
@@ -162,11 +175,12 @@ def status_text(status: dict[str, Any], autostart: str | None) -> str:
               f"done:      {status['done']}, failed: {status['failed']}"]
     if status.get("last_error"):
         lines.append(f"last error: {status['last_error']}")
+    lines += [f"problem:   {problem}" for problem in status.get("problems") or ()]
     if status.get("vram_used_mb") is not None:
         lines.append(f"VRAM:      {status['vram_used_mb']:.0f} MB")
     lines += [f"inputs:    {status['inputs']}", f"outputs:   {status['outputs']}",
               f"autostart: {'installed (' + autostart + ')' if autostart else 'not installed'}"]
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 def cmd_control(args: argparse.Namespace) -> int:

@@ -20,8 +20,11 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 WHITE = (255, 255, 255, 255)
 
 
-def icon_state(state: str, downloading: bool = False) -> str:
-    """Map a daemon `Status.state` onto one of the five icons."""
+def icon_state(state: str, downloading: bool = False, problems: bool = False) -> str:
+    """Map a daemon `Status.state` onto one of the five icons; a daemon that reports
+    problems (a failing or stalled thread) shows the error icon whatever its state."""
+    if problems:
+        return "error"
     if downloading or state in ("starting", "loading", "stopped"):
         return "loading"
     return state if state in COLOURS else "error"

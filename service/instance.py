@@ -3,7 +3,9 @@
 All live in the per-user state dir. `control.json` holds the pid and port; `control.secret`
 holds a fresh random token for this run, created with mode 0600 on POSIX so only the
 owner can read it (on Windows the per-user AppData folder is already private to the user).
-The lock is an OS file lock, so a crashed daemon never leaves a stale one behind.
+The lock is an OS file lock, so a crashed daemon never leaves a stale one behind; it is
+not thread-local (filelock's default is), because tray Quit releases it from another
+thread than the one that took it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock, Timeout
+
+from pipeline.atomic import atomic_write
 
 LOCK_NAME = "instance.lock"
 INFO_NAME = "control.json"
@@ -46,7 +50,7 @@ class Instance:
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = Path(state_dir)
-        self._lock = FileLock(str(self.state_dir / LOCK_NAME))
+        self._lock = FileLock(str(self.state_dir / LOCK_NAME), thread_local=False)
         self.secret = secrets.token_urlsafe(32)
 
     def acquire(self) -> None:
@@ -59,9 +63,9 @@ class Instance:
 
     def publish(self, port: int) -> None:
         """Write the secret (owner-only) and then the pid/port that point at it."""
-        _write_private(self.state_dir / SECRET_NAME, self.secret)
+        atomic_write(self.state_dir / SECRET_NAME, self.secret.encode(), mode=0o600)
         info = json.dumps({"pid": os.getpid(), "port": port})
-        _write_private(self.state_dir / INFO_NAME, info)
+        atomic_write(self.state_dir / INFO_NAME, info.encode(), mode=0o600)
 
     def release(self) -> None:
         for name in (INFO_NAME, SECRET_NAME):
@@ -87,13 +91,3 @@ def _read_info(state_dir: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Create with 0600 from the first byte (no window where others could read), then swap in."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.replace(tmp, path)

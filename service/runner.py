@@ -42,10 +42,12 @@ def control_actions(daemon: Any, stop_event: threading.Event) -> dict[str, Any]:
     return {"status": status, "pause": pause, "resume": resume, "stop": stop}
 
 
-def run(config: Any, config_path: Path | None, tray: bool, say: Any) -> int:
+def run(config: Any, config_path: Path | None, tray: bool, say: Any,
+        console: bool = True) -> int:
     """Run until stopped (tray Quit, `sharp-watch stop`, Ctrl+C); returns the exit code.
 
-    Raises `AlreadyRunning` before touching anything when this user already runs one.
+    `console=False` (pythonw) logs to the file only. Raises `AlreadyRunning` before
+    touching anything when this user already runs one.
     """
     from daemon import Daemon
     from pipeline import PipelineError
@@ -53,7 +55,7 @@ def run(config: Any, config_path: Path | None, tray: bool, say: Any) -> int:
     instance = Instance(config.daemon.state_dir)
     instance.acquire()
     try:
-        log_file = logs.setup(config.service.log_dir, config.service.log_level)
+        log_file = logs.setup(config.service.log_dir, config.service.log_level, console)
         logs.route_library_logging()
         say(f"inputs:  {config.folders.inputs}\noutputs: {config.folders.outputs}\n"
             f"logs:    {log_file}\nconfig:  {config_path or 'built-in defaults'}\n"

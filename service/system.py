@@ -13,6 +13,7 @@ uninstall are trivially idempotent. On Linux it is an XDG autostart `.desktop` f
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path, PureWindowsPath
@@ -23,14 +24,20 @@ APP_NAME = "sharp-watch"
 RUN_KEY = r"Software\Microsoft\Windows\CurrentVersion\Run"
 
 
+_CONSOLE_PYTHON = re.compile(r"python(\d+(?:\.\d+)?)?(_d)?\.exe", re.IGNORECASE)
+
+
 def gui_python(executable: str, platform: str | None = None) -> str:
-    """The console-less twin of a Python executable: pythonw.exe on Windows."""
+    """The console-less twin of a Python executable on Windows: pythonw.exe beside
+    python.exe, and likewise for the versioned (python3.12.exe) and debug builds."""
     if (platform or sys.platform) != "win32":
         return executable
     path = PureWindowsPath(executable)
-    if path.name.lower() == "python.exe":
-        return str(path.with_name("pythonw.exe"))
-    return executable
+    console = _CONSOLE_PYTHON.fullmatch(path.name)
+    if console is None:
+        return executable
+    version, debug = console.group(1) or "", console.group(2) or ""
+    return str(path.with_name(f"pythonw{version}{debug}.exe"))
 
 
 def launch_argv(executable: str, config: Path | None = None,

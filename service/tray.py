@@ -4,7 +4,9 @@ The tray only reads `Daemon.status()` on its own polling thread and sends pause/
 job events arrive on the worker thread and are only queued here, so neither side ever
 waits for the other. Only the polling thread changes the icon; menu clicks just wake it.
 pystray is imported when a tray is built, because its Linux backend connects to the X
-display at import time.
+display at import time. Every text handed to pystray is escaped (file names are untrusted)
+and fitted to its Windows field (`text.fit`): pystray's win32 backend raises ValueError
+for a longer one, so the limits apply on every platform.
 """
 
 from __future__ import annotations
@@ -20,9 +22,7 @@ from loguru import logger
 
 from . import system
 from .icons import draw_icon, icon_state
-
-TOOLTIP_LIMIT = 127
-"""Windows tray tooltips hold at most 127 characters (NOTIFYICONDATA.szTip is 128 WCHARs)."""
+from .text import BALLOON_TEXT_UNITS, BALLOON_TITLE_UNITS, TOOLTIP_UNITS, fit, printable
 
 
 class Controlled(Protocol):
@@ -35,7 +35,8 @@ class Controlled(Protocol):
 
 
 def describe(status: Any) -> str:
-    """One line for the tooltip and the greyed menu entry."""
+    """The tooltip and the greyed menu entry: state, queue and counts, then the first
+    daemon problem (a failing or stalled thread) on a line of its own."""
     if status.download_progress is not None:
         head = f"Downloading models {int(status.download_progress * 100)}%"
     elif status.state == "working":
@@ -50,16 +51,22 @@ def describe(status: Any) -> str:
     parts = [head, f"{status.queue_length} queued"]
     if status.done or status.failed:
         parts.append(f"{status.done} done, {status.failed} failed")
-    text = "sharp-watch: " + ", ".join(parts)
-    return text if len(text) <= TOOLTIP_LIMIT else text[:TOOLTIP_LIMIT - 1] + "…"
+    lines = ["sharp-watch: " + ", ".join(parts)]
+    if status.problems:
+        more = f" (+{len(status.problems) - 1} more)" if len(status.problems) > 1 else ""
+        lines.append(f"Problem{more}: {status.problems[0]}")
+    return fit("\n".join(printable(line) for line in lines), TOOLTIP_UNITS)
 
 
 def notification(event: Any) -> tuple[str, str]:
-    """(title, message) for a finished or failed photo."""
+    """(title, message) for a finished or failed photo, fitted to the balloon's fields."""
     name = Path(event.photo).name
     if event.outcome == "done":
-        return "Splat ready", f"{name} -> {Path(event.output).name} in {event.seconds:.0f} s"
-    return "Photo failed", f"{name}: {event.error}"
+        title, message = "Splat ready", (f"{name} -> {Path(event.output).name} "
+                                         f"in {event.seconds:.0f} s")
+    else:
+        title, message = "Photo failed", f"{name}: {event.error}"
+    return fit(title, BALLOON_TITLE_UNITS), fit(printable(message), BALLOON_TEXT_UNITS)
 
 
 def _show(icon: Any, seconds: float = 10.0) -> None:
@@ -99,7 +106,7 @@ class Tray:
         self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         item, separator = pystray.MenuItem, pystray.Menu.SEPARATOR
         menu = pystray.Menu(
-            item(lambda _: self.status_line, None, enabled=False),
+            item(lambda _: self.status_line.replace("\n", " - "), None, enabled=False),
             separator,
             item(lambda _: "Resume" if self._paused() else "Pause", self.toggle_pause),
             item("Open inputs folder", lambda: self.opener(inputs)),
@@ -139,7 +146,8 @@ class Tray:
     def _refresh(self) -> None:
         """Bring icon, tooltip, menu and notifications up to date with the daemon."""
         status = self.daemon.status()
-        shown = icon_state(status.state, status.download_progress is not None)
+        shown = icon_state(status.state, status.download_progress is not None,
+                           bool(status.problems))
         if shown != self._shown:
             self.icon.icon = draw_icon(shown)
             self._shown = shown

@@ -64,3 +64,29 @@ def test_gpu_bench_runs_the_pipeline_with_tiny_models_on_cpu() -> None:
         assert re.search(rf"^\| {precision} \| ({_TIME}|failed)", out, re.M), precision
     assert re.search(r"^\| float16 \| .* \| \d\.\d\de-?\d+ / \d\.\d\de-?\d+ \|", out, re.M)
     assert "| VRAM, both resident, idle | n/a (no CUDA) |" in out
+
+
+def test_exports_bench_prints_size_and_time_for_every_format() -> None:
+    out = _run("exports.py", "--n", "20000", "--repeat", "1")
+    assert "N = 20000 Gaussians (random scene)" in out
+    rows = {}
+    for name in ("ply", "spz", "splat"):
+        row = re.search(rf"^{name}\s+(\d+\.\d+)\s+(\d\.\d+)\s+(\d+\.\d+)\s+(\d+\.\d+)$", out, re.M)
+        assert row, f"no row for {name}:\n{out}"
+        rows[name] = [float(value) for value in row.groups()]
+        assert rows[name][0] > 0 and rows[name][2] > 0
+    assert rows["ply"][1] == 1.0
+    assert rows["spz"][0] < rows["splat"][0] < rows["ply"][0]
+    assert rows["spz"][1] < 0.5
+
+
+def test_durability_bench_prints_both_costs_per_photo() -> None:
+    out = _run("durability.py", "--n", "20000", "--repeat", "1", "--photos", "3")
+    assert re.search(r"^N = 20000 Gaussians, PLY 1\.1 MB, .* on .+", out, re.M), out
+    for label in (r"result files \(fsync vs none\)",
+                  r"journal, 7 transactions \(FULL vs NORMAL\)"):
+        row = re.search(rf"^\| {label} \| (\d+\.\d) ms \| (\d+\.\d) ms \| \+(\d+\.\d) ms \| "
+                        r"(\d+\.\d\d)x \|$", out, re.M)
+        assert row, f"no row {label!r}:\n{out}"
+        assert float(row.group(1)) > 0 and float(row.group(2)) > 0 and float(row.group(4)) > 0
+    assert re.search(r"^durability in all: \+\d+\.\d ms per photo$", out, re.M)

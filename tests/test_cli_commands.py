@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import threading
 import time
@@ -145,6 +146,8 @@ class FakeDaemon:
         self.fail_start = fail_start
         self.subscribers: list = []
         self.state = "idle"
+        self.problems: tuple[str, ...] = ()
+        self.current_file: str | None = None
 
     def start(self) -> None:
         if self.fail_start:
@@ -164,7 +167,8 @@ class FakeDaemon:
         self.subscribers.append(callback)
 
     def status(self) -> Status:
-        return Status(self.state, None, None, 0, 0, 0, None, None, None, "/in", "/out")
+        return Status(self.state, self.current_file, None, 0, 0, 0, None, None, None, "/in",
+                      "/out", self.problems)
 
 
 def serve(daemon, config, tmp_path) -> tuple[threading.Thread, list[int], Instance]:
@@ -230,3 +234,39 @@ def test_second_run_is_refused_before_touching_anything(toml, daemon_config, cap
     err = capsys.readouterr().err
     assert f"error: sharp-watch is already running (pid {os.getpid()}, control port 4242)" in err
     assert not daemon_config.service.log_dir.exists(), "the refused run opened no log"
+
+
+def test_status_text_lists_daemon_problems_one_per_line():
+    status = dataclasses.asdict(Status("idle", None, None, 0, 0, 0, None, None, None, "/in",
+                                       "/out", ("journal: database is locked since 12:01",
+                                                "watcher: inputs folder is gone")))
+    lines = cli.status_text(status, None).splitlines()
+    assert lines[3:5] == ["problem:   journal: database is locked since 12:01",
+                          "problem:   watcher: inputs folder is gone"]
+    assert "problem" not in cli.status_text({**status, "problems": []}, None)
+
+
+def test_status_prints_problems_and_escapes_names(toml, daemon_config, tmp_path, capsys):
+    daemon = FakeDaemon()
+    daemon.state = "working"
+    daemon.current_file = "/in/evil\x1b[2J\n\rfake line\u202egpj.jpg"
+    daemon.problems = ("intake: stalled on /in/\x1b]0;owned\x07.jpg",)
+    thread, _, instance = serve(daemon, daemon_config, tmp_path)
+    try:
+        deadline = time.monotonic() + 10
+        while read_endpoint(daemon_config.daemon.state_dir) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        capsys.readouterr()
+        assert cli.main(["status", "--config", toml]) == 0
+        text = capsys.readouterr().out
+        assert cli.main(["status", "--json", "--config", toml]) == 0
+        raw_json = capsys.readouterr().out
+    finally:
+        control.request(daemon_config.daemon.state_dir, "POST", "/stop")
+        thread.join(10)
+        instance.release()
+    assert "working:   /in/evil\\x1b[2J\\n\\rfake line\\u202egpj.jpg (...)" in text
+    assert "problem:   intake: stalled on /in/\\x1b]0;owned\\x07.jpg" in text
+    assert not any(c in text + raw_json for c in "\x1b\r\x07\u202e")
+    assert json.loads(raw_json)["problems"] == ["intake: stalled on /in/\x1b]0;owned\x07.jpg"]

@@ -199,7 +199,7 @@ def test_file_that_never_settles_is_reported_then_processed(running_daemon, make
     daemon = running_daemon(config)
     data = make_photo(tmp_path / "src" / "grow.png", 160, 120).read_bytes()
     target = config.inputs / "grow.png"
-    error_file = config.outputs / "grow.error.txt"
+    error_file = config.outputs / "grow.png.error.txt"
     with open(target, "wb") as out:
         for i in range(0, len(data), 512):
             out.write(data[i:i + 512])

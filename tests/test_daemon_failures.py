@@ -11,6 +11,7 @@ import pytest
 
 import daemon.outputs
 from pipeline import OutOfMemoryError, Pipeline
+from pipeline.atomic import temp_path
 from tests.conftest import wait_for
 
 
@@ -55,8 +56,7 @@ def test_bad_photo_gets_error_file_and_next_photo_succeeds(running_daemon, daemo
     _drop(daemon_config.inputs / name, make_bytes(good))
     assert wait_for(lambda: events)
     assert events[0].outcome == "failed" and needle in events[0].error
-    stem = name.rsplit(".", 1)[0]
-    error_text = (daemon_config.outputs / f"{stem}.error.txt").read_text()
+    error_text = (daemon_config.outputs / f"{name}.error.txt").read_text()
     assert name in error_text and needle in error_text
     _drop(daemon_config.inputs / "next.jpg", good)
     assert wait_for(lambda: len(events) == 2) and d.wait_until_idle(30)
@@ -66,7 +66,7 @@ def test_bad_photo_gets_error_file_and_next_photo_succeeds(running_daemon, daemo
     _drop(daemon_config.inputs / name, make_photo(tmp_path / "fixed" / name, seed=7).read_bytes())
     assert wait_for(lambda: len(events) == 3) and d.wait_until_idle(30)
     assert events[2].outcome == "done"
-    assert not (daemon_config.outputs / f"{stem}.error.txt").exists()
+    assert not (daemon_config.outputs / f"{name}.error.txt").exists()
 
 
 def test_oversized_photo_is_refused(running_daemon, make_daemon_config, make_photo):
@@ -76,7 +76,7 @@ def test_oversized_photo_is_refused(running_daemon, make_daemon_config, make_pho
     make_photo(config.inputs / "huge.jpg", 100, 100)
     assert wait_for(lambda: events)
     assert events[0].outcome == "failed" and "max_pixels" in events[0].error
-    assert "max_pixels" in (config.outputs / "huge.error.txt").read_text()
+    assert "max_pixels" in (config.outputs / "huge.jpg.error.txt").read_text()
     make_photo(config.inputs / "small.jpg", 64, 48)
     assert wait_for(lambda: len(events) == 2) and events[1].outcome == "done"
 
@@ -99,13 +99,13 @@ def test_bad_npy_fails_photo_without_running_pickles(running_daemon, daemon_conf
     d = running_daemon(events=events)
     assert wait_for(lambda: events) and d.wait_until_idle(30)
     assert events[0].outcome == "failed" and needle in events[0].error
-    assert "d.npy" in (daemon_config.outputs / "n.error.txt").read_text()
+    assert "d.npy" in (daemon_config.outputs / "n.jpg.error.txt").read_text()
     assert not (tmp_path / "PWNED").exists()
     # Fixing the .npy re-runs the photo that uses it.
     _drop(inputs / "d.npy", _npy_bytes(np.full((48, 64), 2.0, dtype=np.float32)))
     assert wait_for(lambda: len(events) == 2) and d.wait_until_idle(30)
     assert events[1].outcome == "done"
-    assert not (daemon_config.outputs / "n.error.txt").exists()
+    assert not (daemon_config.outputs / "n.jpg.error.txt").exists()
 
 
 def test_unwritable_output_folder_fails_job_then_recovers(running_daemon, daemon_config,
@@ -131,7 +131,7 @@ def test_disk_full_leaves_no_partial_files(running_daemon, daemon_config, make_p
 
     def full_disk(path, *args):
         if state["fail"]:
-            with open(path.with_name(f".{path.name}.{os.getpid()}.tmp"), "wb") as f:
+            with open(temp_path(path), "wb") as f:
                 f.write(b"partial")
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, *args)
@@ -142,8 +142,8 @@ def test_disk_full_leaves_no_partial_files(running_daemon, daemon_config, make_p
     make_photo(daemon_config.inputs / "full.jpg")
     assert wait_for(lambda: events) and d.wait_until_idle(30)
     assert events[0].outcome == "failed" and "No space left" in events[0].error
-    assert "No space left" in (daemon_config.outputs / "full.error.txt").read_text()
-    assert sorted(p.name for p in daemon_config.outputs.iterdir()) == ["full.error.txt"]
+    assert "No space left" in (daemon_config.outputs / "full.jpg.error.txt").read_text()
+    assert sorted(p.name for p in daemon_config.outputs.iterdir()) == ["full.jpg.error.txt"]
     state["fail"] = False
     make_photo(daemon_config.inputs / "after.jpg", seed=5)
     assert wait_for(lambda: len(events) == 2) and events[1].outcome == "done"

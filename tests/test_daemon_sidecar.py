@@ -117,7 +117,7 @@ def test_bad_sidecar_fails_photo_then_fix_clears_it(running_daemon, daemon_confi
     daemon = running_daemon(events=events)
     assert wait_for(lambda: events) and daemon.wait_until_idle(30)
     assert events[0].outcome == "failed" and needle in events[0].error
-    error_file = daemon_config.outputs / "s.error.txt"
+    error_file = daemon_config.outputs / "s.jpg.error.txt"
     assert "s.toml" in error_file.read_text() and needle in error_file.read_text()
     _write(inputs / "s.toml", "depth_scale = 2.0\n")
     assert wait_for(lambda: len(events) == 2) and daemon.wait_until_idle(30)

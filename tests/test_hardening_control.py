@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from service import control
+from service import cli, control
 from service.instance import INFO_NAME, SECRET_NAME, Endpoint, read_endpoint
 from tests.test_service_control import raw
 
@@ -163,3 +163,41 @@ def test_the_secret_never_reaches_the_log(live) -> None:
     text = "".join(p.read_text(errors="replace") for p in logs.rglob("*") if p.is_file())
     assert text, "no log file written"
     assert endpoint.secret not in text
+
+
+@pytest.mark.timeout(180)
+def test_idle_and_slow_clients_hold_no_thread_and_status_still_answers(live, capsys) -> None:
+    psutil = pytest.importorskip("psutil")
+    endpoint, state, _ = live
+    daemon = psutil.Process(endpoint.pid)
+    threads_before = daemon.num_threads()
+    idle: list[socket.socket] = []
+    try:
+        for n in range(300):
+            conn = socket.create_connection(("127.0.0.1", endpoint.port), timeout=10)
+            if n % 3 == 0:
+                conn.sendall(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
+            idle.append(conn)
+        time.sleep(1.0)
+        extra_threads = daemon.num_threads() - threads_before
+        assert extra_threads <= control.WORKERS, f"{extra_threads} threads for idle clients"
+
+        started = time.monotonic()
+        assert cli.main(["status", "--config", str(state.parent / "config.toml")]) == 0
+        assert time.monotonic() - started < 10
+        assert "state:     idle" in capsys.readouterr().out
+
+        deadline = time.monotonic() + control.REQUEST_SECONDS + 15
+        for conn in idle:
+            conn.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                assert conn.recv(1024) == b"", "an idle client got an answer"
+            except ConnectionResetError:
+                pass
+            except TimeoutError:
+                pytest.fail("an idle connection was still open after the request timeout")
+    finally:
+        for conn in idle:
+            conn.close()
+    assert _status(state)["state"] == "idle"
+    assert daemon.num_threads() - threads_before <= control.WORKERS

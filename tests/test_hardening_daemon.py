@@ -33,7 +33,7 @@ from plyfile import PlyData
 import daemon.outputs
 import daemon.readiness
 import daemon.worker
-import pipeline.ply
+import pipeline.atomic
 from daemon import Config, Daemon, JobEvent
 from daemon.config import FolderConfig
 from pipeline import DepthSettings, OutOfMemoryError, Pipeline
@@ -144,8 +144,7 @@ class _FailingWriter:
 def inject_write_fault(monkeypatch: pytest.MonkeyPatch, code: int) -> FaultyOpen:
     """Make every file our PLY writer and our atomic writer open fail with `code`."""
     fault = FaultyOpen(code)
-    for module in (pipeline.ply, daemon.outputs):
-        monkeypatch.setattr(module, "open", fault, raising=False)
+    monkeypatch.setattr(pipeline.atomic, "open", fault, raising=False)
     return fault
 
 
@@ -219,9 +218,9 @@ def _record_reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Path, int]]:
     reads: list[tuple[Path, int]] = []
     real = daemon.worker.load_image
 
-    def spy(path: Path, max_pixels: int) -> Any:
+    def spy(path: Path, *args: Any) -> Any:
         reads.append((Path(path), Path(path).stat().st_size))
-        return real(path, max_pixels)
+        return real(path, *args)
 
     monkeypatch.setattr(daemon.worker, "load_image", spy)
     return reads
@@ -282,7 +281,7 @@ def test_file_that_keeps_growing_is_reported_then_processed_not_dropped(
     d = running_daemon(config)
     target = config.inputs / "growing.jpg"
     target.write_bytes(_jpeg_bytes(tmp_path / "g.jpg", 64, 48, 4))
-    error_file = config.outputs / "growing.error.txt"
+    error_file = config.outputs / "growing.jpg.error.txt"
     with events_of(d) as seen:
         deadline = time.monotonic() + 2.5
         with open(target, "ab") as out:
@@ -312,7 +311,7 @@ def test_file_that_stays_locked_is_reported_then_processed(
     config = make_daemon_config(settle_report_seconds=1.0)
     d = running_daemon(config)
     write_photo(config.inputs / "locked.jpg", seed=5)
-    assert wait_for(lambda: (config.outputs / "locked.error.txt").is_file(), 10)
+    assert wait_for(lambda: (config.outputs / "locked.jpg.error.txt").is_file(), 10)
     assert plys(config.outputs) == []
     unlocked.set()
     settle(d)
@@ -348,7 +347,7 @@ def test_write_fault_fails_clearly_leaves_nothing_partial_and_recovers(
     settle(again)
     assert len(plys(outputs, "full")) == 1, "the photo that hit the fault was lost"
     assert len(plys(outputs, "after")) == 1
-    assert not (outputs / "full.error.txt").exists()
+    assert not (outputs / "full.jpg.error.txt").exists()
 
 
 @pytest.mark.timeout(60)
@@ -431,10 +430,10 @@ def test_photo_deleted_at_the_moment_of_reading_fails_clearly(
         running_daemon, daemon_config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
     real = daemon.worker.load_image
 
-    def vanish_first(path: Path, max_pixels: int) -> Any:
+    def vanish_first(path: Path, *args: Any) -> Any:
         if Path(path).name == "racy.jpg":
             Path(path).unlink(missing_ok=True)
-        return real(path, max_pixels)
+        return real(path, *args)
 
     monkeypatch.setattr(daemon.worker, "load_image", vanish_first)
     d = running_daemon()
@@ -537,7 +536,7 @@ def test_depth_out_of_memory_retries_once_then_fails_and_the_next_job_runs(
     if outcome == "failed":
         error = result["oom.jpg"].error or ""
         assert "oom.jpg" in error and "out of memory" in error.lower()
-        assert (daemon_config.outputs / "oom.error.txt").is_file()
+        assert (daemon_config.outputs / "oom.jpg.error.txt").is_file()
     assert d.status().state == "idle"
 
 
@@ -571,7 +570,7 @@ def test_sharp_raising_fails_that_job_clearly_and_the_model_stays_usable(
     failure = result["sharp fails.jpg"]
     assert failure.outcome == "failed"
     assert "sharp fails.jpg" in (failure.error or "")
-    assert (daemon_config.outputs / "sharp fails.error.txt").is_file()
+    assert (daemon_config.outputs / "sharp fails.jpg.error.txt").is_file()
     assert result["sharp works.jpg"].outcome == "done"
     assert d.status().state == "idle" and d.status().failed == 1
 
@@ -616,7 +615,7 @@ def test_external_depth_outside_inputs_is_refused(
     error = seen[0].error or ""
     assert "photo.toml" in error and "outside the inputs folder" in error
     assert plys(daemon_config.outputs) == []
-    assert "outside" in (daemon_config.outputs / "photo.error.txt").read_text()
+    assert "outside" in (daemon_config.outputs / "photo.jpg.error.txt").read_text()
 
 
 @pytest.mark.timeout(60)
@@ -680,7 +679,7 @@ def test_fuzzed_inputs_each_fail_alone_and_the_next_good_photo_succeeds(
     assert failed == expected
     assert [e.outcome for e in seen if Path(e.photo).name == "good after all that.jpg"] == ["done"]
     for name in expected:
-        note = daemon_config.outputs / f"{Path(name).stem}.error.txt"
+        note = daemon_config.outputs / f"{name}.error.txt"
         assert note.is_file() and note.read_text().strip(), name
         if name.startswith("side"):
             assert f"{Path(name).stem}.toml" in note.read_text(), note.read_text()

@@ -90,7 +90,7 @@ def test_requests_without_the_secret_or_from_a_web_page_are_refused(served):
 
 def test_server_listens_on_loopback_only(served):
     _, server, _ = served
-    assert server._httpd.server_address[0] == "127.0.0.1"
+    assert server.server_address[0] == "127.0.0.1"
 
 
 def test_published_files_and_private_secret(served):

@@ -22,6 +22,20 @@ def test_console_less_python_on_windows_only():
     assert system.gui_python("/usr/bin/python3", "linux") == "/usr/bin/python3"
 
 
+@pytest.mark.parametrize(("console", "gui"), [
+    (r"C:\Py312\python3.12.exe", r"C:\Py312\pythonw3.12.exe"),
+    (r"C:\Users\Ann\AppData\Local\Microsoft\WindowsApps\python3.exe",
+     r"C:\Users\Ann\AppData\Local\Microsoft\WindowsApps\pythonw3.exe"),
+    (r"C:\Py311\python_d.exe", r"C:\Py311\pythonw_d.exe"),
+    (r"C:\tools\my-python.exe", r"C:\tools\my-python.exe"),
+    (r"C:\Py311\pythonw3.11.exe", r"C:\Py311\pythonw3.11.exe"),
+])
+def test_versioned_and_debug_pythons_get_their_console_less_twin(console, gui):
+    assert system.gui_python(console, "win32") == gui
+    value = system.run_key_value(system.launch_argv(console, CONFIG, "win32"))
+    assert value.startswith(f"{gui} -m service run --config ")
+
+
 def test_run_key_value_is_the_exact_windows_command_line():
     argv = system.launch_argv(PYTHON, CONFIG, platform="win32")
     assert argv == [r"C:\Users\Ann Lee\sharp-watch\.venv\Scripts\pythonw.exe", "-m", "service",
@@ -137,3 +151,18 @@ def test_linux_autostart_is_an_idempotent_desktop_file(tmp_path, monkeypatch):
 def test_open_without_an_opener_reports_instead_of_crashing(monkeypatch):
     monkeypatch.setenv("PATH", "")
     assert system.open_path(Path("/tmp")) is False
+
+
+def test_tray_gui_script_is_the_console_less_entry_point():
+    """pip makes a GUI-subsystem launcher (no console) for `gui-scripts` on Windows; ours must
+    call the same `main`, which starts `run` when argv[0] names the tray launcher."""
+    import tomllib
+
+    from service import cli
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml")
+                            .read_text(encoding="utf-8"))["project"]
+    assert project["gui-scripts"] == {"sharp-watch-tray": "service.cli:main"}
+    assert project["scripts"] == {"sharp-watch": "service.cli:main"}
+    module, _, function = project["gui-scripts"]["sharp-watch-tray"].partition(":")
+    assert getattr(__import__(module, fromlist=[function]), function) is cli.main

@@ -1,4 +1,5 @@
-"""Sidecar parsing: every key checked, nearest-key hints, external_depth kept inside inputs."""
+"""Sidecar parsing: every key checked, nearest-key hints, external_depth kept inside inputs;
+finding the sidecar in any letter case, and never blocking on or failing over its name."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
+from loguru import logger
 
-from daemon.sidecar import SidecarError, read_sidecar
+from daemon.sidecar import SidecarError, read_sidecar, sidecar_path
 from pipeline import DepthSettings
 
 
@@ -104,3 +106,61 @@ def test_external_depth_folder_inside_inputs_is_allowed(folder):
     (folder / "maps").mkdir()
     settings, _ = _read(folder, 'external_depth = "maps"\n')
     assert settings.external_depth == folder / "maps" and settings.depth_source == "npy"
+
+
+# ---------------------------------------------------------------- finding and opening it
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs in this file namespace")
+def test_a_fifo_named_like_a_sidecar_is_refused_without_blocking(folder):
+    os.mkfifo(folder / "photo.toml")
+    with pytest.raises(SidecarError) as info:
+        read_sidecar(folder / "photo.jpg", DepthSettings(), folder)
+    assert info.value.path == folder / "photo.toml"
+    assert "not a regular file" in str(info.value)
+
+
+def test_a_photo_name_whose_sidecar_name_cannot_exist_has_no_sidecar(folder):
+    """255 bytes is the longest name most file systems allow; `.toml` is one byte longer
+    than `.jpg`, so the sidecar name is too long to exist: no sidecar, not an error."""
+    photo = folder / ("p" * 251 + ".jpg")
+    photo.write_bytes(b"")
+    base = DepthSettings(depth_scale=0.7)
+    assert read_sidecar(photo, base, folder) == (base, False)
+
+
+@pytest.mark.parametrize("name", ["PHOTO.TOML", "photo.Toml", "Photo.toml"])
+def test_a_sidecar_is_found_in_any_letter_case(folder, name):
+    (folder / name).write_text("depth_scale = 0.5\n")
+    settings, used = read_sidecar(folder / "photo.jpg", DepthSettings(), folder)
+    assert used and settings.depth_scale == 0.5
+    assert sidecar_path(folder / "photo.jpg") == folder / name
+
+
+@pytest.fixture
+def warnings_logged():
+    lines: list[str] = []
+    handler = logger.add(lambda m: lines.append(str(m)), level="WARNING", format="{message}")
+    yield lines
+    logger.remove(handler)
+
+
+@pytest.mark.parametrize("photo, used", [("photo.jpg", "photo.toml"), ("Photo.jpg", "PHOTO.TOML"),
+                                         ("PHOTO.jpg", "PHOTO.TOML")])
+def test_sidecars_differing_only_in_case_exact_name_wins_else_first_and_a_warning(
+        folder, warnings_logged, photo, used):
+    (folder / "photo.toml").write_text("depth_scale = 0.5\n")
+    (folder / "PHOTO.TOML").write_text("depth_scale = 0.25\n")
+    if len([p for p in folder.iterdir() if p.suffix.lower() == ".toml"]) < 2:
+        pytest.skip("a case-insensitive file system holds only one of them")
+    (folder / photo).write_bytes(b"")
+    settings, _ = read_sidecar(folder / photo, DepthSettings(), folder)
+    assert settings.depth_scale == {"photo.toml": 0.5, "PHOTO.TOML": 0.25}[used]
+    assert len(warnings_logged) == 1
+    assert "PHOTO.TOML, photo.toml differ only in letter case; using " + used in warnings_logged[0]
+
+
+def test_a_single_sidecar_logs_no_warning(folder, warnings_logged):
+    _read(folder, "depth_scale = 0.5\n")
+    assert warnings_logged == []

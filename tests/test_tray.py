@@ -22,7 +22,8 @@ import pytest
 
 from daemon import JobEvent, Status
 from service import icons
-from service.tray import TOOLTIP_LIMIT, describe, notification
+from service.text import utf16_units
+from service.tray import describe, notification
 
 
 def status(**changes) -> Status:
@@ -94,7 +95,46 @@ def test_tooltip_texts():
         "sharp-watch: Working on cat.jpg (sharp), 3 queued, 5 done, 1 failed"
     assert describe(status(state="paused", queue_length=2)) == "sharp-watch: Paused, 2 queued"
     long = describe(status(state="error", last_error="CUDA " * 100))
-    assert long.startswith("sharp-watch: Error: CUDA CUDA") and len(long) == TOOLTIP_LIMIT
+    assert long.startswith("sharp-watch: Error: CUDA CUDA") and utf16_units(long) == 127
+    assert long.endswith("…")
+
+
+def test_tooltip_shows_daemon_problems():
+    one = describe(status(problems=("journal: database is locked (retrying)",)))
+    assert one == "sharp-watch: Idle, 0 queued\nProblem: journal: database is locked (retrying)"
+    three = describe(status(state="working", current_file="/in/a.jpg", problems=(
+        "watcher: inputs folder is gone", "writer: disk full", "intake: stalled")))
+    assert three.splitlines() == ["sharp-watch: Working on a.jpg, 0 queued",
+                                  "Problem (+2 more): watcher: inputs folder is gone"]
+    assert icons.icon_state("idle", problems=True) == "error"
+    assert icons.icon_state("working", downloading=True, problems=True) == "error"
+    assert icons.icon_state("idle", problems=False) == "idle"
+
+
+LONG_NAMES = ["😀" * 300 + ".jpg", "東京の夜景と富士山" * 40 + ".png", "a" * 400 + ".jpg",
+              "x" * 110 + "😀😀😀😀" + ".jpg", "é" * 500 + ".heic"]
+
+
+@pytest.mark.parametrize("name", LONG_NAMES)
+def test_texts_fit_the_windows_fields_for_long_unicode_names(name):
+    tip = describe(status(state="working", current_file=f"/in/{name}", stage="depth",
+                          queue_length=3, problems=(f"cannot read {name}",)))
+    assert utf16_units(tip) <= 127 and tip.endswith("…")
+    assert tip.startswith("sharp-watch: Working on " + name[:20])
+    for event in (JobEvent(f"/in/{name}", "done", f"/out/{name}.ply", None, 3.0),
+                  JobEvent(f"/in/{name}", "failed", None, f"cannot decode {name}", 0.1)):
+        title, message = notification(event)
+        assert utf16_units(title) <= 63 and utf16_units(message) <= 255
+        assert message.startswith(name[:30]) and message.endswith("…")
+        message.encode("utf-16-le")  # no lone surrogate: would raise UnicodeEncodeError
+
+
+def test_hostile_names_are_escaped_in_tray_texts():
+    name = "evil\x1b[2J\n\u202egpj.exe.jpg"
+    tip = describe(status(state="working", current_file=f"/in/{name}"))
+    assert tip == "sharp-watch: Working on evil\\x1b[2J\\n\\u202egpj.exe.jpg, 0 queued"
+    title, message = notification(JobEvent(f"/in/{name}", "failed", None, "bad\r\n", 0.0))
+    assert message == "evil\\x1b[2J\\n\\u202egpj.exe.jpg: bad\\r\\n" and title == "Photo failed"
 
 
 def test_notification_texts():
@@ -102,6 +142,64 @@ def test_notification_texts():
     failed = JobEvent("/in/dog.png", "failed", None, "cannot decode dog.png", 0.1)
     assert notification(done) == ("Splat ready", "cat.jpg -> cat_20260101-000000.ply in 42 s")
     assert notification(failed) == ("Photo failed", "dog.png: cannot decode dog.png")
+
+
+class WindowsLikeIcon:
+    """`pystray.Icon` checking texts as its win32 backend does: NOTIFYICONDATAW's szTip,
+    szInfo and szInfoTitle hold 128, 256 and 64 WCHARs with the NUL; longer raises."""
+
+    HAS_NOTIFICATION = True
+
+    def __init__(self, name, icon, title, menu) -> None:
+        self.icon, self.menu, self.notes, self._title = icon, menu, [], ""
+        self.title = title
+
+    @property
+    def title(self) -> str:
+        return self._title
+
+    @title.setter
+    def title(self, value: str) -> None:
+        if utf16_units(value) >= 128:
+            raise ValueError("string too long")
+        self._title = value
+
+    def notify(self, message: str, title: str | None = None) -> None:
+        if utf16_units(message) >= 256 or utf16_units(title or "") >= 64:
+            raise ValueError("string too long")
+        self.notes.append((title, message))
+
+    def update_menu(self) -> None:
+        pass
+
+
+@pytest.fixture
+def windows_like_pystray(monkeypatch):
+    import types
+
+    module = types.ModuleType("pystray")
+    module.Icon = WindowsLikeIcon
+    module.Menu = type("Menu", (), {"SEPARATOR": object(),
+                                    "__init__": lambda self, *items: setattr(self, "items",
+                                                                             items)})
+    module.MenuItem = lambda text, action, **kwargs: (text, action)
+    monkeypatch.setitem(__import__("sys").modules, "pystray", module)
+    return module
+
+
+@pytest.mark.parametrize("name", LONG_NAMES)
+def test_refresh_hands_pystray_only_texts_that_fit(windows_like_pystray, tmp_path, name):
+    daemon = FakeDaemon()
+    tray, _ = make_tray(tmp_path, daemon, [])
+    daemon.current = status(state="working", current_file=f"/in/{name}", stage="sharp",
+                            problems=(f"writer: cannot write {name}",))
+    daemon.subscribers[0](JobEvent(f"/in/{name}", "done", f"/out/{name}.ply", None, 2.0))
+    daemon.subscribers[0](JobEvent(f"/in/{name}", "failed", None, f"bad {name}", 0.5))
+    tray._refresh()
+    assert tray.icon.title.startswith("sharp-watch: Working on ")
+    assert tray.icon.title.endswith("…")
+    assert [title for title, _ in tray.icon.notes] == ["Splat ready", "Photo failed"]
+    assert tray._shown == "error", "a daemon problem shows the error icon"
 
 
 # --- the live tray ---------------------------------------------------------------------

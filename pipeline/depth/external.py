@@ -1,6 +1,7 @@
 """External depth maps from `.npy` files: found per photo, read without unpickling, checked.
 
-Only a regular file is opened (a FIFO cannot hang the reader). The header is read first,
+Only a regular file is opened (a FIFO cannot hang the reader), and with a folder to stay
+within, only one inside it, checked on the open file. The header is read first,
 so an absurd shape, a pickled object array or a file shorter than its header promises is
 refused before any data is allocated; the data is then read from the same open file (no
 second open that could see a swapped file) and never with pickling allowed.
@@ -21,6 +22,8 @@ from ..image import open_regular_file
 
 MAX_SIDE = 16384
 MAX_VALUES = 64 * 1024 * 1024
+ASPECT_TOLERANCE = 0.03  # a map stretched less than this to fit the photo gets no warning
+TRANSPOSED_MISMATCH = 0.10  # a map this far off, and matching the photo turned, is refused
 # What numpy's header parser (a literal_eval of untrusted text) can raise on hostile bytes.
 _HEADER_ERRORS = (ValueError, OSError, SyntaxError, EOFError, TypeError, tokenize.TokenError,
                   RecursionError, MemoryError)
@@ -37,13 +40,16 @@ def resolve_depth_path(external: Path, image_path: Path) -> Path | None:
     return external
 
 
-def load_depth_npy(path: Path) -> np.ndarray:
-    """A finite, non-negative 2-D float32 map from `path`, or `InputError` saying what is wrong."""
+def load_depth_npy(path: Path, within: Path | None = None) -> np.ndarray:
+    """A finite, non-negative 2-D float32 map from `path`, or `InputError` saying what is wrong.
+
+    With `within`, a map reached through a link leading outside that folder is refused.
+    """
     path = Path(path)
     if path.suffix.lower() != ".npy":
         raise InputError("external depth must be a .npy file", path)
     try:
-        with open_regular_file(path) as f:
+        with open_regular_file(path, within) as f:
             shape, dtype, offset = _read_header(path, f)
             _check_header(path, shape, dtype)
             _check_length(path, os.fstat(f.fileno()).st_size - offset, shape, dtype)
@@ -68,6 +74,29 @@ def load_depth_npy(path: Path) -> np.ndarray:
     if float(depth.max()) <= 0:
         raise InputError("depth map is all zeros", path)
     return depth
+
+
+def check_aspect(shape: tuple[int, ...], photo_size: tuple[int, int], path: Path) -> str | None:
+    """A warning when the map must be stretched to the upright photo's aspect ratio.
+
+    A map shaped like the photo turned by 90 degrees (its EXIF rotation forgotten) is
+    refused: stretched onto the photo, every depth would land in the wrong place.
+    """
+    height, width = shape
+    photo_width, photo_height = photo_size
+    ours, photo = width / height, photo_width / photo_height
+    off = _mismatch(ours, photo)
+    if off <= ASPECT_TOLERANCE:
+        return None
+    sizes = f"depth map is {width}x{height} but the photo is {photo_width}x{photo_height}"
+    if off > TRANSPOSED_MISMATCH and _mismatch(ours, 1.0 / photo) <= ASPECT_TOLERANCE:
+        raise InputError(f"{sizes} once its EXIF orientation is applied: the map is turned by "
+                         "90 degrees; rotate it to match the upright photo", path)
+    return f"{path.name}: {sizes}; the map was stretched by {off:.0%} to fit the photo"
+
+
+def _mismatch(a: float, b: float) -> float:
+    return max(a, b) / min(a, b) - 1.0
 
 
 def _read_header(path: Path, f: BinaryIO) -> tuple[tuple[int, ...], np.dtype, int]:

@@ -14,6 +14,9 @@ from ..errors import InputError
 from ..settings import DEPTH_MAX_M, DEPTH_MIN_M
 
 _FIT_SAMPLES = 65536
+METRIC_FACTOR = 3.0  # how far SHARP's metric depth may be off and a map still count as metres
+MIN_CORRELATION = 0.1  # below this, whether a map is depth or disparity is a guess
+METRIC_SLACK = 0.05  # how much better an offset may fit a map that is still taken as metres
 
 
 def to_grid(depth: torch.Tensor, size: int) -> torch.Tensor:
@@ -33,11 +36,7 @@ def canonical_to_metric(canonical: torch.Tensor, f_px: float, width: int) -> tor
 
 def robust_line_fit(x: torch.Tensor, y: torch.Tensor, iterations: int = 8) -> tuple[float, float]:
     """`y ~ s * x + t` by least squares, refitted on points within 3 robust sigmas."""
-    x = x.reshape(-1).double()
-    y = y.reshape(-1).double()
-    if x.numel() > _FIT_SAMPLES:
-        step = x.numel() // _FIT_SAMPLES
-        x, y = x[::step], y[::step]
+    x, y = _subsample(x), _subsample(y)
     keep = torch.ones_like(x, dtype=torch.bool)
     scale, shift = 1.0, 0.0
     for _ in range(iterations):
@@ -71,33 +70,69 @@ def _fit_inverse(values: torch.Tensor, internal_front: torch.Tensor) -> torch.Te
     return 1.0 / (scale * values + shift).clamp(min=1.0 / DEPTH_MAX_M)
 
 
+def _subsample(x: torch.Tensor) -> torch.Tensor:
+    """At most about `_FIT_SAMPLES` evenly strided values, flat, in double precision."""
+    x = x.reshape(-1).double()
+    return x[::x.numel() // _FIT_SAMPLES].contiguous() if x.numel() > _FIT_SAMPLES else x
+
+
+def _ranks(x: torch.Tensor) -> torch.Tensor:
+    """Each value's rank, ties sharing their average rank (8-bit maps tie a lot)."""
+    ordered = x.sort().values
+    return (torch.searchsorted(ordered, x) + torch.searchsorted(ordered, x, right=True)) / 2.0
+
+
+def rank_correlation(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Spearman's correlation of two maps; 0.0 where either is constant."""
+    rx, ry = _ranks(_subsample(x)), _ranks(_subsample(y))
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    norm = float(rx.norm() * ry.norm())
+    return float((rx * ry).sum()) / norm if norm > 0 else 0.0
+
+
+def detect_format(values: torch.Tensor, internal_front: torch.Tensor) -> str:
+    """What an `auto` map is, measured against SHARP's own depth of the same photo.
+
+    Depth rises where SHARP's depth rises and disparity falls, whatever the value range,
+    so the sign of their rank correlation tells the two apart (a constant map has no
+    direction and counts as depth). A depth map is taken as metres when it is within a
+    factor of `METRIC_FACTOR` of SHARP's depth and fits it without an offset; else it is
+    relative depth (a 0-1 or 0-255 export, millimetres) and is fitted.
+    """
+    values, internal_front = _subsample(values), _subsample(internal_front)
+    correlation = rank_correlation(values, internal_front)
+    constant = float(values.max()) == float(values.min())
+    if not constant and abs(correlation) < MIN_CORRELATION:
+        raise InputError(f"depth map hardly follows the photo's depth (rank correlation "
+                         f"{correlation:.2f} with SHARP's own), so it cannot tell depth from "
+                         "disparity; set depth_format explicitly")
+    if correlation < 0:
+        return "inverse-relative"
+    return "metric" if _looks_metric(values, internal_front) else "relative"
+
+
+def _looks_metric(values: torch.Tensor, internal_front: torch.Tensor) -> bool:
+    """Metres agree with SHARP's depth up to a scale near 1 and need no offset: a relative
+    map (0 at the nearest point, say) fits SHARP's depth clearly better with one."""
+    scale = float((values / internal_front).median())
+    if not 1.0 / METRIC_FACTOR <= scale <= METRIC_FACTOR:
+        return False
+    slope, shift = robust_line_fit(values, internal_front)
+    proportional = _fit_error(values / scale, internal_front)
+    return proportional <= _fit_error(slope * values + shift, internal_front) + METRIC_SLACK
+
+
 def _fit_error(depth: torch.Tensor, internal_front: torch.Tensor) -> float:
+    """Median relative difference from SHARP's depth."""
     return float(((depth - internal_front).abs() / internal_front).median())
 
 
 def external_to_metric(values: torch.Tensor, depth_format: str,
                        internal_front: torch.Tensor) -> tuple[torch.Tensor, str]:
-    """Metres from an external map on SHARP's grid; returns the format actually used.
-
-    `auto` takes values beyond 1.0 as metres; a map within [0, 1] is fitted both as
-    relative depth and as inverse-relative depth, and the better fit to SHARP's own
-    depth wins, so the choice is measured rather than guessed.
-    """
+    """Metres from an external map on SHARP's grid; returns the format actually used
+    (`auto` is resolved by `detect_format`)."""
     if depth_format == "auto":
-        if float(values.max()) > 1.0:
-            return values, "metric"
-        candidates = []
-        for name, fit in (("relative", _fit_relative), ("inverse-relative", _fit_inverse)):
-            try:
-                depth = fit(values, internal_front)
-            except InputError:
-                continue
-            candidates.append((_fit_error(depth, internal_front), name, depth))
-        if not candidates:
-            raise InputError("depth map in [0, 1] fits SHARP's depth neither as relative depth "
-                             "nor as disparity; set depth_format explicitly")
-        _, name, depth = min(candidates, key=lambda c: c[0])
-        return depth, name
+        depth_format = detect_format(values, internal_front)
     if depth_format == "metric":
         return values, "metric"
     if depth_format == "relative":

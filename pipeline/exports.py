@@ -1,0 +1,240 @@
+"""Compressed exports beside SHARP's PLY: Niantic's `.spz` (a quarter to a third of the
+PLY's size) and the 32-byte-per-Gaussian `.splat` of antimatter15's web viewer (57%).
+
+Both are encoded from exactly the values the PLY stores (`ply._columns`: sRGB colour as
+SH DC, log scales), in SHARP's own axes (OpenCV: x right, y down, z forward), so a viewer
+that reads all three formats shows the same scene from each. SHARP has no higher
+spherical harmonics, so nothing beyond the DC colour is lost to them. Every file goes
+through `atomic_write`. A Gaussian a format cannot encode (a non-finite value, a zero
+quaternion) is written fully transparent at the origin rather than as garbage, and SPZ's
+position range (about +-2 km) is handled by moving farther Gaussians in along their line
+of sight; both are reported in the caller's `warnings` list.
+
+    EXPORTERS["spz"].write(path, gaussians, f_px, image_size, warnings)
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO, NamedTuple
+
+import numpy as np
+
+from .atomic import atomic_write
+from .ply import _SH_C0, _columns, _flat_fields, write_ply
+
+SPZ_VERSION = 3
+"""Gzip container with "smallest three" quaternions: read by Niantic's library, PlayCanvas
+(SuperSplat, splat-transform), Spark and gsply. Version 4 (zstd) is newer and less read."""
+SPZ_FRACTIONAL_BITS = 12
+"""Positions in 1/4096 m steps (error at most 0.12 mm), as Niantic's writer uses."""
+SPZ_LIMIT_M = ((1 << 23) - 1) / (1 << SPZ_FRACTIONAL_BITS)
+"""The largest coordinate a signed 24-bit fixed-point value holds: 2047.9998 m."""
+SPZ_COLOR_SCALE = 0.15
+"""SPZ stores SH DC colour as `dc * 0.15 * 255 + 127.5` (not `SH_C0`): wider than [0, 1]."""
+_SPZ_MAGIC = 0x5053474E
+_SPZ_GZIP_LEVEL = 1
+"""Fastest deflate: half the time of the usual 6, files about 1% larger."""
+_SQRT1_2 = float(np.sqrt(0.5))
+_ROTATION_MASK = (1 << 9) - 1
+_OTHER_AXES = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])
+"""For each largest-component index (xyzw order), the three stored, in ascending order."""
+SPLAT_RECORD = np.dtype([("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4),
+                         ("rotation", "u1", 4)])
+"""One `.splat` Gaussian: 32 bytes, no header."""
+
+
+class _Quantities(NamedTuple):
+    """What both formats encode, as numpy arrays over N Gaussians."""
+
+    positions: np.ndarray
+    log_scales: np.ndarray
+    rotations: np.ndarray
+    """Unit quaternions, wxyz."""
+    colors_dc: np.ndarray
+    """sRGB colour as SH DC, as the PLY stores it."""
+    opacities: np.ndarray
+
+
+def _quantities(gaussians: Any, warnings: list[str] | None, path: Path) -> _Quantities:
+    """The PLY's values, with Gaussians no format can encode made transparent."""
+    g = _flat_fields(gaussians)
+    colors_dc, _, log_scales = _columns(g)
+    values = _Quantities(g[0].numpy(), log_scales.numpy(), g[2].numpy().astype(np.float64),
+                         colors_dc.numpy(), g[4].numpy())
+    norm = np.linalg.norm(values.rotations, axis=1, keepdims=True)
+    columns = [values.positions, values.log_scales, values.colors_dc, values.opacities[:, None],
+               norm]
+    bad = ~np.isfinite(np.hstack(columns)).all(axis=1) | (norm[:, 0] == 0)
+    if not bad.any():
+        return values._replace(rotations=values.rotations / norm)
+    _warn(warnings, path, f"{int(bad.sum())} of {bad.size} Gaussians have a non-finite value "
+                          "or a zero rotation; written fully transparent at the origin")
+    keep = ~bad[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rotations = values.rotations / norm
+    return _Quantities(np.where(keep, values.positions, 0), np.where(keep, values.log_scales, 0),
+                       np.where(keep, rotations, [1.0, 0, 0, 0]),
+                       np.where(keep, values.colors_dc, 0), np.where(bad, 0, values.opacities))
+
+
+def _warn(warnings: list[str] | None, path: Path, message: str) -> None:
+    if warnings is not None:
+        warnings.append(f"{path.name}: {message}")
+
+
+def _round(values: np.ndarray) -> np.ndarray:
+    """To the nearest integer, halves away from zero (C's `round`, as Niantic's writer)."""
+    return np.trunc(values + np.copysign(0.5, values))
+
+
+def _to_u8(values: np.ndarray) -> np.ndarray:
+    """Round to the nearest byte value, saturating at 0 and 255."""
+    return np.clip(_round(values), 0, 255).astype(np.uint8)
+
+
+def _spz_within_range(values: _Quantities, warnings: list[str] | None,
+                      path: Path) -> _Quantities:
+    """Gaussians beyond SPZ's +-2048 m moved in along their ray from the camera.
+
+    Beyond the range a 24-bit coordinate would wrap to the far side of the scene. A
+    Gaussian at `k` times the distance with `k` times the size projects to exactly the same
+    pixels from the photo's viewpoint (3DGS's projection is homogeneous in both), so the
+    far background (sky, up to the depth models' 10 km clamp) looks the same; only its parallax
+    when the viewer moves away from the camera is that of 2 km instead.
+    """
+    reach = np.abs(values.positions.astype(np.float64)).max(axis=1, initial=0.0)
+    far = reach > SPZ_LIMIT_M
+    if not far.any():
+        return values
+    _warn(warnings, path, f"{int(far.sum())} of {far.size} Gaussians lie beyond SPZ's "
+                          f"{SPZ_LIMIT_M:.0f} m range (farthest at {reach.max():.0f} m); moved "
+                          "in to it along their line of sight, scaled to look the same")
+    factor = np.where(far, SPZ_LIMIT_M / np.where(far, reach, 1.0), 1.0)
+    return values._replace(positions=values.positions * factor[:, None],
+                           log_scales=values.log_scales + np.log(factor)[:, None])
+
+
+def _spz_positions(positions: np.ndarray) -> np.ndarray:
+    """`(N, 9)` bytes: each coordinate as a little-endian signed 24-bit fixed-point value."""
+    limit = (1 << 23) - 1
+    fixed = np.clip(_round(positions.astype(np.float64) * (1 << SPZ_FRACTIONAL_BITS)), -limit,
+                    limit)
+    as_bytes = fixed.astype("<i4").view(np.uint8).reshape(-1, 3, 4)[:, :, :3]
+    return np.ascontiguousarray(as_bytes).reshape(-1, 9)
+
+
+def _spz_rotations(wxyz: np.ndarray) -> np.ndarray:
+    """`(N, 4)` bytes, "smallest three": 2 bits name the largest component of the xyzw
+    quaternion (made positive, so not stored), then 10 bits (sign, 9-bit magnitude over
+    [0, 1/sqrt 2]) for each other component, the lowest index in the highest bits."""
+    xyzw = np.roll(wxyz, -1, axis=1)
+    largest = np.abs(xyzw).argmax(axis=1)
+    rows = np.arange(xyzw.shape[0])
+    xyzw = xyzw * np.where(xyzw[rows, largest] < 0, -1.0, 1.0)[:, None]
+    others = xyzw[rows[:, None], _OTHER_AXES[largest]]
+    magnitude = np.clip(_round(np.abs(others) * (_ROTATION_MASK / _SQRT1_2)), 0, _ROTATION_MASK)
+    fields = (others < 0).astype(np.uint32) << 9 | magnitude.astype(np.uint32)
+    packed = (largest.astype(np.uint32) << 30 | fields[:, 0] << 20 | fields[:, 1] << 10
+              | fields[:, 2])
+    return packed.astype("<u4").view(np.uint8).reshape(-1, 4)
+
+
+def _spz_sections(values: _Quantities) -> list[np.ndarray]:
+    """The SPZ payload after its header, in file order: positions, alphas, colours, scales,
+    rotations (SHARP has no higher spherical harmonics, so no SH section)."""
+    return [
+        _spz_positions(values.positions),
+        _to_u8(values.opacities * 255.0),
+        _to_u8(values.colors_dc * (SPZ_COLOR_SCALE * 255.0) + 127.5),
+        _to_u8((values.log_scales + 10.0) * 16.0),
+        _spz_rotations(values.rotations),
+    ]
+
+
+def write_spz(path: Path | str, gaussians: Any, warnings: list[str] | None = None) -> Path:
+    """Write `gaussians` as SPZ version 3 (gzip, SH degree 0) to `path` atomically.
+
+    Lossy by design: positions to 1/4096 m, log scales to 1/16, colours and opacity to a
+    byte, rotations to 9 bits per component. What had to be changed to fit is appended to
+    `warnings` (one line each, naming the file).
+    """
+    path = Path(path)
+    values = _spz_within_range(_quantities(gaussians, warnings, path), warnings, path)
+    count = values.positions.shape[0]
+    header = struct.pack("<IIIBBBB", _SPZ_MAGIC, SPZ_VERSION, count, 0, SPZ_FRACTIONAL_BITS, 0, 0)
+    sections = _spz_sections(values)
+
+    def write(out: BinaryIO) -> None:
+        with gzip.GzipFile(filename="", mode="wb", compresslevel=_SPZ_GZIP_LEVEL, fileobj=out,
+                           mtime=0) as stream:
+            stream.write(header)
+            for section in sections:
+                stream.write(section.data)
+    return atomic_write(path, write)
+
+
+def _splat_records(values: _Quantities) -> np.ndarray:
+    """`(N, 32)` bytes of `.splat` records, most important (volume times opacity) first,
+    as antimatter15's converter orders them: a viewer that draws while the file streams in
+    shows the bulk of the scene first. Readers need no order (they sort by depth)."""
+    records = np.empty(values.positions.shape[0], dtype=SPLAT_RECORD)
+    records["position"] = values.positions
+    records["scale"] = np.exp(values.log_scales)
+    records["rgba"][:, :3] = _to_u8((values.colors_dc * _SH_C0 + 0.5) * 255.0)
+    records["rgba"][:, 3] = _to_u8(values.opacities * 255.0)
+    records["rotation"] = _to_u8(values.rotations * 128.0 + 128.0)
+    importance = np.exp(values.log_scales.astype(np.float64).sum(axis=1)) * values.opacities
+    order = np.argsort(-importance, kind="stable")
+    return np.take(records.view(np.uint8).reshape(-1, SPLAT_RECORD.itemsize), order, axis=0)
+
+
+def write_splat(path: Path | str, gaussians: Any, warnings: list[str] | None = None) -> Path:
+    """Write `gaussians` as a `.splat` (32 bytes each, no header) to `path` atomically.
+
+    Positions and scales stay float32; colour and opacity are a byte each; rotations a
+    byte per component (`q * 128 + 128`). The Gaussians are reordered (`_splat_records`).
+    """
+    path = Path(path)
+    records = _splat_records(_quantities(gaussians, warnings, path))
+
+    def write(out: BinaryIO) -> None:
+        out.write(records.data)
+    return atomic_write(path, write)
+
+
+Writer = Callable[[Path, Any, float, tuple[int, int], list[str]], Path]
+"""`(path, gaussians, f_px, (width, height), warnings) -> path`: one shape for every format."""
+
+
+class Exporter(NamedTuple):
+    """One output format: the suffix its files take, and its writer."""
+
+    suffix: str
+    write: Writer
+
+
+def _ply(path: Path, gaussians: Any, f_px: float, image_size: tuple[int, int],
+         _: list[str]) -> Path:
+    return write_ply(path, gaussians, f_px, image_size)
+
+
+def _spz(path: Path, gaussians: Any, _f_px: float, _size: tuple[int, int],
+         warnings: list[str]) -> Path:
+    return write_spz(path, gaussians, warnings)
+
+
+def _splat(path: Path, gaussians: Any, _f_px: float, _size: tuple[int, int],
+           warnings: list[str]) -> Path:
+    return write_splat(path, gaussians, warnings)
+
+
+EXPORTERS: dict[str, Exporter] = {
+    "ply": Exporter(".ply", _ply),
+    "spz": Exporter(".spz", _spz),
+    "splat": Exporter(".splat", _splat),
+}
+"""Every format by the name a `formats = [...]` setting uses."""
