@@ -201,7 +201,9 @@ class Daemon:
                 and not self.worker.busy and not self.worker.writing)
 
     def _content_hash(self, path: Path) -> str | None:
-        return self.intake.content_hash(path) if self.intake is not None else None
+        if self.intake is None:
+            return None
+        return self.intake.content_hash(path, self.config.inputs)
 
     def _surviving_copy(self, job: Job) -> Path | None:
         return self.intake.surviving_copy(job) if self.intake is not None else None

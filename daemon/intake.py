@@ -37,7 +37,7 @@ from .config import Config, inside
 from .jobs import Job, depth_file, failure_key, file_sha256, job_key, settings_to_json
 from .journal import Journal
 from .readiness import Settler, Signature, file_signature
-from .sidecar import SIDECAR_SUFFIX, SidecarError, read_sidecar, sidecar_path
+from .sidecar import SIDECAR_SUFFIX, SidecarError, depth_root, read_sidecar, sidecar_path
 from .status import Backoff, Problems, describe
 from .watcher import DEPTH_SUFFIX, FolderWatcher, Listing, is_photo, scan
 
@@ -243,10 +243,11 @@ class Intake:
     def _photos_with_stem(self, path: Path) -> set[Path]:
         return {photo for photo in _same_stem(path.parent, path.stem) if is_photo(photo)}
 
-    def content_hash(self, path: Path) -> str | None:
+    def content_hash(self, path: Path, within: Path | None) -> str | None:
         """SHA-256 of the file. The journal's copy is reused only while the file's signature
         is unchanged and no file event came for it since (new content can keep the old size
-        and time); None if the file is gone."""
+        and time); None if the file is gone. `InputError` if it is a link out of `within`
+        or not a regular file."""
         signature = file_signature(path)
         if signature is None:
             return None
@@ -257,7 +258,7 @@ class Intake:
             if cached is not None:
                 return cached
         try:
-            digest = file_sha256(path)
+            digest = file_sha256(path, within)
         except OSError:
             return None
         self._remember(path, signature, touched, digest)
@@ -279,19 +280,21 @@ class Intake:
             return None
         refusal = oversized(photo, signature[0], self.config.daemon.max_pixels)
         if refusal is not None:
-            ident = hashlib.sha256(repr((str(photo), signature)).encode(
-                "utf-8", "surrogatepass")).hexdigest()
-            return self._fail(photo, ident, f"{photo}: {refusal}", event_driven)
+            return self._fail(photo, _identity(photo, signature), f"{photo}: {refusal}",
+                              event_driven)
         with self._lock:
             touched = self._touched.get(photo, 0)
         if signature[0] > BACKGROUND_HASH_BYTES and (
                 touched or self.journal.cached_hash(photo, signature) is None):
             logger.info("{}: {:.0f} MB; hashing it while smaller photos go ahead", photo,
                         signature[0] / 2**20)
-            self._hashing[photo] = (self._hasher.submit(file_sha256, photo), signature,
-                                    touched, event_driven)
+            self._hashing[photo] = (self._hasher.submit(file_sha256, photo, self.inputs),
+                                    signature, touched, event_driven)
             return "hashing"
-        photo_hash = self.content_hash(photo)
+        try:
+            photo_hash = self.content_hash(photo, self.inputs)
+        except InputError as exc:
+            return self._fail(photo, _identity(photo, signature), str(exc), event_driven)
         if photo_hash is None:
             return None
         return self._queue(photo, photo_hash, event_driven)
@@ -306,6 +309,9 @@ class Intake:
                 digest = future.result()
             except OSError:
                 continue  # vanished or unreadable; its next event or the rescan brings it back
+            except InputError as exc:
+                self._fail(photo, _identity(photo, signature), str(exc), event_driven)
+                continue
             if file_signature(photo) != signature:
                 self.settler.note(photo)  # changed while hashed: settle and hash it again
                 continue
@@ -320,7 +326,7 @@ class Intake:
     def _queue(self, photo: Path, photo_hash: str, event_driven: bool) -> str:
         try:
             settings, depth, depth_hash = self._settings(photo)
-        except SidecarError as exc:
+        except InputError as exc:  # the sidecar, or the depth map it names
             return self._fail(photo, photo_hash, str(exc), event_driven)
         if depth is not None:
             self._depth_users[depth.resolve()].add(photo)
@@ -348,23 +354,31 @@ class Intake:
         if from_sidecar and not depth.resolve().is_relative_to(self.inputs.resolve()):
             raise SidecarError(f"depth map {depth} points outside the inputs folder",
                                sidecar_path(photo))
-        return settings, depth, self.content_hash(depth)
+        return settings, depth, self.content_hash(depth, depth_root(settings.external_depth,
+                                                                    self.inputs))
 
     def surviving_copy(self, job: Job) -> Path | None:
         """Another photo in the inputs with the job's content and settings (a copy, or the
         name the photo was renamed to), for a job whose own file vanished or changed."""
         for candidate in self.journal.paths_with_hash(job.photo_hash):
             if (candidate == job.photo or not is_photo(candidate) or self._skip(candidate)
-                    or not inside(candidate, self.inputs)
-                    or self.content_hash(candidate) != job.photo_hash):
+                    or not inside(candidate, self.inputs)):
                 continue
             try:
+                if self.content_hash(candidate, self.inputs) != job.photo_hash:
+                    continue
                 settings, _, depth_hash = self._settings(candidate)
             except (InputError, OSError):
                 continue
             if job_key(job.photo_hash, settings, depth_hash) == job.key:
                 return candidate
         return None
+
+
+def _identity(photo: Path, signature: Signature) -> str:
+    """A journal key for a refusal decided before the content could be hashed."""
+    return hashlib.sha256(repr((str(photo), signature)).encode(
+        "utf-8", "surrogatepass")).hexdigest()
 
 
 def oversized(path: Path, size: int, max_pixels: int) -> str | None:

@@ -14,14 +14,20 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import DepthSettings
+from pipeline.image import open_regular_file
 
 _CHUNK = 1 << 20
 
 
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's content, read in chunks."""
+def file_sha256(path: Path, within: Path | None = None) -> str:
+    """Hex SHA-256 of a file's content, read in chunks.
+
+    Opened like every input (`open_regular_file`): a FIFO cannot hang the caller, and with
+    `within` a link leading out of that folder is refused (`InputError`) before one byte
+    of what it points at is read.
+    """
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular_file(path, within) as f:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()

@@ -1,7 +1,7 @@
 """Compressed exports beside SHARP's PLY: Niantic's `.spz` (a quarter to a third of the
 PLY's size) and the 32-byte-per-Gaussian `.splat` of antimatter15's web viewer (57%).
 
-Both are encoded from exactly the values the PLY stores (`ply._columns`: sRGB colour as
+Both are encoded from exactly the values the PLY stores (`ply.stored_columns`: sRGB colour as
 SH DC, log scales), in SHARP's own axes (OpenCV: x right, y down, z forward), so a viewer
 that reads all three formats shows the same scene from each. SHARP has no higher
 spherical harmonics, so nothing beyond the DC colour is lost to them. Every file goes
@@ -24,7 +24,7 @@ from typing import Any, BinaryIO, NamedTuple
 import numpy as np
 
 from .atomic import atomic_write
-from .ply import _SH_C0, _columns, _flat_fields, write_ply
+from .ply import SH_C0, flat_fields, stored_columns, write_ply
 
 SPZ_VERSION = 3
 """Gzip container with "smallest three" quaternions: read by Niantic's library, PlayCanvas
@@ -61,8 +61,8 @@ class _Quantities(NamedTuple):
 
 def _quantities(gaussians: Any, warnings: list[str] | None, path: Path) -> _Quantities:
     """The PLY's values, with Gaussians no format can encode made transparent."""
-    g = _flat_fields(gaussians)
-    colors_dc, _, log_scales = _columns(g)
+    g = flat_fields(gaussians)
+    colors_dc, _, log_scales = stored_columns(g)
     values = _Quantities(g[0].numpy(), log_scales.numpy(), g[2].numpy().astype(np.float64),
                          colors_dc.numpy(), g[4].numpy())
     norm = np.linalg.norm(values.rotations, axis=1, keepdims=True)
@@ -184,7 +184,7 @@ def _splat_records(values: _Quantities) -> np.ndarray:
     records = np.empty(values.positions.shape[0], dtype=SPLAT_RECORD)
     records["position"] = values.positions
     records["scale"] = np.exp(values.log_scales)
-    records["rgba"][:, :3] = _to_u8((values.colors_dc * _SH_C0 + 0.5) * 255.0)
+    records["rgba"][:, :3] = _to_u8((values.colors_dc * SH_C0 + 0.5) * 255.0)
     records["rgba"][:, 3] = _to_u8(values.opacities * 255.0)
     records["rotation"] = _to_u8(values.rotations * 128.0 + 128.0)
     importance = np.exp(values.log_scales.astype(np.float64).sum(axis=1)) * values.opacities

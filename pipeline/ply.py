@@ -23,7 +23,7 @@ import torch
 
 from .atomic import atomic_write
 
-_SH_C0 = math.sqrt(1.0 / (4.0 * math.pi))
+SH_C0 = math.sqrt(1.0 / (4.0 * math.pi))
 _SRGB_THRESHOLD = 0.0031308
 _VERTEX_PROPERTIES = (
     ["x", "y", "z"] + [f"f_dc_{i}" for i in range(3)] + ["opacity"]
@@ -42,12 +42,12 @@ def _linear_to_srgb(linear: torch.Tensor) -> torch.Tensor:
     return torch.where(linear <= _SRGB_THRESHOLD, linear * 12.92, srgb)
 
 
-def _columns(g: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+def stored_columns(g: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     """SH DC colours, opacity logits and log scales over the whole arrays, as `save_ply`
     computes them (its `linearRGB2sRGB`, `convert_rgb_to_spherical_harmonics` and
     `_inverse_sigmoid`), so every element is rounded exactly as there."""
     opacities = g[4]
-    return (_linear_to_srgb(g[3]).sub_(0.5).div_(_SH_C0),
+    return (_linear_to_srgb(g[3]).sub_(0.5).div_(SH_C0),
             torch.log(opacities / (1.0 - opacities)), torch.log(g[1]))
 
 
@@ -64,7 +64,7 @@ def _fill_rows(rows: torch.Tensor, g: tuple[torch.Tensor, ...],
     return rows
 
 
-def _flat_fields(gaussians: Any, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
+def flat_fields(gaussians: Any, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
     """The five fields as contiguous float32 `(N, k)` tensors (`(N,)` for opacity)."""
     fields = (gaussians.mean_vectors, gaussians.singular_values, gaussians.quaternions,
               gaussians.colors, gaussians.opacities)
@@ -80,8 +80,8 @@ def _first_z(gaussians: Any, g: tuple[torch.Tensor, ...]) -> torch.Tensor:
 @torch.inference_mode()
 def vertex_rows(gaussians: Any) -> torch.Tensor:
     """`(N, 14)` float32 rows: xyz, SH DC of sRGB colour, opacity logit, log scales, wxyz."""
-    g = _flat_fields(gaussians)
-    return _fill_rows(torch.empty((g[0].shape[0], 14), dtype=torch.float32), g, _columns(g))
+    g = flat_fields(gaussians)
+    return _fill_rows(torch.empty((g[0].shape[0], 14), dtype=torch.float32), g, stored_columns(g))
 
 
 def _header(count: int) -> bytes:
@@ -126,7 +126,7 @@ def _trailer(z: torch.Tensor, f_px: float, width: int, height: int, count: int) 
 
 def _write_vertices(out: BinaryIO, g: tuple[torch.Tensor, ...]) -> None:
     count = g[0].shape[0]
-    columns = _columns(g)
+    columns = stored_columns(g)
     buffer = np.empty((min(count, _CHUNK), 14), dtype="<f4")
     rows = torch.from_numpy(buffer)
     for start in range(0, count, _CHUNK):
@@ -145,10 +145,10 @@ def ply_bytes(gaussians: Any, f_px: float, image_size: tuple[int, int]) -> tuple
     next photo's work). `image_size` is `(width, height)`.
     """
     width, height = image_size
-    g = _flat_fields(gaussians, gaussians.mean_vectors.device)
+    g = flat_fields(gaussians, gaussians.mean_vectors.device)
     count = g[0].shape[0]
     rows = torch.empty((count, 14), dtype=torch.float32, device=g[0].device)
-    vertices = _fill_rows(rows, g, _columns(g)).cpu().numpy()
+    vertices = _fill_rows(rows, g, stored_columns(g)).cpu().numpy()
     return _header(count), vertices, _trailer(_first_z(gaussians, g), f_px, width, height,
                                               count)
 
@@ -175,7 +175,7 @@ def write_ply(path: Path | str, gaussians: Any, f_px: float, image_size: tuple[i
     if gaussians.mean_vectors.device.type != "cpu":
         return write_ply_bytes(path, ply_bytes(gaussians, f_px, image_size))
     width, height = image_size
-    g = _flat_fields(gaussians)
+    g = flat_fields(gaussians)
     count = g[0].shape[0]
 
     def write(out: BinaryIO) -> None:

@@ -21,9 +21,12 @@ import sys
 import traceback
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
+
+if TYPE_CHECKING:
+    from daemon.status import JobEvent
 
 from .text import printable
 
@@ -116,18 +119,10 @@ def route_library_logging() -> None:
         library.propagate = False
 
 
-def job_line(event: Any) -> str:
-    """One line per finished or failed photo: file, outcome, time, result or reason."""
-    name = Path(event.photo).name
-    if event.outcome == "done":
-        return f"{name}: done in {event.seconds:.1f} s -> {event.output}"
-    return f"{name}: {event.outcome} after {event.seconds:.1f} s: {event.error}"
-
-
-def log_job(event: Any) -> None:
+def log_job(event: JobEvent) -> None:
     """`Daemon.subscribe` callback: the daemon logs its per-photo detail at DEBUG only, so
     this is the one INFO/WARNING line per photo."""
     if event.outcome == "done":
-        logger.info(job_line(event))
+        logger.info(event.line())
     else:
-        logger.warning(job_line(event))
+        logger.warning(event.line())

@@ -3,7 +3,8 @@
 `printable` escapes what a terminal or a log viewer would act on instead of showing:
 C0/C1 control characters (escape sequences, newlines, carriage returns), bidi overrides
 that reorder what follows (so `gpj.exe` cannot pose as `exe.jpg`) and the Unicode line
-and paragraph separators. Everything else, accents, CJK and emoji included, stays as is.
+and paragraph separators, and lone surrogates (bytes of a name that is not valid UTF-8).
+Everything else, accents, CJK and emoji included, stays as is.
 
 `fit` shortens text to a Windows `NOTIFYICONDATAW` field, which counts UTF-16 code units
 (an emoji is two) and keeps one for the terminating NUL.
@@ -34,7 +35,9 @@ def _escape(char: str) -> str:
 
 
 def _unsafe(char: str) -> bool:
-    return char in _BIDI_AND_LINES or unicodedata.category(char) == "Cc"
+    """Controls, bidi/line separators, and lone surrogates (a name that is not valid UTF-8,
+    decoded with surrogateescape), which no log file or console could encode."""
+    return char in _BIDI_AND_LINES or unicodedata.category(char) in ("Cc", "Cs")
 
 
 def printable(text: str) -> str:

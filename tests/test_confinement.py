@@ -13,6 +13,7 @@ same cases that way.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -239,6 +240,10 @@ def test_daemon_refuses_a_linked_photo_and_sidecar_and_runs_the_rest(
         assert "outside" in note and SECRET_KEY not in note and "AKIA" not in note
     reports = [json.loads(p.with_suffix(".json").read_text()) for p in _plys(daemon_config)]
     assert sorted(Path(r["photo"]).name for r in reports) == ["alias.jpg", "plain.jpg"]
+    private_hash = hashlib.sha256((private / "holiday.jpg").read_bytes()).hexdigest()
+    assert d.journal is not None and d.journal.all()
+    assert private_hash not in {row["photo_hash"] for row in d.journal.all()}, \
+        "the linked-out photo was read (hashed) when it was queued"
 
 
 @pytest.mark.timeout(90)

@@ -15,6 +15,7 @@ from daemon import Daemon
 from daemon.jobs import file_sha256, job_key, settings_to_json
 from daemon.journal import Journal
 from pipeline import DepthSettings
+from pipeline.atomic import TEMP_SUFFIX
 from tests.conftest import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,7 +107,7 @@ def test_results_of_an_interrupted_write_are_replaced_not_duplicated(daemon_conf
     stale = outputs / "half_20260101-000000.ply"
     journal.reserve_outputs(key, [str(stale), str(stale.with_suffix(".json"))])
     stale.write_bytes(b"ply from the killed attempt")
-    (outputs / f".{stale.with_suffix('.json').name}.999.tmp").write_text("{")
+    (outputs / f".{stale.with_suffix('.json').name}.999-1{TEMP_SUFFIX}").write_text("{")
     journal.close()
 
     d = Daemon(daemon_config, tiny_pipeline)

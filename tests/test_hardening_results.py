@@ -137,23 +137,29 @@ def test_job_follows_the_surviving_copy_when_the_name_it_kept_is_deleted(
     assert [r["photo"] for r in reports(daemon_config.outputs)] == [str(first)]
 
 
+def _hold_decode(monkeypatch: pytest.MonkeyPatch,
+                 name: str) -> tuple[threading.Event, threading.Event]:
+    """Hold the worker's decode of `name` until `release` is set; `reading` says it began."""
+    release, reading = threading.Event(), threading.Event()
+    real = daemon.worker.load_image
+
+    def held(path: Path, *args: Any, **kwargs: Any) -> Any:
+        if Path(path).name == name and not release.is_set():
+            reading.set()
+            release.wait(30)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(daemon.worker, "load_image", held)
+    return release, reading
+
+
 @pytest.mark.timeout(60)
 def test_photo_renamed_while_it_is_being_read_runs_under_its_new_name(
         running_daemon, daemon_config: Config, monkeypatch: pytest.MonkeyPatch,
         overlap: bool) -> None:
     """The decode (the prefetch, with `overlap`) read the old name after the rename: the job
     must neither take that result nor fail; it runs from the new name."""
-    release = threading.Event()
-    prefetching = threading.Event()
-    real = daemon.worker.load_image
-
-    def held(path: Path, *args: Any, **kwargs: Any) -> Any:
-        if Path(path).name == "before.jpg" and not release.is_set():
-            prefetching.set()
-            release.wait(30)
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(daemon.worker, "load_image", held)
+    release, prefetching = _hold_decode(monkeypatch, "before.jpg")
     d = running_daemon()
     inputs = daemon_config.inputs
     d.pause()
@@ -182,17 +188,7 @@ def test_photo_overwritten_while_its_prefetched_decode_waits_gets_one_result_for
         running_daemon, daemon_config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
     """The prefetch decoded the new content for the old content's job: never used."""
     monkeypatch.setattr(daemon.worker, "OVERLAP_ON_CPU", True)
-    release = threading.Event()
-    prefetching = threading.Event()
-    real = daemon.worker.load_image
-
-    def held(path: Path, *args: Any, **kwargs: Any) -> Any:
-        if Path(path).name == "second.jpg" and not release.is_set():
-            prefetching.set()
-            release.wait(30)
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(daemon.worker, "load_image", held)
+    release, prefetching = _hold_decode(monkeypatch, "second.jpg")
     d = running_daemon()
     inputs = daemon_config.inputs
     d.pause()

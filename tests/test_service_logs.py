@@ -7,21 +7,12 @@ import os
 import stat
 import sys
 import warnings
-from dataclasses import dataclass
 
 import pytest
 from loguru import logger
 
+from daemon.status import JobEvent as Event
 from service import logs
-
-
-@dataclass(frozen=True)
-class Event:
-    photo: str
-    outcome: str
-    output: str | None
-    error: str | None
-    seconds: float
 
 
 @pytest.fixture
@@ -99,9 +90,9 @@ def test_console_less_process_still_logs_to_file(tmp_path, monkeypatch, restore_
 def test_one_line_per_job():
     done = Event("C:/in/cat.jpg", "done", "C:/out/cat_20260101-120000.ply", None, 12.345)
     failed = Event("/in/dog.heic", "failed", None, "not an image: truncated file", 0.25)
-    assert logs.job_line(done) == "cat.jpg: done in 12.3 s -> C:/out/cat_20260101-120000.ply"
-    assert logs.job_line(failed) == "dog.heic: failed after 0.2 s: not an image: truncated file"
-    assert "\n" not in logs.job_line(failed)
+    assert done.line() == "cat.jpg: done in 12.3 s -> C:/out/cat_20260101-120000.ply"
+    assert failed.line() == "dog.heic: failed after 0.2 s: not an image: truncated file"
+    assert "\n" not in failed.line()
 
 
 def test_job_events_are_logged_at_the_right_level(tmp_path, restore_logging):

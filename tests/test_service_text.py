@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from service.text import (
@@ -31,6 +33,15 @@ def test_escapes_are_readable_and_exact():
     assert printable("\x1b[2J\r.jpg") == "\\x1b[2J\\r.jpg"
     assert printable("photo\u202egpj.exe") == "photo\\u202egpj.exe"
     assert printable("\x9b") == "\\x9b"
+
+
+def test_a_name_that_is_not_valid_utf8_becomes_writable_text():
+    """`os.fsdecode(b"caf\xe9.jpg")` holds a lone surrogate, which no UTF-8 log file or
+    console can encode: it is shown as an escape instead of failing the log record."""
+    name = os.fsdecode(b"caf\xe9.jpg")
+    shown = printable(name)
+    assert shown == "caf\\udce9.jpg"
+    assert shown.encode("utf-8").decode("utf-8") == shown
 
 
 @pytest.mark.parametrize("text", ["café crème.jpg", "猫の写真.png", "😀👍🏽 party.heic",
