@@ -244,11 +244,11 @@ def _spy_hashes(monkeypatch: pytest.MonkeyPatch,
     hashed: list[str] = []
     real = daemon.intake.file_sha256
 
-    def spy(path: Path) -> str:
+    def spy(path: Path, within: Path | None = None) -> str:
         hashed.append(Path(path).name)
         if hold(Path(path)) and release is not None:
             release.wait(60)
-        return real(path)
+        return real(path, within)
 
     monkeypatch.setattr(daemon.intake, "file_sha256", spy)
     return hashed
