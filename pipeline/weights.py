@@ -114,6 +114,10 @@ def load_state_dict(path: Path) -> dict[str, Any]:
     return state
 
 
+HUB_PATTERNS = ["*.json", "*.safetensors"]
+"""What a transformers depth model needs from its hub repository (no other formats)."""
+
+
 def local_hub_snapshot(repo_id: str, cache_dir: Path | None = None) -> Path | None:
     """The downloaded snapshot folder of a hub model, or None; never downloads."""
     from huggingface_hub import snapshot_download
@@ -121,7 +125,7 @@ def local_hub_snapshot(repo_id: str, cache_dir: Path | None = None) -> Path | No
 
     try:
         return Path(snapshot_download(repo_id, cache_dir=cache_dir, local_files_only=True,
-                                      allow_patterns=["*.json", "*.safetensors"]))
+                                      allow_patterns=HUB_PATTERNS))
     except (LocalEntryNotFoundError, ValueError, OSError):
         return None
 

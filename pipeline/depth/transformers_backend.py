@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ..device import device_errors
 from ..errors import ModelError
-from ..weights import Progress
+from ..weights import HUB_PATTERNS, Progress, local_hub_snapshot
 from .base import RawDepth, normalized_square
 
 if TYPE_CHECKING:
@@ -97,15 +97,11 @@ def _to_numpy(depth: torch.Tensor) -> np.ndarray:
 def _hub_snapshot(repo_id: str, cache_dir: Path | None, progress: Progress | None) -> Path:
     """Cached snapshot of `repo_id`; downloads (resumable, with a progress bar) when missing."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
     from tqdm.auto import tqdm
 
-    patterns = ["*.json", "*.safetensors"]
-    try:
-        return Path(snapshot_download(repo_id, cache_dir=cache_dir, allow_patterns=patterns,
-                                      local_files_only=True))
-    except LocalEntryNotFoundError:
-        pass
+    cached = local_hub_snapshot(repo_id, cache_dir)
+    if cached is not None:
+        return cached
 
     class _Reporting(tqdm):
         def update(self, n: float | None = 1) -> bool | None:
@@ -115,7 +111,7 @@ def _hub_snapshot(repo_id: str, cache_dir: Path | None, progress: Progress | Non
             return shown
 
     try:
-        return Path(snapshot_download(repo_id, cache_dir=cache_dir, allow_patterns=patterns,
+        return Path(snapshot_download(repo_id, cache_dir=cache_dir, allow_patterns=HUB_PATTERNS,
                                       tqdm_class=_Reporting))
     except Exception as exc:
         raise ModelError(f"cannot download depth model {repo_id!r} ({exc}); check the internet "
