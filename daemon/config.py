@@ -126,12 +126,13 @@ _KINDS: dict[str, type] = {
     "notifications": bool, "max_pixels": int,
     "stable_seconds": float, "settle_report_seconds": float, "unload_after_minutes": float,
     "rescan_seconds": float, "depth_cache_mb": float, "depth_scale": float, "depth_offset": float,
-    "back_surface_factor": float, "focal_mm": float,
+    "back_surface_factor": float, "focal_mm": float, "compare": list,
 }
 
 
 def check_value(key: str, value: Any, kind: type) -> Any:
-    """`value` as `kind` or a message; ints pass as floats, bools never pass as numbers."""
+    """`value` as `kind` or a message; ints pass as floats, bools never pass as numbers,
+    a list must hold strings."""
     if kind is bool:
         if not isinstance(value, bool):
             raise TypeError(f"must be true or false, got {short_repr(value)}")
@@ -140,6 +141,10 @@ def check_value(key: str, value: Any, kind: type) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"must be a whole number, got {short_repr(value)}")
         return value
+    if kind is list:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise TypeError(f"must be a list of depth source names, got {short_repr(value)}")
+        return list(value)
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"must be a number, got {short_repr(value)}")

@@ -35,7 +35,7 @@ def file_sha256(path: Path, within: Path | None = None) -> str:
 
 def depth_file(settings: DepthSettings, photo: Path) -> Path | None:
     """The `.npy` this photo would read: the file itself, or `<stem>.npy` in a folder."""
-    if settings.depth_source != "npy" or settings.external_depth is None:
+    if "npy" not in settings.sources or settings.external_depth is None:
         return None
     external = Path(settings.external_depth)
     if external.is_dir():
@@ -59,10 +59,13 @@ def job_key(photo_hash: str, settings: DepthSettings, depth_hash: str | None) ->
     """SHA-256 over content hash, canonical settings and the depth map's content hash.
 
     The depth map's path is replaced by its content hash, so moving a photo with its
-    `.npy` keeps the key while editing the `.npy` changes it.
+    `.npy` keeps the key while editing the `.npy` changes it. An empty `compare` is left
+    out, so photos done before that key existed keep their keys (and are not redone).
     """
     canonical = settings.as_dict()
     canonical["external_depth"] = depth_hash
+    if not canonical["compare"]:
+        del canonical["compare"]
     blob = json.dumps({"photo": photo_hash, "settings": canonical}, sort_keys=True,
                       separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()

@@ -18,17 +18,20 @@ from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from pipeline import OutputError, Prediction, timestamped_path, write_ply
 from pipeline.atomic import atomic_write, temp_files
-from pipeline.naming import note_name
+from pipeline.compare import SourceRun
+from pipeline.depth.sources import DEPTH_SOURCES
+from pipeline.naming import MAX_STEM_BYTES, note_name, shorten
+from pipeline.ply import ply_bytes, write_ply_bytes
+from pipeline.preview import PREVIEW_HEIGHT, preview_png
 
-PREVIEW_HEIGHT = 384
-# A dark-to-bright ramp (near is bright), enough to read a depth map at a glance.
-_RAMP = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99],
-                  [212, 72, 66], [245, 125, 21], [250, 193, 39], [252, 255, 164]], dtype=float)
+__all__ = ["PREVIEW_HEIGHT", "CompareNames", "OutputFolder", "ResultNames", "preview_png"]
+
 _REPORT, _PREVIEW, _INTERNAL = ".json", "_depth.png", "_internal_depth.npy"
+_COMPARE = "_compare"
+_LONGEST_SOURCE = max(len(name) for name in DEPTH_SOURCES)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,21 @@ class ResultNames:
 
     def all(self) -> list[Path]:
         return [p for p in (self.ply, self.report, self.preview, self.internal_depth) if p]
+
+
+@dataclass(frozen=True)
+class CompareNames:
+    """A compare's files, decided before any is written; they sort together:
+    `<stem>_<stamp>_compare.png`, then `<stem>_<stamp>_compare_<source>.json/.ply`."""
+
+    sheet: Path
+    plys: dict[str, Path]
+    reports: dict[str, Path]
+    internal_depth: Path | None
+
+    def all(self) -> list[Path]:
+        return [self.sheet, *(p for s in self.plys for p in (self.reports[s], self.plys[s])),
+                *([self.internal_depth] if self.internal_depth else [])]
 
 
 class OutputFolder:
@@ -82,6 +100,55 @@ class OutputFolder:
                            internal_depth=(base.with_name(base.name + _INTERNAL)
                                            if internal_depth else None))
 
+    def compare_names(self, stem: str, sources: tuple[str, ...],
+                      internal_depth: bool) -> CompareNames:
+        """Names for a compare of `sources`, none taken in any letter case."""
+        # Room for the longest source's suffix on top of what every result name needs.
+        stem = shorten(stem, MAX_STEM_BYTES - len(_COMPARE) - 1 - _LONGEST_SOURCE)
+        endings = [f"{_COMPARE}_{s}{suffix}" for s in sources for suffix in (".ply", _REPORT)]
+        sheet = timestamped_path(self.path, stem, f"{_COMPARE}.png",
+                                 companions=(*endings, f"{_COMPARE}{_INTERNAL}"))
+        base = sheet.name.removesuffix(f"{_COMPARE}.png")
+        return CompareNames(
+            sheet=sheet,
+            plys={s: self.path / f"{base}{_COMPARE}_{s}.ply" for s in sources},
+            reports={s: self.path / f"{base}{_COMPARE}_{s}{_REPORT}" for s in sources},
+            internal_depth=self.path / f"{base}{_COMPARE}{_INTERNAL}" if internal_depth else None)
+
+    def write_compare(self, names: CompareNames, runs: list[SourceRun], sheet_png: bytes,
+                      reports: dict[str, dict[str, Any]]) -> None:
+        """The contact sheet, then per source its report and its PLY (so a visible PLY
+        always has its report); any failure removes what this call wrote.
+
+        Each report gets `file_bytes`: the size of the sheet, every PLY and the internal
+        depth (reports list each other by name only: their sizes depend on each other).
+        """
+        try:
+            plys = {run.source: ply_bytes(run.prediction.gaussians, run.prediction.f_px,
+                                          run.prediction.image_size) for run in runs}
+            sizes = {names.sheet.name: len(sheet_png)}
+            sizes |= {names.plys[s].name: len(h) + v.nbytes + len(t)
+                      for s, (h, v, t) in plys.items()}
+            internal = runs[0].prediction.internal_depth
+            npy = None
+            if names.internal_depth is not None and internal is not None:
+                npy = _npy_bytes(internal.astype(np.float32))
+                sizes[names.internal_depth.name] = len(npy)
+            atomic_write(names.sheet, sheet_png)
+            if npy is not None and names.internal_depth is not None:
+                atomic_write(names.internal_depth, npy)
+            for run in runs:
+                report = reports[run.source] | {"file_bytes": sizes}
+                atomic_write(names.reports[run.source],
+                             json.dumps(report, indent=2, default=str).encode())
+                write_ply_bytes(names.plys[run.source], plys.pop(run.source))
+        except OSError as exc:
+            self.remove(names.all())
+            raise OutputError(f"cannot write results ({exc.strerror or exc})", self.path) from exc
+        except OutputError:
+            self.remove(names.all())
+            raise
+
     def write_result(self, names: ResultNames, result: Prediction,
                      report: dict[str, Any]) -> None:
         """Extras and report first, the PLY last: a visible PLY always has its report.
@@ -93,8 +160,7 @@ class OutputFolder:
                 buf = _npy_bytes(result.internal_depth.astype(np.float32))
                 atomic_write(names.internal_depth, buf)
             if names.preview is not None:
-                atomic_write(names.preview, preview_png(result.used_depth, result.internal_depth,
-                                                        result.image_size))
+                atomic_write(names.preview, _preview(result))
             atomic_write(names.report, json.dumps(report, indent=2, default=str).encode())
             write_ply(names.ply, result.gaussians, result.f_px, result.image_size)
         except OSError as exc:
@@ -145,40 +211,11 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _colorize(inverse: np.ndarray, low: float, high: float) -> np.ndarray:
-    t = np.clip((inverse - low) / max(high - low, 1e-12), 0.0, 1.0)
-    stops = np.linspace(0.0, 1.0, len(_RAMP))
-    rgb = np.stack([np.interp(t, stops, _RAMP[:, c]) for c in range(3)], axis=-1)
-    return rgb.astype(np.uint8)
-
-
-def preview_png(used: np.ndarray, internal: np.ndarray | None,
-                image_size: tuple[int, int] | None = None) -> bytes:
-    """Injected depth (left) beside SHARP's own depth (right), on one shared colour scale.
-
-    Both maps live on SHARP's square grid; each panel is stretched back to the photo's
-    aspect ratio (`image_size` is `(width, height)`).
-    """
-    maps = [np.asarray(used, dtype=np.float32)]
-    if internal is not None:
-        front = np.asarray(internal, dtype=np.float32)
-        maps.append(front[0] if front.ndim == 3 else front)
-    inverses = [1.0 / np.clip(m, 1e-3, None) for m in maps]
-    stacked = np.concatenate([i.ravel() for i in inverses])
-    low, high = (float(v) for v in np.percentile(stacked, [1, 99]))
-    panels = []
-    for inverse in inverses:
-        image = Image.fromarray(_colorize(inverse, low, high))
-        aspect = image_size[0] / image_size[1] if image_size else image.width / image.height
-        width = max(1, round(PREVIEW_HEIGHT * aspect))
-        panels.append(image.resize((width, PREVIEW_HEIGHT), Image.Resampling.BILINEAR))
-    gap = 8
-    sheet = Image.new("RGB", (sum(p.width for p in panels) + gap * (len(panels) - 1),
-                              PREVIEW_HEIGHT), (255, 255, 255))
-    x = 0
-    for panel in panels:
-        sheet.paste(panel, (x, 0))
-        x += panel.width + gap
-    buf = BytesIO()
-    sheet.save(buf, format="PNG", optimize=False)
-    return buf.getvalue()
+def _preview(result: Prediction) -> bytes:
+    """The `_depth.png`: what SHARP was given beside its own depth; one panel when it was
+    given nothing (its own depth is all there is)."""
+    if result.depth_source == "internal":
+        return preview_png(result.used_depth, None, result.image_size,
+                           ("SHARP's own depth (nothing injected)", ""))
+    return preview_png(result.used_depth, result.internal_depth, result.image_size,
+                       (f"injected depth ({result.depth_source})", "SHARP's own depth"))

@@ -36,9 +36,19 @@ from pipeline import (
     Pipeline,
     PipelineError,
     Prediction,
+    RawDepth,
     load_image,
 )
+from pipeline.compare import (
+    DepthProvider,
+    SourceRun,
+    contact_sheet_png,
+    focal_report,
+    run_compare,
+)
+from pipeline.depth.sources import MODEL_SOURCES
 from pipeline.device import free_device_memory
+from pipeline.settings import DepthSettings
 
 from .config import Config
 from .depth_cache import DepthCache
@@ -49,7 +59,6 @@ from .readiness import file_signature
 from .sidecar import depth_root
 from .status import Backoff, Board, JobEvent
 
-DEPTH_MODEL_SOURCES = ("depth-pro", "depth-pro-apple")
 OVERLAP_ON_CPU = False  # tests set this to run the prefetch and writer threads on a CPU
 
 
@@ -65,6 +74,7 @@ class _Run:
     started: float
     image: LoadedImage | None = None
     result: Prediction | None = None
+    compare: list[SourceRun] = field(default_factory=list)
     cache_hit: bool = False
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -158,8 +168,7 @@ class Worker:
 
     def _load_models(self) -> None:
         self.board.set(phase="loading")
-        sources = tuple(s for s in (self.config.defaults.depth_source,)
-                        if s in DEPTH_MODEL_SOURCES)
+        sources = tuple(s for s in self.config.defaults.sources if s in MODEL_SOURCES)
         try:
             self.pipe.load(sources)
             self.board.set(model_error=None)
@@ -272,33 +281,51 @@ class Worker:
         else:
             self._write(run)
 
+    def _cached_depth(self, job: Job, image: LoadedImage,
+                      pixels: torch.Tensor) -> DepthProvider:
+        """A source's raw depth from the cache, else from its model (then cached)."""
+        def depth(settings: DepthSettings) -> tuple[RawDepth | None, bool]:
+            if settings.depth_source not in MODEL_SOURCES:
+                return None, False
+            key = self.pipe.depth_cache_key(settings)
+            raw = self.cache.get(job.photo_hash, key)
+            if raw is not None:
+                return raw, True
+            self._stage(job, "depth")
+            raw = self.pipe.estimate_depth(image, settings, pixels)
+            if raw is not None:
+                self.cache.put(job.photo_hash, key, raw)
+            return raw, False
+        return depth
+
     def _gpu(self, run: _Run) -> None:
         job, image = run.job, run.image
         assert image is not None
         settings = job.settings
         pixels = self.pipe.upload(image)
-        raw = None
-        if settings.depth_source in DEPTH_MODEL_SOURCES:
-            key = self.pipe.depth_cache_key(settings)
-            raw = self.cache.get(job.photo_hash, key)
-            run.cache_hit = raw is not None
-            if raw is None:
-                self._stage(job, "depth")
-                t0 = time.perf_counter()
-                raw = self.pipe.estimate_depth(image, settings, pixels)
-                run.timings["depth"] = time.perf_counter() - t0
-                if raw is not None:
-                    self.cache.put(job.photo_hash, key, raw)
+        within = depth_root(settings.external_depth, self.config.inputs)
+        depth = self._cached_depth(job, image, pixels)
+        if settings.compare:
+            # Keep resident only the depth model the daemon's own default uses.
+            keep = tuple(s for s in self.config.defaults.sources if s in MODEL_SOURCES)
+            run.compare = run_compare(self.pipe, image, settings, pixels=pixels, depth=depth,
+                                      keep=keep, within=within,
+                                      stage=lambda name: self._stage(job, name))
+            for source_run in run.compare:
+                _to_cpu(source_run.prediction)
+                for stage, seconds in source_run.timings.items():  # the job's: all sources
+                    run.timings[stage] = run.timings.get(stage, 0.0) + seconds
+            return
+        t0 = time.perf_counter()
+        raw, run.cache_hit = depth(settings)
+        if raw is not None and not run.cache_hit:
+            run.timings["depth"] = time.perf_counter() - t0
         self._stage(job, "sharp")
         want_internal = settings.save_internal_depth or self.config.daemon.preview
         run.result = self.pipe.predict(image, settings.replace(save_internal_depth=want_internal),
-                                       raw, pixels,
-                                       within=depth_root(settings.external_depth,
-                                                         self.config.inputs))
+                                       raw, pixels, within=within)
         run.timings.update(run.result.timings)
-        if run.result.gaussians.mean_vectors.device.type != "cpu":
-            # Copy now: a writer thread touching GPU tensors would wait behind the next photo.
-            run.result.gaussians = Gaussians(*(t.cpu() for t in run.result.gaussians))
+        _to_cpu(run.result)
 
     def _wait_for_writer(self) -> None:
         """Let the previous write finish; its failure is that job's, never the next one's."""
@@ -309,19 +336,38 @@ class Worker:
                 logger.exception("writer thread error (already reported for its job)")
             self._writing = None
 
+    def _write_files(self, run: _Run, files: list[Path]) -> Path:
+        """Reserve the names in the journal (adding them to `files`), then write them;
+        returns the PLY to announce."""
+        job = run.job
+        if run.compare:
+            compare = self.outputs.compare_names(job.photo.stem, job.settings.compare,
+                                                 job.settings.save_internal_depth)
+            files.extend(compare.all())
+            self.journal.reserve_outputs(job.key, [str(p) for p in files])
+            assert run.image is not None
+            sheet = contact_sheet_png(run.image, run.compare)
+            reports = {r.source: self._report(run, files, r, compare.sheet)
+                       for r in run.compare}
+            self.outputs.write_compare(compare, run.compare, sheet, reports)
+            return compare.plys[job.settings.compare[0]]
+        assert run.result is not None
+        names = self.outputs.names(job.photo.stem, self.config.daemon.preview,
+                                   job.settings.save_internal_depth)
+        files.extend(names.all())
+        self.journal.reserve_outputs(job.key, [str(p) for p in files])
+        self.outputs.write_result(names, run.result, self._report(run, files))
+        return names.ply
+
     def _write(self, run: _Run) -> None:
-        job, result = run.job, run.result
-        assert result is not None
+        job = run.job
         t0 = time.perf_counter()
-        names = None
+        files: list[Path] = []
         try:
             self.outputs.ensure()
-            names = self.outputs.names(job.photo.stem, self.config.daemon.preview,
-                                       job.settings.save_internal_depth)
-            self.journal.reserve_outputs(job.key, [str(p) for p in names.all()])
-            self.outputs.write_result(names, result, self._report(run, names.all()))
+            ply = self._write_files(run, files)
             run.timings["write"] = time.perf_counter() - t0
-            self.journal.finish(job.key, [str(p) for p in names.all()], run.timings)
+            self.journal.finish(job.key, [str(p) for p in files], run.timings)
         except sqlite3.Error:
             # The journal gave up (stopping): the job stays running with its names reserved,
             # so the next start deletes them and runs the photo again.
@@ -329,8 +375,7 @@ class Worker:
                            "start", job.photo)
             return
         except (OutputError, OSError) as exc:
-            if names is not None:
-                self.outputs.remove(names.all())
+            self.outputs.remove(files)
             message = str(exc) if isinstance(exc, OutputError) else f"cannot write results ({exc})"
             self.fail(job, message, True, time.monotonic() - run.started)
             return
@@ -343,33 +388,58 @@ class Worker:
         seconds = time.monotonic() - run.started
         # One line per photo in the log comes from the job event's subscriber (the service's
         # log, `python -m daemon`); this one is for debugging only.
-        logger.debug("{} -> {} ({:.2f} s, {})", job.photo.name, names.ply.name, seconds,
+        logger.debug("{} -> {} ({:.2f} s, {})", job.photo.name, ply.name, seconds,
                      run.timings)
-        self.board.emit(JobEvent(str(job.photo), "done", str(names.ply), None, seconds))
+        self.board.emit(JobEvent(str(job.photo), "done", str(ply), None, seconds))
 
-    def _report(self, run: _Run, files: list[Path]) -> dict[str, Any]:
-        job, result = run.job, run.result
-        assert result is not None
-        sharp = self.pipe.sharp
-        return {
-            "photo": str(job.photo),
-            "photo_sha256": job.photo_hash,
-            "job": job.key,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "settings": job.settings.as_dict(),
-            "image_size": list(result.image_size),
-            "focal": {"f_px": result.f_px, "origin": result.focal_origin},
-            "depth": {"source": result.depth_source, "format": result.depth_format,
-                      "model": result.depth_model, "range_m": list(result.depth_range_m),
-                      "from_cache": run.cache_hit},
-            "models": {"depth": self.pipe.depth_model_id(job.settings),
-                       "sharp": sharp.model_id, "device": str(self.pipe.device),
-                       "sharp_precision": sharp.precision},
-            "gaussians": int(result.gaussians.mean_vectors.shape[-2]),
-            "timings_s": {k: round(v, 4) for k, v in run.timings.items()},
-            "warnings": list(result.warnings),
-            "files": [p.name for p in files],
-        }
+    def _report(self, run: _Run, files: list[Path], source: SourceRun | None = None,
+                sheet: Path | None = None) -> dict[str, Any]:
+        if source is None:
+            assert run.result is not None
+            return result_report(self.pipe, run.job, run.result, run.timings, run.cache_hit,
+                                 files)
+        timings = {"decode": run.timings.get("decode", 0.0)} | source.timings
+        return result_report(self.pipe, run.job, source.prediction, timings, source.from_cache,
+                             files, source.source, sheet)
+
+
+def result_report(pipe: Pipeline, job: Job, result: Prediction, timings: dict[str, float],
+                  from_cache: bool, files: list[Path], source: str | None = None,
+                  sheet: Path | None = None) -> dict[str, Any]:
+    """The JSON beside a result; for a compare, one per `source`, each with a `compare` key
+    naming the set and its contact `sheet`. `settings` is the job's (with its `compare`
+    list), so a lost journal is rebuilt from any of them."""
+    report = {
+        "photo": str(job.photo),
+        "photo_sha256": job.photo_hash,
+        "job": job.key,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "settings": job.settings.as_dict(),
+        "image_size": list(result.image_size),
+        "focal": focal_report(result),
+        "depth": {"source": result.depth_source, "format": result.depth_format,
+                  "model": result.depth_model, "range_m": list(result.depth_range_m),
+                  "from_cache": from_cache},
+        "models": {"depth": pipe.depth_model_id(job.settings.for_source(source) if source
+                                                else job.settings),
+                   "sharp": pipe.sharp.model_id, "device": str(pipe.device),
+                   "sharp_precision": pipe.sharp.precision},
+        "gaussians": int(result.gaussians.mean_vectors.shape[-2]),
+        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+        "warnings": list(result.warnings),
+        "files": [p.name for p in files],
+    }
+    if source is not None:
+        report["compare"] = {"source": source, "sources": list(job.settings.compare),
+                             "contact_sheet": sheet.name if sheet else None}
+    return report
+
+
+def _to_cpu(result: Prediction) -> None:
+    """Copy the Gaussians off the GPU now: a writer thread touching GPU tensors would wait
+    behind the next photo."""
+    if result.gaussians.mean_vectors.device.type != "cpu":
+        result.gaussians = Gaussians(*(t.cpu() for t in result.gaussians))
 
 
 def vram_used_mb(pipe: Pipeline) -> float | None:

@@ -30,6 +30,7 @@ from .depth.prepare import (
     tune,
     two_layers,
 )
+from .depth.sources import MODEL_SOURCES, SOURCES
 from .depth.transformers_backend import TransformersDepth
 from .device import depth_dtype, free_device_memory, pick_device
 from .errors import InputError
@@ -52,6 +53,8 @@ class Focal:
 
     f_px: float
     origin: str
+    estimated_by: str | None = None
+    """The depth model whose estimate it is, when `origin` is `depth-model`."""
 
 
 @dataclass
@@ -75,17 +78,21 @@ class Prediction:
     internal_depth: np.ndarray | None
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    focal_estimated_by: str | None = None
 
 
-def resolve_focal(image: LoadedImage, settings: DepthSettings, raw: RawDepth | None) -> Focal:
-    """Override, else EXIF, else the depth model's estimate, else SHARP's 30 mm default."""
+def resolve_focal(image: LoadedImage, settings: DepthSettings,
+                  *raws: RawDepth | None) -> Focal:
+    """Override, else EXIF, else the first depth model's estimate among `raws` (Depth Pro
+    gives one, Depth Anything none), else SHARP's 30 mm default."""
     if settings.focal_mm is not None:
         return Focal(focal_mm_to_px(settings.focal_mm, image.width, image.height), "override")
     if image.exif_focal_35mm is not None:
         return Focal(focal_mm_to_px(image.exif_focal_35mm, image.width, image.height), "exif")
-    estimated = raw.focal_px(image.width) if raw is not None else None
-    if estimated is not None:
-        return Focal(estimated, "depth-model")
+    for raw in (r for r in raws if r is not None):
+        estimated = raw.focal_px(image.width)
+        if estimated is not None:
+            return Focal(estimated, "depth-model", raw.model_id)
     return Focal(focal_mm_to_px(DEFAULT_FOCAL_35MM, image.width, image.height), "default-30mm")
 
 
@@ -120,24 +127,34 @@ class Pipeline:
                                           m.sharp_factory, m.cache_dir, self.progress)
         return self._sharp
 
+    def model_name(self, source: str) -> str | None:
+        """The hub id or folder a source's transformers model loads from (the config's
+        `depth_model` for `depth-pro`); None for sources without one."""
+        if source == "depth-pro":
+            return self.models.depth_model
+        return SOURCES[source].hub_id if SOURCES[source].backend == "transformers" else None
+
     def depth_model(self, source: str) -> DepthEstimator:
-        """The resident model behind a depth source (`depth-pro` or `depth-pro-apple`)."""
+        """The resident model behind a depth source (one of `MODEL_SOURCES`), loaded once."""
         if source not in self._depth:
             m = self.models
             dtype = depth_dtype(m.depth_precision, self.device)
-            if source == "depth-pro-apple":
+            name = self.model_name(source)
+            if SOURCES[source].backend == "apple":
                 self._depth[source] = AppleDepthPro.load(m.depth_pro_checkpoint, self.device,
                                                          dtype, m.cache_dir, self.progress)
-            else:
-                self._depth[source] = TransformersDepth.load(m.depth_model, self.device, dtype,
+            elif name is not None:
+                self._depth[source] = TransformersDepth.load(name, self.device, dtype,
                                                              m.cache_dir, self.progress)
+            else:
+                raise InputError(f"depth source {source!r} has no depth model")
         return self._depth[source]
 
     def load(self, depth_sources: tuple[str, ...] = ("depth-pro",)) -> None:
         """Load SHARP and the given depth models now rather than on the first photo."""
         _ = self.sharp
         for source in depth_sources:
-            if source in ("depth-pro", "depth-pro-apple"):
+            if source in MODEL_SOURCES:
                 self.depth_model(source)
 
     def unload(self) -> None:
@@ -145,6 +162,17 @@ class Pipeline:
         self._sharp = None
         self._depth.clear()
         free_device_memory()
+
+    def unload_depth(self, source: str) -> bool:
+        """Drop one depth model (a compare's, between sources); True if it was loaded."""
+        dropped = self._depth.pop(source, None) is not None
+        if dropped:
+            free_device_memory()
+        return dropped
+
+    @property
+    def loaded_depth_sources(self) -> tuple[str, ...]:
+        return tuple(self._depth)
 
     @property
     def loaded(self) -> bool:
@@ -160,17 +188,15 @@ class Pipeline:
     def estimate_depth(self, image: LoadedImage, settings: DepthSettings,
                        pixels: torch.Tensor | None = None) -> RawDepth | None:
         """The depth model's raw output for this photo; None for `npy` and `internal`."""
-        if settings.depth_source not in ("depth-pro", "depth-pro-apple"):
+        if settings.depth_source not in MODEL_SOURCES:
             return None
         model = self.depth_model(settings.depth_source)
         return model.estimate(self.upload(image) if pixels is None else pixels)
 
     def depth_model_id(self, settings: DepthSettings) -> str | None:
-        if settings.depth_source == "depth-pro-apple":
+        if SOURCES[settings.depth_source].backend == "apple":
             return AppleDepthPro.model_id
-        if settings.depth_source == "depth-pro":
-            return self.models.depth_model
-        return None
+        return self.model_name(settings.depth_source)
 
     def depth_cache_key(self, settings: DepthSettings) -> str | None:
         """Everything besides the photo that decides the depth model's raw output: the model,
@@ -180,13 +206,13 @@ class Pipeline:
         if model_id is None:
             return None
         m = self.models
-        if settings.depth_source == "depth-pro-apple":
+        if SOURCES[settings.depth_source].backend == "apple":
             weights: Path | None = (Path(m.depth_pro_checkpoint) if m.depth_pro_checkpoint
                                     else cached_checkpoint(DEPTH_PRO_URL, m.cache_dir))
-        elif Path(m.depth_model).is_dir():
-            weights = Path(m.depth_model)
+        elif Path(model_id).is_dir():
+            weights = Path(model_id)
         else:
-            weights = local_hub_snapshot(m.depth_model, m.cache_dir)
+            weights = local_hub_snapshot(model_id, m.cache_dir)
         fingerprint = weights_fingerprint(weights) if weights is not None else None
         if fingerprint is None:
             return None
@@ -210,10 +236,12 @@ class Pipeline:
 
     @torch.inference_mode()
     def predict(self, image: LoadedImage, settings: DepthSettings, raw: RawDepth | None = None,
-                pixels: torch.Tensor | None = None, *, within: Path | None = None) -> Prediction:
+                pixels: torch.Tensor | None = None, *, within: Path | None = None,
+                focal: Focal | None = None) -> Prediction:
         """SHARP with the depth from `raw` (or the `.npy` / SHARP's own) injected; a `.npy`
-        is read only from inside `within` when it is given."""
-        focal = resolve_focal(image, settings, raw)
+        is read only from inside `within` when it is given. `focal` replaces the focal
+        resolved from `raw` (a compare gives every source the same camera)."""
+        focal = focal or resolve_focal(image, settings, raw)
         warnings: list[str] = []
         external, kind, source = self._external_values(image, settings, raw, warnings, within)
         tuned = settings.depth_scale != 1.0 or settings.depth_offset != 0.0
@@ -257,6 +285,7 @@ class Pipeline:
                             if settings.save_internal_depth else None),
             timings=timings,
             warnings=warnings,
+            focal_estimated_by=focal.estimated_by,
         )
 
     def _external_values(self, image: LoadedImage, settings: DepthSettings,
@@ -279,6 +308,6 @@ class Pipeline:
             if stretched is not None:
                 warnings.append(stretched)
             return torch.from_numpy(depth), None, path
-        if settings.depth_source in ("depth-pro", "depth-pro-apple"):
+        if settings.depth_source in MODEL_SOURCES:
             raise InputError(f"depth source {settings.depth_source} gave no depth", image.path)
         return None, None, None

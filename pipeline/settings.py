@@ -7,12 +7,14 @@ settings give the same result, which is what makes them usable as part of a job 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DEPTH_SOURCES: tuple[str, ...] = ("depth-pro", "depth-pro-apple", "npy", "internal")
+from .depth.sources import DEFAULT_DEPTH_MODEL, DEPTH_SOURCES
+
 DEPTH_FORMATS: tuple[str, ...] = ("metric", "relative", "inverse-relative", "auto")
 PRECISIONS: tuple[str, ...] = ("float32", "bfloat16", "float16")
 
@@ -33,8 +35,13 @@ class DepthSettings:
     depth_format: str = "auto"
     focal_mm: float | None = None
     save_internal_depth: bool = False
+    compare: tuple[str, ...] = ()
+    """Depth sources to run this photo with, one result each plus a contact sheet; empty:
+    one result from `depth_source`."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.compare, list):  # from TOML or JSON; a tuple keeps it hashable
+            object.__setattr__(self, "compare", tuple(self.compare))
         problems = validate_depth_settings(self)
         if problems:
             raise ValueError("; ".join(problems))
@@ -46,7 +53,17 @@ class DepthSettings:
         """Plain, JSON-friendly values (paths as strings) for keys and reports."""
         out = dataclasses.asdict(self)
         out["external_depth"] = str(self.external_depth) if self.external_depth else None
+        out["compare"] = list(self.compare)
         return out
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The depth sources this photo runs with: the compare's, else `depth_source`."""
+        return self.compare or (self.depth_source,)
+
+    def for_source(self, source: str) -> DepthSettings:
+        """These settings for one source of a compare (the tuning is shared by all)."""
+        return dataclasses.replace(self, depth_source=source, compare=())
 
 
 def _finite(value: float) -> bool:
@@ -70,7 +87,7 @@ def validate_depth_settings(s: DepthSettings) -> list[str]:
         )
     if s.depth_source not in DEPTH_SOURCES:
         problems.append(f"depth_source must be one of {', '.join(DEPTH_SOURCES)}, "
-                        f"got {s.depth_source!r}")
+                        f"got {s.depth_source!r}{_did_you_mean(s.depth_source)}")
     if s.depth_format not in DEPTH_FORMATS:
         problems.append(f"depth_format must be one of {', '.join(DEPTH_FORMATS)}, "
                         f"got {s.depth_format!r}")
@@ -81,6 +98,38 @@ def validate_depth_settings(s: DepthSettings) -> list[str]:
                         f"got {s.focal_mm!r}")
     if not isinstance(s.save_internal_depth, bool):
         problems.append(f"save_internal_depth must be true or false, got {s.save_internal_depth!r}")
+    problems.extend(_compare_problems(s))
+    return problems
+
+
+def _did_you_mean(name: object) -> str:
+    """`; did you mean 'x'?` for the source a mistyped `name` probably meant, else ''."""
+    hint = (difflib.get_close_matches(name, DEPTH_SOURCES, n=1, cutoff=0.5)
+            if isinstance(name, str) else [])
+    return f"; did you mean {hint[0]!r}?" if hint else ""
+
+
+def _shown(name: object) -> str:
+    text = repr(name)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _compare_problems(s: DepthSettings) -> list[str]:
+    if not isinstance(s.compare, tuple):
+        return [f"compare must be a list of depth source names, got {s.compare!r}"]
+    problems = [f"compare: unknown depth source {_shown(name)}{_did_you_mean(name)} "
+                f"(sources: {', '.join(DEPTH_SOURCES)})"
+                for name in s.compare if name not in DEPTH_SOURCES]
+    if problems:
+        return problems
+    repeated = sorted({name for name in s.compare if s.compare.count(name) > 1})
+    if repeated:
+        problems.append(f"compare lists {', '.join(repeated)} more than once")
+    if len(s.compare) == 1:
+        problems.append(f"compare needs at least two sources to compare, got {list(s.compare)}; "
+                        "for one source set depth_source instead")
+    if "npy" in s.compare and s.external_depth is None:
+        problems.append("compare lists 'npy', which needs external_depth (a .npy file or folder)")
     return problems
 
 
@@ -89,7 +138,9 @@ class ModelSettings:
     """Which models to load and where they run; one per process."""
 
     device: str = "auto"
-    depth_model: str = "apple/DepthPro-hf"
+    depth_model: str = DEFAULT_DEPTH_MODEL
+    """The model behind `depth-pro`: a hub id or local folder of any transformers depth
+    model (the named sources need no hub id)."""
     depth_pro_checkpoint: Path | None = None
     sharp_checkpoint: Path | None = None
     sharp_factory: str | None = None

@@ -6,13 +6,14 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from pipeline.depth.sources import DEFAULT_DEPTH_MODEL
 from pipeline.image import SUPPORTED_EXTENSIONS
 from pipeline.settings import DEPTH_FORMATS, DEPTH_SOURCES, PRECISIONS
 
 if TYPE_CHECKING:
-    from pipeline import Prediction
+    from pipeline import ModelSettings, Prediction
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -23,8 +24,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-i", "--input", required=True, type=Path, help="a photo or a folder of photos")
     p.add_argument("-o", "--output", required=True, type=Path, help="folder for the results")
     p.add_argument("--depth-source", choices=DEPTH_SOURCES, default=None,
-                   help="depth-pro (transformers, default), depth-pro-apple, npy, or internal "
+                   help="depth-pro (transformers, default), depth-pro-apple, "
+                        "depth-anything-indoor, depth-anything-outdoor, npy, or internal "
                         "(SHARP's own depth); npy when --external-depth is given")
+    add_tuning_options(p)
+    add_model_options(p)
+    p.set_defaults(func=run)
+
+
+def add_tuning_options(p: argparse.ArgumentParser) -> None:
+    """The per-photo depth options (`DepthSettings`), shared with `sharp-watch compare`."""
     p.add_argument("--external-depth", type=Path, default=None,
                    help=".npy file for every photo, or a folder of <photo stem>.npy files")
     p.add_argument("--depth-format", choices=DEPTH_FORMATS, default="auto",
@@ -40,9 +49,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="35 mm-equivalent focal length; default: EXIF, else Depth Pro's estimate")
     p.add_argument("--save-internal-depth", action="store_true",
                    help="also save SHARP's own 2-layer depth as <result>_internal_depth.npy")
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """Which models load and where (`ModelSettings`), shared with `sharp-watch compare`."""
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu")
-    p.add_argument("--depth-model", default="apple/DepthPro-hf",
-                   help="hub id or local folder of a transformers metric depth model")
+    p.add_argument("--depth-model", default=DEFAULT_DEPTH_MODEL,
+                   help="hub id or local folder of the transformers metric depth model behind "
+                        "depth-pro (the named sources need none)")
     p.add_argument("--depth-pro-checkpoint", type=Path, default=None,
                    help="local depth_pro.pt for --depth-source depth-pro-apple")
     p.add_argument("--sharp-checkpoint", type=Path, default=None,
@@ -50,7 +64,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sharp-factory", default=None, help=argparse.SUPPRESS)
     p.add_argument("--sharp-precision", choices=PRECISIONS, default="float32",
                    help="SHARP's precision (default float32)")
-    p.set_defaults(func=run)
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="where downloaded weights are kept (default: torch hub's and the "
+                        "Hugging Face cache)")
+
+
+def tuning(args: argparse.Namespace) -> dict[str, Any]:
+    """`DepthSettings` keywords from `add_tuning_options`' flags."""
+    return dict(depth_scale=args.depth_scale, depth_offset=args.depth_offset,
+                back_surface_factor=args.back_surface_factor,
+                external_depth=args.external_depth, depth_format=args.depth_format,
+                focal_mm=args.focal_mm, save_internal_depth=args.save_internal_depth)
+
+
+def model_settings(args: argparse.Namespace) -> ModelSettings:
+    """`ModelSettings` from `add_model_options`' flags (raises ValueError on bad values)."""
+    from pipeline import ModelSettings
+
+    return ModelSettings(device=args.device, depth_model=args.depth_model,
+                         depth_pro_checkpoint=args.depth_pro_checkpoint,
+                         sharp_checkpoint=args.sharp_checkpoint,
+                         sharp_factory=args.sharp_factory,
+                         sharp_precision=args.sharp_precision, cache_dir=args.cache_dir)
 
 
 def find_photos(path: Path) -> list[Path]:
@@ -77,7 +112,6 @@ def run(args: argparse.Namespace) -> int:
     from pipeline import (
         DepthSettings,
         ModelError,
-        ModelSettings,
         Pipeline,
         PipelineError,
         timestamped_path,
@@ -86,16 +120,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         settings = DepthSettings(
-            depth_scale=args.depth_scale, depth_offset=args.depth_offset,
-            back_surface_factor=args.back_surface_factor,
             depth_source=args.depth_source or ("npy" if args.external_depth else "depth-pro"),
-            external_depth=args.external_depth, depth_format=args.depth_format,
-            focal_mm=args.focal_mm, save_internal_depth=args.save_internal_depth)
-        models = ModelSettings(device=args.device, depth_model=args.depth_model,
-                               depth_pro_checkpoint=args.depth_pro_checkpoint,
-                               sharp_checkpoint=args.sharp_checkpoint,
-                               sharp_factory=args.sharp_factory,
-                               sharp_precision=args.sharp_precision)
+            **tuning(args))
+        models = model_settings(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

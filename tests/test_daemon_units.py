@@ -355,13 +355,17 @@ def test_preview_shows_both_depths_side_by_side_at_the_photo_aspect():
     from PIL import Image
 
     from daemon.outputs import PREVIEW_HEIGHT, preview_png
+    from pipeline.preview import GAP, MARGIN
 
     used = np.linspace(1.0, 5.0, 64 * 64, dtype=np.float32).reshape(64, 64)
     internal = np.stack([used * 2, used * 3])
     image = Image.open(BytesIO(preview_png(used, internal, (400, 200))))
-    assert image.size == (2 * 2 * PREVIEW_HEIGHT + 8, PREVIEW_HEIGHT)
-    pixels = np.asarray(image.convert("RGB"), dtype=float)
-    left, right = pixels[:, :2 * PREVIEW_HEIGHT], pixels[:, 2 * PREVIEW_HEIGHT + 8:]
+    assert image.width == 2 * 2 * PREVIEW_HEIGHT + GAP + 2 * MARGIN
+    assert image.height > PREVIEW_HEIGHT  # labels above, the colour bar below
+    top = MARGIN + 24  # under the labels
+    pixels = np.asarray(image.convert("RGB"), dtype=float)[top:top + PREVIEW_HEIGHT]
+    left = pixels[:, MARGIN:MARGIN + 2 * PREVIEW_HEIGHT]
+    right = pixels[:, MARGIN + 2 * PREVIEW_HEIGHT + GAP:-MARGIN]
     assert left.mean() > right.mean()  # injected depth is nearer: brighter on the shared scale
     single = Image.open(BytesIO(preview_png(used, None, (300, 300))))
-    assert single.size == (PREVIEW_HEIGHT, PREVIEW_HEIGHT)
+    assert single.width == PREVIEW_HEIGHT + 2 * MARGIN
