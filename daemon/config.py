@@ -126,8 +126,9 @@ _KINDS: dict[str, type] = {
     "notifications": bool, "max_pixels": int,
     "stable_seconds": float, "settle_report_seconds": float, "unload_after_minutes": float,
     "rescan_seconds": float, "depth_cache_mb": float, "depth_scale": float, "depth_offset": float,
-    "back_surface_factor": float, "focal_mm": float, "compare": list,
+    "back_surface_factor": float, "focal_mm": float, "compare": list, "formats": list,
 }
+_LIST_OF = {"compare": "depth source names", "formats": "format names"}
 
 
 def check_value(key: str, value: Any, kind: type) -> Any:
@@ -143,7 +144,8 @@ def check_value(key: str, value: Any, kind: type) -> Any:
         return value
     if kind is list:
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise TypeError(f"must be a list of depth source names, got {short_repr(value)}")
+            raise TypeError(f"must be a list of {_LIST_OF.get(key, 'names')}, got "
+                            f"{short_repr(value)}")
         return list(value)
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):

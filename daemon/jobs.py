@@ -17,6 +17,8 @@ from pipeline import DepthSettings
 from pipeline.image import open_regular_file
 
 _CHUNK = 1 << 20
+_LATER_KEYS: dict[str, Any] = {"compare": [], "formats": ["ply"]}
+"""Settings added after the first release, with the value every older job had."""
 
 
 def file_sha256(path: Path, within: Path | None = None) -> str:
@@ -59,13 +61,15 @@ def job_key(photo_hash: str, settings: DepthSettings, depth_hash: str | None) ->
     """SHA-256 over content hash, canonical settings and the depth map's content hash.
 
     The depth map's path is replaced by its content hash, so moving a photo with its
-    `.npy` keeps the key while editing the `.npy` changes it. An empty `compare` is left
-    out, so photos done before that key existed keep their keys (and are not redone).
+    `.npy` keeps the key while editing the `.npy` changes it. Keys added later are left
+    out at their defaults (an empty `compare`, `formats` of only the PLY), so photos done
+    before those keys existed keep their keys (and are not redone).
     """
     canonical = settings.as_dict()
     canonical["external_depth"] = depth_hash
-    if not canonical["compare"]:
-        del canonical["compare"]
+    for key, default in _LATER_KEYS.items():
+        if canonical[key] == default:
+            del canonical[key]
     blob = json.dumps({"photo": photo_hash, "settings": canonical}, sort_keys=True,
                       separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()

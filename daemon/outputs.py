@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path, PurePath
 from typing import Any
@@ -23,8 +23,9 @@ from pipeline import OutputError, Prediction, timestamped_path, write_ply
 from pipeline.atomic import atomic_write, temp_files
 from pipeline.compare import SourceRun
 from pipeline.depth.sources import DEPTH_SOURCES
+from pipeline.exports import EXPORTERS
 from pipeline.naming import MAX_STEM_BYTES, note_name, shorten
-from pipeline.ply import ply_bytes, write_ply_bytes
+from pipeline.ply import ply_bytes, ply_size, write_ply_bytes
 from pipeline.preview import PREVIEW_HEIGHT, preview_png
 
 __all__ = ["PREVIEW_HEIGHT", "CompareNames", "OutputFolder", "ResultNames", "preview_png"]
@@ -42,9 +43,12 @@ class ResultNames:
     report: Path
     preview: Path | None
     internal_depth: Path | None
+    exports: dict[str, Path] = field(default_factory=dict)
+    """Beside the PLY, by format (`spz`, `splat`)."""
 
     def all(self) -> list[Path]:
-        return [p for p in (self.ply, self.report, self.preview, self.internal_depth) if p]
+        return [p for p in (self.ply, self.report, self.preview, self.internal_depth,
+                            *self.exports.values()) if p]
 
 
 @dataclass(frozen=True)
@@ -56,9 +60,12 @@ class CompareNames:
     plys: dict[str, Path]
     reports: dict[str, Path]
     internal_depth: Path | None
+    exports: dict[str, dict[str, Path]] = field(default_factory=dict)
+    """Per source, beside its PLY, by format (`spz`, `splat`)."""
 
     def all(self) -> list[Path]:
-        return [self.sheet, *(p for s in self.plys for p in (self.reports[s], self.plys[s])),
+        return [self.sheet, *(p for s in self.plys for p in (self.reports[s], self.plys[s],
+                                                             *self.exports.get(s, {}).values())),
                 *([self.internal_depth] if self.internal_depth else [])]
 
 
@@ -92,20 +99,26 @@ class OutputFolder:
                 removed.append(tmp)
         return removed
 
-    def names(self, stem: str, preview: bool, internal_depth: bool) -> ResultNames:
-        ply = timestamped_path(self.path, stem, ".ply", companions=(_REPORT, _PREVIEW, _INTERNAL))
+    def names(self, stem: str, preview: bool, internal_depth: bool,
+              formats: tuple[str, ...] = ("ply",)) -> ResultNames:
+        extra = _extra_suffixes(formats)
+        ply = timestamped_path(self.path, stem, ".ply",
+                               companions=(_REPORT, _PREVIEW, _INTERNAL, *extra.values()))
         base = ply.with_suffix("")
         return ResultNames(ply=ply, report=ply.with_suffix(_REPORT),
                            preview=base.with_name(base.name + _PREVIEW) if preview else None,
                            internal_depth=(base.with_name(base.name + _INTERNAL)
-                                           if internal_depth else None))
+                                           if internal_depth else None),
+                           exports={f: ply.with_suffix(suffix) for f, suffix in extra.items()})
 
-    def compare_names(self, stem: str, sources: tuple[str, ...],
-                      internal_depth: bool) -> CompareNames:
+    def compare_names(self, stem: str, sources: tuple[str, ...], internal_depth: bool,
+                      formats: tuple[str, ...] = ("ply",)) -> CompareNames:
         """Names for a compare of `sources`, none taken in any letter case."""
         # Room for the longest source's suffix on top of what every result name needs.
         stem = shorten(stem, MAX_STEM_BYTES - len(_COMPARE) - 1 - _LONGEST_SOURCE)
-        endings = [f"{_COMPARE}_{s}{suffix}" for s in sources for suffix in (".ply", _REPORT)]
+        extra = _extra_suffixes(formats)
+        endings = [f"{_COMPARE}_{s}{suffix}" for s in sources
+                   for suffix in (".ply", _REPORT, *extra.values())]
         sheet = timestamped_path(self.path, stem, f"{_COMPARE}.png",
                                  companions=(*endings, f"{_COMPARE}{_INTERNAL}"))
         base = sheet.name.removesuffix(f"{_COMPARE}.png")
@@ -113,15 +126,18 @@ class OutputFolder:
             sheet=sheet,
             plys={s: self.path / f"{base}{_COMPARE}_{s}.ply" for s in sources},
             reports={s: self.path / f"{base}{_COMPARE}_{s}{_REPORT}" for s in sources},
-            internal_depth=self.path / f"{base}{_COMPARE}{_INTERNAL}" if internal_depth else None)
+            internal_depth=self.path / f"{base}{_COMPARE}{_INTERNAL}" if internal_depth else None,
+            exports={s: {f: self.path / f"{base}{_COMPARE}_{s}{suffix}"
+                         for f, suffix in extra.items()} for s in sources})
 
     def write_compare(self, names: CompareNames, runs: list[SourceRun], sheet_png: bytes,
                       reports: dict[str, dict[str, Any]]) -> None:
         """The contact sheet, then per source its report and its PLY (so a visible PLY
         always has its report); any failure removes what this call wrote.
 
-        Each report gets `file_bytes`: the size of the sheet, every PLY and the internal
-        depth (reports list each other by name only: their sizes depend on each other).
+        Each report gets `file_bytes`: the size of the sheet, every PLY, every export and
+        the internal depth (reports list each other by name only: their sizes depend on each
+        other). The exports of every source are written before the first report.
         """
         try:
             plys = {run.source: ply_bytes(run.prediction.gaussians, run.prediction.f_px,
@@ -137,8 +153,14 @@ class OutputFolder:
             atomic_write(names.sheet, sheet_png)
             if npy is not None and names.internal_depth is not None:
                 atomic_write(names.internal_depth, npy)
+            warnings: dict[str, list[str]] = {}
+            for run in runs:
+                warnings[run.source] = []
+                sizes |= _write_exports(names.exports.get(run.source, {}), run.prediction,
+                                        warnings[run.source])
             for run in runs:
                 report = reports[run.source] | {"file_bytes": sizes}
+                report["warnings"] = [*report.get("warnings", []), *warnings[run.source]]
                 atomic_write(names.reports[run.source],
                              json.dumps(report, indent=2, default=str).encode())
                 write_ply_bytes(names.plys[run.source], plys.pop(run.source))
@@ -151,16 +173,27 @@ class OutputFolder:
 
     def write_result(self, names: ResultNames, result: Prediction,
                      report: dict[str, Any]) -> None:
-        """Extras and report first, the PLY last: a visible PLY always has its report.
+        """Extras, exports and report first, the PLY last: a visible PLY always has its
+        report. The report gets `file_bytes` (every file but itself, by name) and any
+        warning an export gave.
 
         Any failure removes what this call wrote.
         """
         try:
+            sizes: dict[str, int] = {}
             if names.internal_depth is not None and result.internal_depth is not None:
                 buf = _npy_bytes(result.internal_depth.astype(np.float32))
                 atomic_write(names.internal_depth, buf)
+                sizes[names.internal_depth.name] = len(buf)
             if names.preview is not None:
-                atomic_write(names.preview, _preview(result))
+                png = _preview(result)
+                atomic_write(names.preview, png)
+                sizes[names.preview.name] = len(png)
+            warnings: list[str] = []
+            sizes |= _write_exports(names.exports, result, warnings)
+            sizes[names.ply.name] = ply_size(int(result.gaussians.mean_vectors.shape[-2]))
+            report = report | {"file_bytes": sizes,
+                               "warnings": [*report.get("warnings", []), *warnings]}
             atomic_write(names.report, json.dumps(report, indent=2, default=str).encode())
             write_ply(names.ply, result.gaussians, result.f_px, result.image_size)
         except OSError as exc:
@@ -203,6 +236,21 @@ class OutputFolder:
     def clear_error(self, photo: Path) -> None:
         with contextlib.suppress(OSError):
             self.error_path(photo).unlink(missing_ok=True)
+
+
+def _extra_suffixes(formats: tuple[str, ...]) -> dict[str, str]:
+    """The file endings of the formats written beside the PLY."""
+    return {f: EXPORTERS[f].suffix for f in formats if f != "ply"}
+
+
+def _write_exports(paths: dict[str, Path], result: Prediction,
+                   warnings: list[str]) -> dict[str, int]:
+    """Write each export (atomically) and return its size by file name."""
+    sizes = {}
+    for fmt, path in paths.items():
+        EXPORTERS[fmt].write(path, result.gaussians, result.f_px, result.image_size, warnings)
+        sizes[path.name] = path.stat().st_size
+    return sizes
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

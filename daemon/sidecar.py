@@ -27,7 +27,7 @@ MAX_SIDECAR_BYTES = 64 * 1024
 _KINDS: dict[str, type] = {
     "depth_scale": float, "depth_offset": float, "back_surface_factor": float,
     "depth_source": str, "external_depth": str, "depth_format": str, "focal_mm": float,
-    "save_internal_depth": bool, "compare": list,
+    "save_internal_depth": bool, "compare": list, "formats": list,
 }
 SIDECAR_KEYS: tuple[str, ...] = tuple(_KINDS)
 

@@ -342,7 +342,8 @@ class Worker:
         job = run.job
         if run.compare:
             compare = self.outputs.compare_names(job.photo.stem, job.settings.compare,
-                                                 job.settings.save_internal_depth)
+                                                 job.settings.save_internal_depth,
+                                                 job.settings.formats)
             files.extend(compare.all())
             self.journal.reserve_outputs(job.key, [str(p) for p in files])
             assert run.image is not None
@@ -353,7 +354,7 @@ class Worker:
             return compare.plys[job.settings.compare[0]]
         assert run.result is not None
         names = self.outputs.names(job.photo.stem, self.config.daemon.preview,
-                                   job.settings.save_internal_depth)
+                                   job.settings.save_internal_depth, job.settings.formats)
         files.extend(names.all())
         self.journal.reserve_outputs(job.key, [str(p) for p in files])
         self.outputs.write_result(names, run.result, self._report(run, files))

@@ -124,6 +124,15 @@ def _trailer(z: torch.Tensor, f_px: float, width: int, height: int, count: int) 
     return b"".join(p.tobytes() for p in parts)
 
 
+_TRAILER_BYTES = 4 * (16 + 9 + 2 + 2 + 2) + 1 + len(_VERSION)
+"""extrinsic, intrinsic, image_size, frame, disparity (4 bytes each), colour space, version."""
+
+
+def ply_size(count: int) -> int:
+    """The size in bytes of the PLY `write_ply` writes for `count` Gaussians."""
+    return len(_header(count)) + count * 14 * 4 + _TRAILER_BYTES
+
+
 def _write_vertices(out: BinaryIO, g: tuple[torch.Tensor, ...]) -> None:
     count = g[0].shape[0]
     columns = stored_columns(g)

@@ -16,6 +16,8 @@ from typing import Any
 from .depth.sources import DEFAULT_DEPTH_MODEL, DEPTH_SOURCES
 
 DEPTH_FORMATS: tuple[str, ...] = ("metric", "relative", "inverse-relative", "auto")
+EXPORT_FORMATS: tuple[str, ...] = ("ply", "spz", "splat")
+"""The result formats a `formats = [...]` setting may list (`pipeline.exports.EXPORTERS`)."""
 PRECISIONS: tuple[str, ...] = ("float32", "bfloat16", "float16")
 
 DEPTH_MIN_M = 0.001
@@ -38,10 +40,13 @@ class DepthSettings:
     compare: tuple[str, ...] = ()
     """Depth sources to run this photo with, one result each plus a contact sheet; empty:
     one result from `depth_source`."""
+    formats: tuple[str, ...] = ("ply",)
+    """Result files per Gaussian scene: SHARP's PLY always, plus any of `spz`, `splat`."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.compare, list):  # from TOML or JSON; a tuple keeps it hashable
-            object.__setattr__(self, "compare", tuple(self.compare))
+        for name in ("compare", "formats"):  # lists from TOML or JSON; tuples stay hashable
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         problems = validate_depth_settings(self)
         if problems:
             raise ValueError("; ".join(problems))
@@ -54,6 +59,7 @@ class DepthSettings:
         out = dataclasses.asdict(self)
         out["external_depth"] = str(self.external_depth) if self.external_depth else None
         out["compare"] = list(self.compare)
+        out["formats"] = list(self.formats)
         return out
 
     @property
@@ -99,12 +105,13 @@ def validate_depth_settings(s: DepthSettings) -> list[str]:
     if not isinstance(s.save_internal_depth, bool):
         problems.append(f"save_internal_depth must be true or false, got {s.save_internal_depth!r}")
     problems.extend(_compare_problems(s))
+    problems.extend(_format_problems(s.formats))
     return problems
 
 
-def _did_you_mean(name: object) -> str:
-    """`; did you mean 'x'?` for the source a mistyped `name` probably meant, else ''."""
-    hint = (difflib.get_close_matches(name, DEPTH_SOURCES, n=1, cutoff=0.5)
+def _did_you_mean(name: object, valid: tuple[str, ...] = DEPTH_SOURCES) -> str:
+    """`; did you mean 'x'?` for the name in `valid` a mistyped `name` probably meant, else ''."""
+    hint = (difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
             if isinstance(name, str) else [])
     return f"; did you mean {hint[0]!r}?" if hint else ""
 
@@ -130,6 +137,26 @@ def _compare_problems(s: DepthSettings) -> list[str]:
                         "for one source set depth_source instead")
     if "npy" in s.compare and s.external_depth is None:
         problems.append("compare lists 'npy', which needs external_depth (a .npy file or folder)")
+    return problems
+
+
+def _format_problems(formats: object) -> list[str]:
+    if not isinstance(formats, tuple) or not all(isinstance(f, str) for f in formats):
+        return [f"formats must be a list of format names, got {formats!r}"]
+    problems = []
+    for name in formats:
+        if name not in EXPORT_FORMATS:
+            problems.append(f"formats: unknown format {_shown(name)}"
+                            f"{_did_you_mean(name, EXPORT_FORMATS)} "
+                            f"(formats: {', '.join(EXPORT_FORMATS)})")
+    if problems:
+        return problems
+    repeated = sorted({name for name in formats if formats.count(name) > 1})
+    if repeated:
+        problems.append(f"formats lists {', '.join(repeated)} more than once")
+    if "ply" not in formats:
+        problems.append(f"formats must include 'ply' (the result the viewer and SHARP's own "
+                        f"tools read), got {list(formats)}; add 'spz' or 'splat' beside it")
     return problems
 
 

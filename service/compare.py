@@ -18,11 +18,6 @@ from . import predict
 DEFAULT_SOURCES = ("depth-pro", "depth-anything-outdoor", "internal")
 
 
-def source_list(text: str) -> tuple[str, ...]:
-    """`a,b,c` as source names (each checked later, with a hint for a typo)."""
-    return tuple(name.strip() for name in text.split(",") if name.strip())
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "compare", help="run one photo with several depth sources; one PLY each + a sheet",
@@ -31,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "<stem>_<stamp>_compare.png contact sheet: the photo, each source's depth "
                     "on one colour scale, a colour bar in metres and depth histograms.")
     p.add_argument("photo", type=Path, help="the photo")
-    p.add_argument("--sources", type=source_list, default=DEFAULT_SOURCES,
+    p.add_argument("--sources", type=predict.names_list, default=DEFAULT_SOURCES,
                    help=f"comma-separated, in the order shown (default: "
                         f"{','.join(DEFAULT_SOURCES)}); any of {', '.join(DEPTH_SOURCES)}")
     p.add_argument("-o", "--output", type=Path, default=None,
@@ -79,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         runs = run_compare(pipe, image, settings)
         folder.ensure()
         names = folder.compare_names(image.path.stem, settings.compare,
-                                     settings.save_internal_depth)
+                                     settings.save_internal_depth, settings.formats)
         files = names.all()
         reports = {r.source: result_report(pipe, job, r.prediction, r.timings, r.from_cache,
                                            files, r.source, names.sheet) for r in runs}

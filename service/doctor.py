@@ -84,7 +84,7 @@ def check_imports(config: Any) -> Iterator[Check]:
     yield _import_check("depth backend", "transformers",
                         "pip install transformers (Depth Pro through transformers)",
                         attribute="DepthProForDepthEstimation")
-    needed = config.defaults.depth_source == "depth-pro-apple"
+    needed = "depth-pro-apple" in config.defaults.sources
     try:
         importlib.import_module("depth_pro")
         yield Check("OK", "depth_pro (Apple's package)", "imports")
@@ -114,7 +114,7 @@ def check_weights(config: Any) -> Iterator[Check]:
         yield _file_check("SHARP weights", m.sharp_checkpoint
                           or cached_checkpoint(SHARP_URL, m.cache_dir),
                           explicit=m.sharp_checkpoint is not None, download="2.8 GB")
-    if config.defaults.depth_source == "depth-pro-apple" or m.depth_pro_checkpoint:
+    if "depth-pro-apple" in config.defaults.sources or m.depth_pro_checkpoint:
         yield _file_check("depth_pro.pt weights", m.depth_pro_checkpoint
                           or cached_checkpoint(DEPTH_PRO_URL, m.cache_dir),
                           explicit=m.depth_pro_checkpoint is not None, download="1.9 GB")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.depth.sources import DEFAULT_DEPTH_MODEL
 from pipeline.image import SUPPORTED_EXTENSIONS
-from pipeline.settings import DEPTH_FORMATS, DEPTH_SOURCES, PRECISIONS
+from pipeline.settings import DEPTH_FORMATS, DEPTH_SOURCES, EXPORT_FORMATS, PRECISIONS
 
 if TYPE_CHECKING:
     from pipeline import ModelSettings, Prediction
@@ -49,6 +49,14 @@ def add_tuning_options(p: argparse.ArgumentParser) -> None:
                    help="35 mm-equivalent focal length; default: EXIF, else Depth Pro's estimate")
     p.add_argument("--save-internal-depth", action="store_true",
                    help="also save SHARP's own 2-layer depth as <result>_internal_depth.npy")
+    p.add_argument("--formats", type=names_list, default=("ply",),
+                   help=f"comma-separated result formats, ply always included "
+                        f"({', '.join(EXPORT_FORMATS)}; default: ply)")
+
+
+def names_list(text: str) -> tuple[str, ...]:
+    """`a,b, c` as `("a", "b", "c")`: a command-line list of names."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -74,7 +82,8 @@ def tuning(args: argparse.Namespace) -> dict[str, Any]:
     return dict(depth_scale=args.depth_scale, depth_offset=args.depth_offset,
                 back_surface_factor=args.back_surface_factor,
                 external_depth=args.external_depth, depth_format=args.depth_format,
-                focal_mm=args.focal_mm, save_internal_depth=args.save_internal_depth)
+                focal_mm=args.focal_mm, save_internal_depth=args.save_internal_depth,
+                formats=args.formats)
 
 
 def model_settings(args: argparse.Namespace) -> ModelSettings:
@@ -117,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         timestamped_path,
         write_ply,
     )
+    from pipeline.exports import EXPORTERS
 
     try:
         settings = DepthSettings(
@@ -141,8 +151,13 @@ def run(args: argparse.Namespace) -> int:
         try:
             result = pipe.run(photo, settings)
             start = time.perf_counter()
-            target = write_ply(timestamped_path(args.output, photo.stem, ".ply"),
+            extras = [EXPORTERS[f] for f in settings.formats if f != "ply"]
+            target = write_ply(timestamped_path(args.output, photo.stem, ".ply",
+                                                companions=tuple(e.suffix for e in extras)),
                                result.gaussians, result.f_px, result.image_size)
+            for exporter in extras:
+                exporter.write(target.with_suffix(exporter.suffix), result.gaussians,
+                               result.f_px, result.image_size, result.warnings)
             result.timings["write"] = time.perf_counter() - start
             if result.internal_depth is not None:
                 np.save(target.with_name(f"{target.stem}_internal_depth.npy"),

@@ -77,3 +77,22 @@ def test_size_text():
     assert doctor.size_text(512) == "512 B"
     assert doctor.size_text(2.5 * 1024**3) == "2.5 GiB"
     assert doctor.size_text(3 * 1024**4) == "3072.0 GiB"
+
+
+def test_a_default_compare_with_apple_depth_pro_needs_its_package_and_weights(daemon_config,
+                                                                             tmp_path):
+    config = dataclasses.replace(
+        daemon_config,
+        defaults=dataclasses.replace(daemon_config.defaults,
+                                     compare=("depth-pro", "depth-pro-apple")),
+        models=dataclasses.replace(daemon_config.models, cache_dir=tmp_path / "empty-cache"))
+    found = lines_by_name(doctor.checks(config, None))
+    assert found["depth_pro.pt weights"].level == "WARN"
+    assert "first run downloads it" in found["depth_pro.pt weights"].detail
+    apple = found["depth_pro (Apple's package)"]
+    try:
+        import depth_pro  # noqa: F401
+    except ImportError:
+        assert apple.level == "FAIL" and "sharp-watch[depth-pro-apple]" in apple.detail
+    else:
+        assert apple.level == "OK"
