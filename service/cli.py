@@ -19,7 +19,7 @@ import time
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
-from . import predict, system
+from . import compare, predict, system
 from .text import printable
 
 NOT_RUNNING = 3
@@ -97,6 +97,22 @@ def build_parser() -> argparse.ArgumentParser:
                    description="One line per check: OK, WARN or FAIL, with what to do.",
                    ).set_defaults(func=cmd_doctor)
     predict.add_parser(sub)
+    compare.add_parser(sub)
+    view = sub.add_parser("view", parents=[common], help="look at a result in the browser; tune it",
+                          description="Open a result in a local web page (127.0.0.1, this "
+                                      "user only): orbit the 3D scene, see the photo and depth "
+                                      "beside it, move sliders and Apply to rerun the photo. "
+                                      "Needs the `viewer` extra.")
+    view.add_argument("target", nargs="?", type=Path, default=None,
+                      help="a result .ply, or a photo in the inputs folder (default: the "
+                           "newest result)")
+    view.add_argument("--no-browser", action="store_true", help="only print the address")
+    view.set_defaults(func=cmd_view, gallery=False)
+    gallery = sub.add_parser("gallery", parents=[common], help="every result in the browser",
+                             description="Open the gallery: every result newest first, failed "
+                                         "photos, the queue; links to view and tune.")
+    gallery.add_argument("--no-browser", action="store_true", help="only print the address")
+    gallery.set_defaults(func=cmd_view, gallery=True, target=None)
     return parser
 
 
@@ -258,6 +274,20 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
     removed = system.uninstall_autostart()
     say("autostart removed" if removed else "autostart was not installed; nothing to do")
     return 0
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    """`view` / `gallery`: viser is imported only here, and only if installed."""
+    from viewer.launch import MISSING, available
+
+    config = _config(args)
+    if not available():
+        warn(f"error: {MISSING}")
+        return 1
+    from viewer.run import serve
+
+    return serve(config, args.target, args.gallery, say, browser=not args.no_browser,
+                 console=args.console)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

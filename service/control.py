@@ -16,7 +16,6 @@ Client: the `status` / `pause` / `resume` / `stop` commands.
 from __future__ import annotations
 
 import contextlib
-import hmac
 import http.client
 import io
 import json
@@ -33,6 +32,7 @@ from typing import Any
 
 from loguru import logger
 
+from . import access
 from .instance import Endpoint, read_endpoint
 
 Actions = dict[str, Callable[[], dict[str, Any]]]
@@ -86,16 +86,9 @@ class ControlServer(socketserver.TCPServer):
         self.server_close()
 
     def refusal(self, headers: Any) -> tuple[int, str] | None:
-        """Why a request must be refused, or None when it may go ahead."""
-        if headers.get("Origin") is not None:
-            return 403, "requests from web pages are refused"
-        if headers.get("Host") not in (f"127.0.0.1:{self.port}", f"localhost:{self.port}"):
-            return 403, "wrong Host header"
-        given = headers.get("Authorization") or ""
-        expected = f"Bearer {self.secret}"
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            return 401, "missing or wrong secret"
-        return None
+        """Why a request must be refused, or None when it may go ahead (`access.refusal`:
+        no Origin at all, Host naming this port, the Bearer secret)."""
+        return access.refusal(headers, self.port, self.secret)
 
     def _loop(self) -> None:
         while not self._closing.is_set():

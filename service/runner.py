@@ -121,7 +121,8 @@ def _run_tray(daemon: Any, config: Any, log_file: Path, stop_event: threading.Ev
     try:
         icon = Tray(daemon, stop_event=stop_event, shutdown=shutdown,
                     inputs=config.folders.inputs, outputs=config.folders.outputs,
-                    log_file=log_file, notifications=config.service.notifications)
+                    log_file=log_file, notifications=config.service.notifications,
+                    config=config.source)
     except Exception as exc:
         logger.warning(f"no tray icon ({exc}); running without one")
         return False

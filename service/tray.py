@@ -3,6 +3,9 @@
 The tray only reads `Daemon.status()` on its own polling thread and sends pause/resume;
 job events arrive on the worker thread and are only queued here, so neither side ever
 waits for the other. Only the polling thread changes the icon; menu clicks just wake it.
+"Open last result" and "View / tune a photo..." start the viewer as its own process
+(`viewer.launch`), so viser never loads into the daemon's process; the gallery it opens
+is the photo picker (pystray has no file dialog).
 pystray is imported when a tray is built, because its Linux backend connects to the X
 display at import time. Every text handed to pystray is escaped (file names are untrusted)
 and fitted to its Windows field (`text.fit`): pystray's win32 backend raises ValueError
@@ -92,10 +95,14 @@ class Tray:
     def __init__(self, daemon: Controlled, *, stop_event: threading.Event,
                  shutdown: Callable[[], None], inputs: Path, outputs: Path, log_file: Path,
                  opener: Callable[[Path], object] = system.open_path,
+                 viewer: Callable[[str], object] | None = None, config: Path | None = None,
                  notifications: bool = True, poll_seconds: float = 1.0) -> None:
         import pystray
 
+        from viewer.launch import launch
+
         self.daemon = daemon
+        self.viewer = viewer or (lambda command: launch(command, config))
         self.stop_event = stop_event
         self.shutdown = shutdown
         self.opener = opener
@@ -112,6 +119,9 @@ class Tray:
             item("Open inputs folder", lambda: self.opener(inputs)),
             item("Open outputs folder", lambda: self.opener(outputs)),
             item("View logs", lambda: self.opener(log_file)),
+            separator,
+            item("Open last result", lambda: self.viewer("view")),
+            item("View / tune a photo...", lambda: self.viewer("gallery")),
             separator,
             item("Quit", self.quit),
         )

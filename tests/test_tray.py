@@ -255,7 +255,8 @@ def x_tray():
             process.wait(timeout=10)
 
 
-def make_tray(tmp_path: Path, daemon: FakeDaemon, opened: list[Path]):
+def make_tray(tmp_path: Path, daemon: FakeDaemon, opened: list[Path],
+              viewed: list[str] | None = None):
     from service.tray import Tray
 
     stop_event = threading.Event()
@@ -268,6 +269,7 @@ def make_tray(tmp_path: Path, daemon: FakeDaemon, opened: list[Path]):
     tray = Tray(daemon, stop_event=stop_event, shutdown=shutdown,
                 inputs=tmp_path / "inputs", outputs=tmp_path / "outputs",
                 log_file=tmp_path / "logs" / "sharp-watch.log", opener=opened.append,
+                viewer=(viewed if viewed is not None else []).append,
                 notifications=True, poll_seconds=0.2)
     tray.daemon_stopped = daemon_stopped
     return tray, stop_event
@@ -335,7 +337,8 @@ def item_named(icon, text: str):
 def test_menu_pauses_resumes_opens_and_quits(x_tray, tmp_path):
     daemon = FakeDaemon()
     opened: list[Path] = []
-    tray, stop_event = make_tray(tmp_path, daemon, opened)
+    viewed: list[str] = []
+    tray, stop_event = make_tray(tmp_path, daemon, opened, viewed)
     seen: dict[str, object] = {}
 
     def clicks(icon):
@@ -344,7 +347,8 @@ def test_menu_pauses_resumes_opens_and_quits(x_tray, tmp_path):
         texts = [item.text for item in icon.menu]
         assert texts[0] == "sharp-watch: Idle, 0 queued"
         assert texts[1:] == ["- - - -", "Pause", "Open inputs folder", "Open outputs folder",
-                             "View logs", "- - - -", "Quit"]
+                             "View logs", "- - - -", "Open last result",
+                             "View / tune a photo...", "- - - -", "Quit"]
         status_item = icon.menu.items[0]
         assert not status_item.enabled
         item_named(icon, "Pause")(icon)
@@ -356,7 +360,8 @@ def test_menu_pauses_resumes_opens_and_quits(x_tray, tmp_path):
         item_named(icon, "Resume")(icon)
         assert daemon.calls == ["pause", "resume"]
         assert item_named(icon, "Pause") is not None
-        for text in ("Open inputs folder", "Open outputs folder", "View logs"):
+        for text in ("Open inputs folder", "Open outputs folder", "View logs",
+                     "Open last result", "View / tune a photo..."):
             item_named(icon, text)(icon)
         item_named(icon, "Quit")(icon)
 
@@ -366,6 +371,7 @@ def test_menu_pauses_resumes_opens_and_quits(x_tray, tmp_path):
     assert daemon.calls == ["pause", "resume", "stop"], "Quit stops the daemon once"
     assert opened == [tmp_path / "inputs", tmp_path / "outputs",
                       tmp_path / "logs" / "sharp-watch.log"]
+    assert viewed == ["view", "gallery"], "the viewer items start the viewer and the gallery"
     assert seen["paused_title"] == "sharp-watch: Paused, 0 queued"
     assert seen["paused_status_line"] == "sharp-watch: Paused, 0 queued"
     assert seen["paused_icon"][:3] == icons.COLOURS["paused"]

@@ -1,0 +1,453 @@
+"""The viewer without a browser: PLY reading, sidecar tuning, results, notes, access rules,
+the HTTP API with a stand-in scene, the Apply-to-swap watcher, and import isolation."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import DepthSettings, Gaussians, write_ply
+from service import access
+from tests.conftest import wait_for, write_photo
+from viewer import launch, notes, results, tuning
+from viewer.server import COOKIE, Place, ViewerApp
+from viewer.splat import SplatError, read_splat, thinned, vertical_fov
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def gaussians(n: int = 6, seed: int = 0) -> Gaussians:
+    g = torch.Generator().manual_seed(seed)
+    return Gaussians(
+        mean_vectors=torch.rand(1, n, 3, generator=g) + torch.tensor([0.0, 0.0, 1.0]),
+        singular_values=torch.rand(1, n, 3, generator=g) * 0.1 + 0.01,
+        quaternions=torch.nn.functional.normalize(torch.randn(1, n, 4, generator=g), dim=-1),
+        colors=torch.rand(1, n, 3, generator=g) * 0.9 + 0.05,
+        opacities=torch.rand(1, n, generator=g) * 0.9 + 0.05)
+
+
+def write_result(outputs: Path, photo: Path, name: str, settings: DepthSettings | None = None,
+                 seconds: float = 4.0, device: str = "cpu") -> Path:
+    """A result as the daemon writes it: PLY plus report (and a preview PNG)."""
+    outputs.mkdir(parents=True, exist_ok=True)
+    ply = write_ply(outputs / f"{name}.ply", gaussians(), 50.0, (64, 48))
+    preview = outputs / f"{name}_depth.png"
+    write_photo(preview)
+    report = {"photo": str(photo), "photo_sha256": "0" * 64, "job": "1" * 64,
+              "created": "2026-12-01T10:00:00+00:00",
+              "settings": (settings or DepthSettings()).as_dict(), "image_size": [64, 48],
+              "focal": {"f_px": 50.0, "origin": "exif"},
+              "depth": {"source": "depth-pro", "format": "metric", "model": "m",
+                        "range_m": [1.0, 2.0], "from_cache": False},
+              "models": {"device": device}, "gaussians": 6,
+              "timings_s": {"depth": seconds / 2, "sharp": seconds / 2}, "warnings": ["w1"],
+              "files": [ply.name, preview.name, f"{name}.json"]}
+    (outputs / f"{name}.json").write_text(json.dumps(report), encoding="utf-8")
+    return ply
+
+
+# --- splat ---------------------------------------------------------------------------------
+
+def test_splat_reads_back_what_we_write(tmp_path: Path) -> None:
+    g = gaussians()
+    splat = read_splat(write_ply(tmp_path / "a.ply", g, 50.0, (64, 48)))
+    assert splat.count == 6
+    np.testing.assert_allclose(splat.centers, g.mean_vectors[0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(splat.opacities[:, 0], g.opacities[0].numpy(), atol=1e-5)
+    srgb = np.where(g.colors[0].numpy() <= 0.0031308, g.colors[0].numpy() * 12.92,
+                    1.055 * g.colors[0].numpy() ** (1 / 2.4) - 0.055)
+    np.testing.assert_allclose(splat.rgbs, srgb, atol=1e-5)
+    # Covariance = R diag(s^2) R^T: its eigenvalues are the squared scales.
+    eigen = np.sort(np.linalg.eigvalsh(splat.covariances.astype(np.float64)), axis=1)
+    expected = np.sort(g.singular_values[0].numpy().astype(np.float64) ** 2, axis=1)
+    np.testing.assert_allclose(eigen, expected, rtol=1e-4, atol=1e-9)
+
+
+def test_splat_rotation_turns_the_long_axis(tmp_path: Path) -> None:
+    half = math.sqrt(0.5)  # 90 degrees about z: x -> y
+    g = Gaussians(mean_vectors=torch.tensor([[[0.0, 0.0, 2.0]]]),
+                  singular_values=torch.tensor([[[0.3, 0.1, 0.1]]]),
+                  quaternions=torch.tensor([[[half, 0.0, 0.0, half]]]),
+                  colors=torch.full((1, 1, 3), 0.5), opacities=torch.full((1, 1), 0.5))
+    cov = read_splat(write_ply(tmp_path / "r.ply", g, 50.0, (64, 48))).covariances[0]
+    np.testing.assert_allclose(np.diag(cov), [0.01, 0.09, 0.01], atol=1e-6)
+
+
+@pytest.mark.parametrize(("data", "words"), [
+    (b"not a ply at all", "no end_header"),
+    (b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nend_header\n", "binary"),
+    (b"ply\nformat binary_little_endian 1.0\nelement vertex 1\nproperty float x\n"
+     b"end_header\n\0\0\0\0", "vertex columns are x"),
+])
+def test_splat_refuses_other_files_naming_them(tmp_path: Path, data: bytes, words: str) -> None:
+    path = tmp_path / "odd.ply"
+    path.write_bytes(data)
+    with pytest.raises(SplatError, match=words) as caught:
+        read_splat(path)
+    assert str(path) in str(caught.value)
+
+
+def test_truncated_splat_is_named(tmp_path: Path) -> None:
+    path = write_ply(tmp_path / "t.ply", gaussians(), 50.0, (64, 48))
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(SplatError, match="truncated"):
+        read_splat(path)
+
+
+def test_thinning_keeps_a_fixed_subset_and_the_covered_area(tmp_path: Path) -> None:
+    splat = read_splat(write_ply(tmp_path / "a.ply", gaussians(40), 50.0, (64, 48)))
+    few = thinned(splat, 10)
+    assert few.count == 10 and thinned(splat, 10).centers.tolist() == few.centers.tolist()
+    rows = [int(np.flatnonzero((splat.centers == c).all(axis=1))[0]) for c in few.centers]
+    np.testing.assert_allclose(few.covariances, splat.covariances[rows] * 2.0, rtol=1e-6)
+    assert thinned(splat, 100) is splat
+
+
+def test_field_of_view_from_the_report() -> None:
+    assert vertical_fov(24.0, 48) == pytest.approx(math.pi / 2)
+    with pytest.raises(ValueError):
+        vertical_fov(0.0, 48)
+
+
+# --- tuning --------------------------------------------------------------------------------
+
+def test_tuning_keeps_comments_and_other_keys(tmp_path: Path) -> None:
+    photo = write_photo(tmp_path / "p.jpg")
+    (tmp_path / "p.toml").write_text("# my notes\ndepth_scale = 1.0  # first try\n\n"
+                                     "save_internal_depth = true\n", encoding="utf-8")
+    path, settings = tuning.apply_tuning(photo, {"depth_scale": 1.5, "focal_mm": 35,
+                                                 "depth_source": "internal"},
+                                         DepthSettings(), tmp_path)
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("# my notes\ndepth_scale = 1.5  # first try\n\n"
+                           "save_internal_depth = true\n")
+    assert "focal_mm = 35.0" in text and 'depth_source = "internal"' in text
+    assert settings.depth_scale == 1.5 and settings.save_internal_depth is True
+    _, settings = tuning.apply_tuning(photo, {"focal_mm": None}, DepthSettings(), tmp_path)
+    assert "focal_mm" not in path.read_text(encoding="utf-8") and settings.focal_mm is None
+
+
+def test_tuning_creates_a_sidecar_in_the_photos_letter_case(tmp_path: Path) -> None:
+    photo = write_photo(tmp_path / "IMG.jpg")
+    (tmp_path / "IMG.TOML").write_text("depth_offset = 0.5\n", encoding="utf-8")
+    path, settings = tuning.apply_tuning(photo, {"depth_scale": 2.0}, DepthSettings(), tmp_path)
+    assert path.name == "IMG.TOML" and settings.depth_offset == 0.5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["IMG.TOML", "IMG.jpg"]
+
+
+@pytest.mark.parametrize(("changes", "words"), [
+    ({"depth_scale": -1.0}, "depth_scale must be a finite number > 0"),
+    ({"depth_scale": float("nan")}, "finite"),
+    ({"depth_scale": "big"}, "must be a number"),
+    ({"depth_source": "magic"}, "depth_source must be one of"),
+    ({"back_surface_factor": 0.5}, "back_surface_factor"),
+    ({"external_depth": "x.npy"}, "cannot tune external_depth"),
+])
+def test_bad_values_write_nothing(tmp_path: Path, changes: dict[str, Any], words: str) -> None:
+    photo = write_photo(tmp_path / "p.jpg")
+    sidecar = tmp_path / "p.toml"
+    sidecar.write_text("depth_scale = 1.25\n", encoding="utf-8")
+    with pytest.raises(tuning.TuningError, match=words):
+        tuning.apply_tuning(photo, changes, DepthSettings(), tmp_path)
+    assert sidecar.read_text(encoding="utf-8") == "depth_scale = 1.25\n"
+
+
+def test_a_broken_sidecar_is_named_and_left_alone(tmp_path: Path) -> None:
+    photo = write_photo(tmp_path / "p.jpg")
+    (tmp_path / "p.toml").write_text("depth_scale = = 2\n", encoding="utf-8")
+    with pytest.raises(tuning.TuningError, match=r"p\.toml: the sidecar is not valid TOML"):
+        tuning.apply_tuning(photo, {"depth_scale": 2.0}, DepthSettings(), tmp_path)
+
+
+def test_npy_is_offered_only_with_a_depth_map(tmp_path: Path) -> None:
+    assert "npy" not in tuning.sources(DepthSettings())
+    with_map = DepthSettings(depth_source="npy", external_depth=tmp_path / "d.npy")
+    assert "npy" in tuning.sources(with_map) and "depth-pro" in tuning.sources(with_map)
+
+
+# --- results and notes ---------------------------------------------------------------------
+
+def test_results_newest_first_with_failures_and_estimates(tmp_path: Path) -> None:
+    outputs, photo = tmp_path / "out", tmp_path / "in" / "a.jpg"
+    old = write_result(outputs, photo, "a_1", seconds=60.0)
+    os.utime(old, (time.time() - 100, time.time() - 100))
+    new = write_result(outputs, photo, "a_2", DepthSettings(depth_scale=2.0), seconds=180.0)
+    (outputs / "stray.json").write_text("{}", encoding="utf-8")  # not ours: skipped
+    (outputs / "sub%2Fb.jpg.error.txt").write_text("b.jpg: cannot decode\n", encoding="utf-8")
+    found = results.list_results(outputs)
+    assert [r.ply for r in found] == [new, old]
+    assert found[0].preview == outputs / "a_2_depth.png"
+    assert found[0].seconds == 180.0 and found[0].summary()["focal"]["origin"] == "exif"
+    assert results.latest_for(outputs, photo, DepthSettings().as_dict()).ply == old
+    assert results.find_result(outputs, "../a_2.ply") is None
+    [failure] = results.list_failures(outputs)
+    assert failure.photo == "sub/b.jpg" and failure.text == "b.jpg: cannot decode"
+    assert results.seconds_per_photo(found) == 120.0
+    text = notes.estimate_note(found, {"queue_length": 3})
+    assert text.startswith(notes.CPU_NOTE) and "about 2 min each" in text
+    assert "the 3 queued should take about 6 min" in text
+
+
+@pytest.mark.parametrize(("status", "words"), [
+    (None, "not running"),
+    ({"state": "paused", "queue_length": 2}, "paused: nothing reruns until you resume"),
+    ({"state": "working", "current_file": "/in/other.jpg", "stage": "sharp", "queue_length": 1},
+     "busy with other.jpg (sharp); 1 queued (yours among them)"),
+    ({"state": "working", "current_file": "/in/a.jpg", "stage": "sharp"}, "Rerunning a.jpg"),
+    ({"state": "loading"}, "loading its models"),
+    ({"state": "idle", "download_progress": 0.5}, "downloading models (50%)"),
+])
+def test_the_page_says_why_nothing_happens(status: dict[str, Any] | None, words: str) -> None:
+    assert words in notes.daemon_note(status, Path("/in/a.jpg"))
+
+
+# --- access rules --------------------------------------------------------------------------
+
+def test_access_rules_shared_with_the_control_channel() -> None:
+    ok = {"Host": "127.0.0.1:8000", "Authorization": "Bearer s3"}
+    assert access.refusal(ok, 8000, "s3") is None
+    assert access.refusal({**ok, "Origin": "http://127.0.0.1:8000"}, 8000, "s3")[0] == 403
+    own = access.loopback_origins(8000)
+    assert access.refusal({**ok, "Origin": "http://127.0.0.1:8000"}, 8000, "s3", own) is None
+    assert access.refusal({**ok, "Origin": "http://evil.example"}, 8000, "s3", own)[0] == 403
+    assert access.refusal({**ok, "Host": "evil.example:8000"}, 8000, "s3")[1] == \
+        "wrong Host header"
+    assert access.refusal({**ok, "Authorization": "Bearer no"}, 8000, "s3")[0] == 401
+    cookie = {"Host": "localhost:8000", "Cookie": "a=1; c=s3"}
+    assert access.refusal(cookie, 8000, "s3", cookie="c") is None
+    assert access.refusal(cookie, 8000, "s3")[0] == 401  # cookies count only where allowed
+
+
+# --- the HTTP side, with a stand-in scene --------------------------------------------------
+
+class FakeScene:
+    port = 1
+    version = 0
+    shown_at = 0.0
+
+    def __init__(self) -> None:
+        self.shown: list[Path] = []
+        self.budgets: list[int | None] = []
+
+    def show(self, ply: Path, f_px: float | None, image_height: int | None,
+             budget: int | None = None) -> None:
+        assert f_px == 50.0 and image_height == 48
+        self.shown.append(ply)
+        self.budgets.append(budget)
+        self.version += 1
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def app(tmp_path: Path):
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    photo = write_photo(inputs / "a.jpg")
+    write_result(outputs, photo, "a_1")
+    opened: list[Path] = []
+    status: dict[str, Any] = {"state": "paused", "queue_length": 0}
+    viewer = ViewerApp(Place(inputs, outputs, DepthSettings()), lambda: status, FakeScene,
+                       opened.append)
+    viewer.start()
+    viewer.opened = opened  # type: ignore[attr-defined]
+    yield viewer
+    viewer.close()
+
+
+def call(app: ViewerApp, method: str, path: str, body: Any = None,
+         headers: dict[str, str] | None = None) -> tuple[int, Any, Any]:
+    connection = http.client.HTTPConnection("127.0.0.1", app.port, timeout=10)
+    sent = {"Host": f"127.0.0.1:{app.port}", "Cookie": f"{COOKIE}={app.secret}",
+            **(headers or {})}
+    data = None if body is None else json.dumps(body).encode()
+    connection.request(method, path, body=data, headers={k: v for k, v in sent.items() if v})
+    response = connection.getresponse()
+    raw = response.read()
+    connection.close()
+    kind = response.getheader("Content-Type") or ""
+    return response.status, json.loads(raw) if "json" in kind else raw, response
+
+
+def test_only_the_owners_browser_gets_in(app: ViewerApp) -> None:
+    status, _, response = call(app, "GET", f"/view?ply=a_1.ply&key={app.secret}",
+                               headers={"Cookie": ""})
+    assert status == 303 and response.getheader("Location") == "/view?ply=a_1.ply"
+    cookie = response.getheader("Set-Cookie")
+    assert f"{COOKIE}={app.secret}" in cookie
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert call(app, "GET", "/api/gallery", headers={"Cookie": ""})[0] == 401
+    assert call(app, "GET", "/?key=wrong", headers={"Cookie": ""})[0] == 401
+    assert call(app, "GET", "/api/gallery", headers={"Host": "evil.example"})[0] == 403
+    evil = {"Origin": "http://evil.example"}
+    assert call(app, "POST", "/api/apply", {"ply": "a_1.ply", "settings": {}}, evil)[0] == 403
+    assert call(app, "GET", "/api/gallery")[0] == 200
+    assert call(app, "GET", "/static?f=../server.py")[0] == 404
+    assert call(app, "POST", "/api/show", None, {"Content-Length": "lots"})[0] == 413
+
+
+def test_gallery_detail_and_files(app: ViewerApp) -> None:
+    _, gallery, _ = call(app, "GET", "/api/gallery")
+    assert [r["name"] for r in gallery["results"]] == ["a_1.ply"]
+    assert gallery["results"][0]["tuned"] == {}
+    assert "paused" in gallery["note"] and gallery["estimate"].startswith(notes.CPU_NOTE)
+    _, detail, _ = call(app, "GET", "/api/result?ply=a_1.ply")
+    assert detail["tunable"] and detail["current"]["depth_scale"] == 1.0
+    assert [s["key"] for s in detail["sliders"]] == [s.key for s in tuning.SLIDERS]
+    status, photo, response = call(app, "GET", "/files/photo?ply=a_1.ply")
+    assert status == 200 and response.getheader("Content-Type") == "image/jpeg"
+    assert photo[:2] == b"\xff\xd8"
+    assert call(app, "GET", "/files/preview?ply=a_1.ply")[1][:4] == b"\x89PNG"
+    assert call(app, "GET", "/files/photo?ply=nope.ply")[0] == 404
+    assert call(app, "POST", "/api/open-folder", {},
+                {"Origin": f"http://127.0.0.1:{app.port}"})[0] == 200
+    assert app.opened == [app.place.outputs]  # type: ignore[attr-defined]
+
+
+def test_apply_writes_the_sidecar_and_swaps_in_the_new_result(app: ViewerApp) -> None:
+    assert call(app, "POST", "/api/show", {"ply": "a_1.ply"})[0] == 200
+    assert wait_for(lambda: app.shown == "a_1.ply", 10)
+    status, answer, _ = call(app, "POST", "/api/apply",
+                             {"ply": "a_1.ply", "settings": {"depth_scale": 2.0}})
+    assert status == 200 and answer["sidecar"] == "a.toml"
+    assert (app.place.inputs / "a.toml").read_text(encoding="utf-8") == "depth_scale = 2.0\n"
+    state = call(app, "GET", "/api/state")[1]
+    assert state["pending"]["result"] is None and "paused" in state["note"]
+    photo = app.place.inputs / "a.jpg"
+    write_result(app.place.outputs, photo, "a_2", DepthSettings(depth_scale=3.0))  # not ours
+    write_result(app.place.outputs, photo, "a_3", DepthSettings(depth_scale=2.0))
+    assert wait_for(lambda: app.shown == "a_3.ply", 10)
+    state = call(app, "GET", "/api/state")[1]
+    assert state["pending"]["result"] == "a_3.ply" and state["pending"]["seconds"] > 0
+    assert state["version"] == 2
+    # A software-rendering page asks for a thinned scene; swaps keep that budget.
+    assert call(app, "POST", "/api/show", {"ply": "a_3.ply", "budget": 5})[0] == 200
+    assert wait_for(lambda: app.scene.budgets[-1:] == [5], 10)  # type: ignore[union-attr]
+    assert call(app, "POST", "/api/show", {"ply": "a_3.ply", "budget": 0})[0] == 400
+    bad = call(app, "POST", "/api/apply", {"ply": "a_1.ply", "settings": {"depth_scale": 0}})
+    assert bad[0] == 400 and "depth_scale must be" in bad[1]["error"]
+
+
+def test_a_failed_rerun_is_reported(app: ViewerApp) -> None:
+    call(app, "POST", "/api/apply", {"ply": "a_1.ply", "settings": {"depth_offset": 1.0}})
+    (app.place.outputs / "a.jpg.error.txt").write_text("a.jpg: out of memory\n",
+                                                        encoding="utf-8")
+    assert wait_for(lambda: (call(app, "GET", "/api/state")[1]["pending"] or {}).get("error"),
+                    10)
+    assert call(app, "GET", "/api/state")[1]["pending"]["error"] == "a.jpg: out of memory"
+
+
+# --- process boundaries --------------------------------------------------------------------
+
+def test_daemon_predict_and_cli_never_import_viser(tmp_path: Path) -> None:
+    photo = write_photo(tmp_path / "p.jpg")
+    code = ("import sys, daemon, service.cli, service.predict, service.tray\n"
+            "from daemon import Daemon\n"
+            "from daemon import worker\n"
+            "from tests.tiny_models import save_tiny_depth_pro\n"
+            "service.cli.build_parser().parse_args(['view'])\n"
+            f"model = save_tiny_depth_pro({str(tmp_path / 'model')!r})\n"
+            f"code = service.cli.main(['predict', '-i', {str(photo)!r}, '-o', "
+            f"{str(tmp_path / 'out')!r}, '--depth-model', str(model), '--sharp-factory', "
+            "'tests.sharp_double:build', '--device', 'cpu'])\n"
+            "assert code == 0, code\n"
+            "assert 'viser' not in sys.modules, 'viser was imported'\n"
+            "assert 'viewer.scene' not in sys.modules\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert list((tmp_path / "out").glob("p_*.ply")), "predict ran and wrote its result"
+
+
+def test_the_tray_starts_the_viewer_console_less_on_windows() -> None:
+    argv = launch.viewer_argv("view", Path("C:/u/config.toml"), None,
+                              executable=r"C:\Python312\python.exe", platform="win32")
+    assert argv == [r"C:\Python312\pythonw.exe", "-m", "service", "view", "--config",
+                    str(Path("C:/u/config.toml"))]
+    assert launch.viewer_argv("gallery", None, executable="/usr/bin/python3",
+                              platform="linux") == ["/usr/bin/python3", "-m", "service",
+                                                    "gallery"]
+
+
+def test_the_command_finds_the_page_for_its_target(tmp_path: Path) -> None:
+    from viewer.run import start_page
+
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    photo = write_photo(inputs / "a.jpg")
+    assert start_page(outputs, None, gallery=False) == ("/", None)  # nothing yet: the gallery
+    ply = write_result(outputs, photo, "a_1")
+    assert start_page(outputs, None, gallery=True) == ("/", None)
+    assert start_page(outputs, None, gallery=False) == ("/view", None)
+    assert start_page(outputs, ply, gallery=False) == ("/view?ply=a_1.ply", None)
+    assert start_page(outputs, Path("a_1.ply"), gallery=False) == ("/view?ply=a_1.ply", None)
+    assert start_page(outputs, photo, gallery=False) == ("/view?ply=a_1.ply", None)
+    elsewhere = write_ply(tmp_path / "b c.ply", gaussians(), 50.0, (64, 48))
+    assert start_page(outputs, elsewhere, gallery=False) == ("/view?ply=b%20c.ply", elsewhere)
+    with pytest.raises(ValueError, match="no result for"):
+        start_page(outputs, write_photo(inputs / "new.jpg"), gallery=False)
+    with pytest.raises(ValueError, match="does not exist"):
+        start_page(outputs, tmp_path / "missing.ply", gallery=False)
+
+
+def test_view_without_the_extra_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str],
+                                                        tmp_path: Path) -> None:
+    from service import cli
+
+    monkeypatch.setattr(launch, "available", lambda: False)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[folders]\ninputs = "{(tmp_path / "i").as_posix()}"\n'
+                      f'outputs = "{(tmp_path / "o").as_posix()}"\n', encoding="utf-8")
+    assert cli.main(["view", "--config", str(config), "--no-browser"]) == 1
+    assert 'pip install "sharp-watch[viewer]"' in capsys.readouterr().err
+
+
+def test_serve_prints_the_address_and_stops_cleanly(tmp_path: Path) -> None:
+    import threading
+    from types import SimpleNamespace
+    from urllib.parse import urlsplit
+
+    from viewer.run import serve
+
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    write_result(outputs, write_photo(inputs / "a.jpg"), "a_1")
+    config = SimpleNamespace(folders=SimpleNamespace(inputs=inputs, outputs=outputs),
+                             defaults=DepthSettings(),
+                             daemon=SimpleNamespace(state_dir=tmp_path / "state"))
+    said: list[str] = []
+    stop = threading.Event()
+    thread = threading.Thread(target=serve, args=(config, None, False, said.append),
+                              kwargs={"browser": False, "stop": stop})
+    thread.start()
+    try:
+        assert wait_for(lambda: said, 30)
+        url = urlsplit(said[0].split()[1])
+        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+        connection.request("GET", f"{url.path}?{url.query}",
+                           headers={"Host": f"127.0.0.1:{url.port}"})
+        response = connection.getresponse()
+        assert response.status == 303 and response.getheader("Location") == "/view"
+        connection.close()
+        endpoint = tmp_path / "state" / "viewer.json"
+        if sys.platform != "win32":
+            assert endpoint.stat().st_mode & 0o777 == 0o600, "it holds the secret"
+        # A second `view` (another tray click) opens a page of this one instead.
+        assert serve(config, None, True, said.append, browser=False) == 0
+        assert said[-1].startswith(f"viewer: already running; opening http://127.0.0.1:"
+                                   f"{url.port}/?key=")
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+    assert not (tmp_path / "state" / "viewer.json").exists(), "its endpoint file is removed"

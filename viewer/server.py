@@ -1,0 +1,507 @@
+"""The viewer's web side: gallery and viewer pages, their JSON API, Apply, and the swap.
+
+One HTTP server on 127.0.0.1 (OS-chosen port) serves the pages, the photos and previews
+and the API; every request passes `service.access.refusal` (Host naming this port,
+Origin absent or this server's own, this run's secret as a cookie or Bearer token). The
+browser is opened at `/?key=<secret>`: that one request sets an HttpOnly, SameSite=Strict
+cookie and redirects to the address without the key. The 3D view itself is a viser
+server (`viewer.scene`) shown in an iframe; it only displays.
+
+After Apply, a watcher thread looks for the photo's new result (a report with exactly the
+applied settings and its PLY) and swaps it into the scene as soon as it exists; the pages
+poll `/api/state` and show how long Apply-to-new-view took, or why nothing happens yet
+(daemon paused, busy with another photo, not running, or the photo failed).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import mimetypes
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from loguru import logger
+from PIL import Image, ImageOps
+
+from pipeline import DepthSettings, InputError
+from pipeline.image import open_regular_file
+from service.access import loopback_origins, refusal
+
+from . import results, tuning
+from .notes import daemon_note, estimate_note
+
+STATIC = Path(__file__).with_name("static")
+COOKIE = "sharp_watch_viewer"
+THUMB_PX = 640
+MAX_THUMBS = 256
+"""Thumbnails kept in memory (about 50 KB each); the oldest goes first."""
+MAX_BODY_BYTES = 16 * 1024
+SOFTWARE_BUDGET = 25_000
+"""Gaussians sent to a browser that renders WebGL without a GPU (SwiftShader, llvmpipe,
+Microsoft Basic Render Driver): about 2 s a frame on a 2-core CPU, where a whole SHARP
+scene takes over a minute a frame."""
+WATCH_SECONDS = 0.1
+IDLE_CONNECTION_SECONDS = 30.0
+"""A kept-alive connection that sends nothing for this long is closed (frees its thread)."""
+StatusSource = Callable[[], dict[str, Any] | None]
+"""The daemon's status as a dict (`Status.as_dict()`), or None when it is not running."""
+
+
+class Scene(Protocol):
+    """What the server needs of `viewer.scene.SplatScene` (a stand-in in unit tests)."""
+
+    version: int
+    shown_at: float
+
+    @property
+    def port(self) -> int: ...
+    def show(self, ply: Path, f_px: float | None, image_height: int | None,
+             budget: int | None = None) -> object: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class Pending:
+    """An Apply waiting for its result."""
+
+    photo: Path
+    settings: dict[str, Any]
+    applied_at: float
+    applied_clock: float = field(default_factory=time.perf_counter)
+    result: str | None = None
+    seconds: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where the viewer's files live (from the config) and the defaults sidecars override."""
+
+    inputs: Path
+    outputs: Path
+    defaults: DepthSettings
+
+
+class ViewerApp:
+    """The pages, the API and the scene; `start()` returns at once, `close()` ends it all."""
+
+    def __init__(self, place: Place, status: StatusSource,
+                 scene: Callable[[], Scene], open_folder: Callable[[Path], object],
+                 extra: Path | None = None) -> None:
+        self.place = place
+        self.status = status
+        self.open_folder = open_folder
+        self.secret = secrets.token_urlsafe(32)
+        self._make_scene = scene
+        self.scene: Scene | None = None
+        self.extra = extra
+        """A PLY named on the command line, viewable even outside the outputs folder."""
+        self._lock = threading.Lock()
+        self.pending: Pending | None = None
+        self.shown: str | None = None
+        self.shown_count: int | None = None
+        self.budget: int | None = None
+        """Most Gaussians to send (None: all); the page sets it for software WebGL."""
+        self.loading: str | None = None
+        self.scene_error: str | None = None
+        self._thumbs: dict[tuple[str, float], bytes] = {}
+        self._closing = threading.Event()
+        self.last_request = time.monotonic()
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.http.daemon_threads = True
+        self.http.app = self  # type: ignore[attr-defined]
+        self.port: int = self.http.server_address[1]
+        self._threads = [threading.Thread(target=self.http.serve_forever, name="viewer-http",
+                                          daemon=True),
+                         threading.Thread(target=self._watch, name="viewer-watch", daemon=True)]
+
+    # life cycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.scene = self._make_scene()
+        for thread in self._threads:
+            thread.start()
+
+    def close(self) -> None:
+        self._closing.set()
+        if self._threads[0].is_alive():  # shutdown() waits for a serve_forever that runs
+            self.http.shutdown()
+        self.http.server_close()
+        if self.scene is not None:
+            self.scene.close()
+
+    def url(self, path: str = "/") -> str:
+        """The address to open in the owner's browser (carries the secret once)."""
+        joiner = "&" if "?" in path else "?"
+        return f"http://127.0.0.1:{self.port}{path}{joiner}key={self.secret}"
+
+    # results ----------------------------------------------------------------------------
+
+    def result(self, name: str | None) -> results.Result | None:
+        """`name` in the outputs folder (or the command line's PLY); newest when None."""
+        if not name:
+            if self.extra is not None:
+                return self._extra_result()
+            newest = results.list_results(self.place.outputs)
+            return newest[0] if newest else None
+        if self.extra is not None and name == self.extra.name:
+            return self._extra_result()
+        return results.find_result(self.place.outputs, name)
+
+    def _extra_result(self) -> results.Result | None:
+        assert self.extra is not None
+        found = results.read_result(self.extra)
+        if found is not None:
+            return found
+        try:
+            modified = self.extra.stat().st_mtime
+        except OSError:
+            return None
+        return results.Result(self.extra, {"files": [self.extra.name]}, modified)
+
+    def tunable(self, result: results.Result) -> bool:
+        """Whether the result's photo is in the inputs folder (only then can it be tuned)."""
+        photo = result.photo
+        return bool(photo.name) and photo.is_relative_to(self.place.inputs) and photo.is_file()
+
+    def detail(self, result: results.Result) -> dict[str, Any]:
+        """The viewer page's side panel: the report, the tuning controls and their values."""
+        out = result.summary()
+        out["tunable"] = self.tunable(result)
+        if out["tunable"]:
+            current = tuning.current_settings(result.photo, self.place.defaults,
+                                              self.place.inputs)
+            out["current"] = {k: current.as_dict()[k] for k in tuning.TUNABLE}
+            out["sources"] = tuning.sources(current)
+        out["sliders"] = [vars(s) for s in tuning.SLIDERS]
+        out["software_budget"] = SOFTWARE_BUDGET
+        out["viser_port"] = self.scene.port if self.scene is not None else None
+        return out
+
+    def tuned(self, result: results.Result) -> dict[str, Any]:
+        """The tunable settings this result was made with that differ from the defaults."""
+        made = result.report.get("settings") or {}
+        defaults = self.place.defaults.as_dict()
+        return {k: made[k] for k in tuning.TUNABLE if k in made and made[k] != defaults.get(k)}
+
+    def gallery(self) -> dict[str, Any]:
+        found = results.list_results(self.place.outputs)
+        status = self.status()
+        return {
+            "results": [{**r.summary(), "tuned": self.tuned(r)} for r in found],
+            "failures": [f.summary() for f in results.list_failures(self.place.outputs)],
+            "daemon": status,
+            "note": daemon_note(status, None),
+            "estimate": estimate_note(found, status),
+            "outputs": str(self.place.outputs),
+            "inputs": str(self.place.inputs),
+        }
+
+    # the scene --------------------------------------------------------------------------
+
+    def show(self, name: str | None, budget: int | None = None,
+             keep_budget: bool = True) -> str | None:
+        """Start loading `name` into the scene (in the background); returns its name.
+
+        `budget` caps the Gaussians sent; with `keep_budget` the last one set stays.
+        """
+        found = self.result(name)
+        if found is None:
+            return None
+        with self._lock:
+            same_budget = keep_budget or budget == self.budget
+            if not keep_budget:
+                self.budget = budget
+            if same_budget and found.name in (self.shown, self.loading):
+                return found.name
+            self.loading = found.name
+        threading.Thread(target=self._load, args=(found,), name="viewer-load",
+                         daemon=True).start()
+        return found.name
+
+    def _load(self, found: results.Result) -> None:
+        assert self.scene is not None
+        size = found.image_size
+        try:
+            shown = self.scene.show(found.ply, found.f_px, size[1] if size else None,
+                                    self.budget)
+        except (OSError, ValueError) as exc:
+            logger.warning(f"viewer: cannot show {found.ply}: {exc}")
+            with self._lock:
+                self.scene_error = str(exc)
+                self.loading = None
+            return
+        with self._lock:
+            self.shown, self.scene_error = found.name, None
+            self.shown_count = getattr(shown, "count", None)
+            if self.loading == found.name:
+                self.loading = None
+            pending = self.pending
+            if pending is not None and pending.result == found.name and pending.seconds is None:
+                pending.seconds = time.perf_counter() - pending.applied_clock
+                logger.info(f"viewer: {found.name} shown {pending.seconds:.2f} s after Apply")
+
+    def state(self) -> dict[str, Any]:
+        status = self.status()
+        with self._lock:
+            pending = self.pending
+            out: dict[str, Any] = {
+                "shown": self.shown, "shown_count": self.shown_count, "budget": self.budget,
+                "loading": self.loading, "error": self.scene_error,
+                "version": self.scene.version if self.scene is not None else 0,
+                "viser_port": self.scene.port if self.scene is not None else None,
+            }
+            if pending is not None:
+                out["pending"] = {"photo": pending.photo.name, "result": pending.result,
+                                  "seconds": pending.seconds, "error": pending.error,
+                                  "waited": time.perf_counter() - pending.applied_clock}
+        out["daemon"] = status
+        out["note"] = daemon_note(status, pending.photo if pending else None)
+        return out
+
+    # Apply ------------------------------------------------------------------------------
+
+    def apply(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Write the sidecar of result `name`'s photo; the watcher swaps the new result in."""
+        found = self.result(name)
+        if found is None:
+            raise tuning.TuningError(f"no result called {name!r} in {self.place.outputs}")
+        if not self.tunable(found):
+            raise tuning.TuningError(f"{found.photo} is not in the inputs folder "
+                                     f"{self.place.inputs}; only photos there can be tuned")
+        path, settings = tuning.apply_tuning(found.photo, changes, self.place.defaults,
+                                             self.place.inputs)
+        pending = Pending(found.photo, settings.as_dict(), time.time())
+        with self._lock:
+            self.pending = pending
+        logger.info(f"viewer: wrote {path} ({', '.join(f'{k}={v}' for k, v in changes.items())})")
+        return {"sidecar": path.name, "settings": pending.settings}
+
+    def _watch(self) -> None:
+        """Swap in the pending Apply's result as soon as its PLY (and report) exist."""
+        while not self._closing.wait(WATCH_SECONDS):
+            with self._lock:
+                pending = self.pending
+            if pending is None or pending.result is not None or pending.error is not None:
+                continue
+            try:
+                self._check(pending)
+            except Exception as exc:
+                logger.opt(exception=True).warning(f"viewer: watching for a result: {exc}")
+
+    def _check(self, pending: Pending) -> None:
+        found = results.latest_for(self.place.outputs, pending.photo, pending.settings)
+        if found is not None:
+            with self._lock:
+                pending.result = found.name
+            self.show(found.name)
+            return
+        for failure in results.list_failures(self.place.outputs):
+            if (Path(failure.photo).name == pending.photo.name
+                    and failure.modified >= pending.applied_at - 1.0):
+                with self._lock:
+                    pending.error = failure.text
+                return
+
+    # files ------------------------------------------------------------------------------
+
+    def thumbnail(self, result: results.Result) -> bytes | None:
+        """A JPEG of the photo, at most `THUMB_PX` wide, opened only inside the inputs folder."""
+        photo = result.photo
+        if not self.tunable(result):
+            return None
+        try:
+            key = (str(photo), photo.stat().st_mtime)
+            if key not in self._thumbs:
+                if len(self._thumbs) >= MAX_THUMBS:
+                    self._thumbs.pop(next(iter(self._thumbs)))  # the oldest
+                with open_regular_file(photo, self.place.inputs) as f:
+                    image = ImageOps.exif_transpose(Image.open(f))
+                    image.thumbnail((THUMB_PX, THUMB_PX))
+                    out = io.BytesIO()
+                    image.convert("RGB").save(out, format="JPEG", quality=85)
+                self._thumbs[key] = out.getvalue()
+            return self._thumbs[key]
+        except (OSError, InputError, ValueError) as exc:
+            logger.debug(f"viewer: no thumbnail of {photo}: {exc}")
+            return None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "sharp-watch-viewer"
+    protocol_version = "HTTP/1.1"
+    timeout = IDLE_CONNECTION_SECONDS
+
+    @property
+    def app(self) -> ViewerApp:
+        return self.server.app  # type: ignore[attr-defined]
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Only refusals and errors: the pages poll several times a second."""
+        if len(args) >= 2 and str(args[1]) not in ("200", "303"):
+            logger.debug("viewer: " + format % args)
+
+    def _refused(self) -> bool:
+        app = self.app
+        app.last_request = time.monotonic()
+        refused = refusal(self.headers, app.port, app.secret, loopback_origins(app.port), COOKIE)
+        if refused is None:
+            return False
+        self._json(refused[0], {"error": refused[1]})
+        return True
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        if "key" in query and self._key_login(url.path, query):
+            return
+        if self._refused():
+            return
+        route = _GET_ROUTES.get(url.path)
+        if route is None:
+            self._json(404, {"error": f"no such page: {url.path}"})
+            return
+        route(self, query)
+
+    def do_POST(self) -> None:
+        if self._refused():
+            return
+        url = urlsplit(self.path)
+        route = _POST_ROUTES.get(url.path)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = MAX_BODY_BYTES + 1
+        if route is None or not 0 <= length <= MAX_BODY_BYTES:
+            self._json(404 if route is None else 413, {"error": f"cannot POST {url.path}"})
+            return
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError("the body must be a JSON object")
+            self._json(200, route(self.app, body))
+        except (ValueError, tuning.TuningError) as exc:
+            self._json(400, {"error": str(exc)})
+        except OSError as exc:
+            self._json(500, {"error": f"cannot write: {exc.strerror or exc}"})
+
+    def _key_login(self, path: str, query: dict[str, str]) -> bool:
+        """`?key=<secret>`: set the cookie and send the browser on without the key."""
+        app = self.app
+        headers = {"Host": self.headers.get("Host"), "Origin": self.headers.get("Origin"),
+                   "Authorization": f"Bearer {query.pop('key')}"}
+        if refusal(headers, app.port, app.secret, loopback_origins(app.port)) is not None:
+            return False
+        rest = urlencode(query)
+        self.send_response(303)
+        self.send_header("Location", path + (f"?{rest}" if rest else ""))
+        self.send_header("Set-Cookie", f"{COOKIE}={app.secret}; HttpOnly; SameSite=Strict; "
+                                       "Path=/")
+        self.send_header("Content-Length", "0")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        return True
+
+    def _send(self, code: int, data: bytes, kind: str) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _json(self, code: int, body: Any) -> None:
+        self._send(code, json.dumps(body, default=str).encode(), "application/json")
+
+    # GET routes -------------------------------------------------------------------------
+
+    def page(self, name: str) -> None:
+        self._send(200, (STATIC / name).read_bytes(), "text/html; charset=utf-8")
+
+    def static(self, query: dict[str, str]) -> None:
+        name = query.get("f", "")
+        path = STATIC / name
+        if Path(name).name != name or not path.is_file() or path.suffix not in (".js", ".css"):
+            self._json(404, {"error": "no such file"})
+            return
+        self._send(200, path.read_bytes(), mimetypes.types_map[path.suffix])
+
+    def api_gallery(self, query: dict[str, str]) -> None:
+        self._json(200, self.app.gallery())
+
+    def api_result(self, query: dict[str, str]) -> None:
+        found = self.app.result(query.get("ply"))
+        if found is None:
+            self._json(404, {"error": f"no result {query.get('ply') or 'yet'} in "
+                                      f"{self.app.place.outputs}"})
+            return
+        self._json(200, self.app.detail(found))
+
+    def api_state(self, query: dict[str, str]) -> None:
+        self._json(200, self.app.state())
+
+    def photo(self, query: dict[str, str]) -> None:
+        found = self.app.result(query.get("ply"))
+        data = self.app.thumbnail(found) if found is not None else None
+        if data is None:
+            self._json(404, {"error": "no photo for this result"})
+            return
+        self._send(200, data, "image/jpeg")
+
+    def preview(self, query: dict[str, str]) -> None:
+        found = self.app.result(query.get("ply"))
+        path = found.preview if found is not None else None
+        if path is None:
+            self._json(404, {"error": "no depth preview for this result"})
+            return
+        self._send(200, path.read_bytes(), "image/png")
+
+
+def _show(app: ViewerApp, body: dict[str, Any]) -> dict[str, Any]:
+    budget = body.get("budget")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int)
+                               or budget <= 0):
+        raise ValueError(f"budget must be a positive whole number or null, got {budget!r}")
+    name = app.show(body.get("ply"), budget, keep_budget="budget" not in body)
+    if name is None:
+        raise ValueError(f"no result {body.get('ply') or 'yet'} in {app.place.outputs}")
+    return {"showing": name}
+
+
+def _apply(app: ViewerApp, body: dict[str, Any]) -> dict[str, Any]:
+    changes = body.get("settings")
+    if not isinstance(body.get("ply"), str) or not isinstance(changes, dict):
+        raise ValueError('expected {"ply": NAME, "settings": {...}}')
+    return app.apply(body["ply"], changes)
+
+
+def _open_folder(app: ViewerApp, body: dict[str, Any]) -> dict[str, Any]:
+    app.open_folder(app.place.outputs)
+    return {"opened": str(app.place.outputs)}
+
+
+_GET_ROUTES: dict[str, Callable[[_Handler, dict[str, str]], None]] = {
+    "/": lambda h, q: h.page("gallery.html"),
+    "/view": lambda h, q: h.page("view.html"),
+    "/static": _Handler.static,
+    "/api/gallery": _Handler.api_gallery,
+    "/api/result": _Handler.api_result,
+    "/api/state": _Handler.api_state,
+    "/api/ping": lambda h, q: h._json(200, {"viewer": True}),
+    "/files/photo": _Handler.photo,
+    "/files/preview": _Handler.preview,
+}
+_POST_ROUTES: dict[str, Callable[[ViewerApp, dict[str, Any]], dict[str, Any]]] = {
+    "/api/show": _show,
+    "/api/apply": _apply,
+    "/api/open-folder": _open_folder,
+}
