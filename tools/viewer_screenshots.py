@@ -82,7 +82,7 @@ def write_demo_result(outputs: Path, photo: Path, stem: str, settings: DepthSett
                   "range_m": [float(depth.min()) * settings.depth_scale,
                               float(depth.max()) * settings.depth_scale],
                   "from_cache": settings.depth_scale != 1.0},
-        "models": {"device": "cuda:0"}, "gaussians": 2 * SIDE * SIDE,
+        "models": {"device": "no model (stand-in)"}, "gaussians": 2 * SIDE * SIDE,
         "timings_s": {"decode": 0.12, "depth": round(seconds * 0.4, 2),
                       "sharp": round(seconds * 0.6, 2)},
         "warnings": [], "files": [ply.name, preview.name, f"{stem}.json"],
