@@ -5,6 +5,12 @@ and written. The unprojection is SHARP's (`unproject_gaussians` with its intrins
 worked out once: for a centred principal point it is the diagonal map
 `diag(W / 2f, H / 2f, 1)`, applied to means and covariances, with the covariances then
 split again into rotation and scales (in float64, on the tensors' own device).
+
+The per-Gaussian algebra runs on "rows": `(k, n)` tensors holding one quantity of all
+`n` Gaussians per row, written in place where it can be. Elementwise work on whole
+contiguous rows costs a fraction of the same work on `(n, 3, 3)` or `(n, 4)` tensors,
+whose tiny trailing dimensions defeat vectorisation, and of the float64 temporaries
+that stacking them takes; only the eigensolver, which dominates, gets matrices.
 """
 
 from __future__ import annotations
@@ -24,34 +30,92 @@ class Gaussians(NamedTuple):
     opacities: torch.Tensor
 
 
+def _rows(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`(..., k)` to contiguous `(k, n)` rows of `dtype`, in one copy."""
+    k = t.shape[-1]
+    rows = torch.empty(k, t.numel() // k, dtype=dtype, device=t.device)
+    return rows.copy_(t.reshape(rows.shape[1], k).T)
+
+
+def _unrows(rows: torch.Tensor, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+    """`(k, n)` rows back to a contiguous `(*shape, k)` tensor of `dtype`, in one copy."""
+    out = torch.empty(*shape, rows.shape[0], dtype=dtype, device=rows.device)
+    out.view(rows.shape[1], rows.shape[0]).copy_(rows.T)
+    return out
+
+
+def _rotation_rows(q: torch.Tensor) -> torch.Tensor:
+    """Row-major rotation entries `(9, n)` from wxyz quaternion rows `(4, n)`, any norm."""
+    w, x, y, z = q * (2 / (q * q).sum(0)).sqrt_()  # so that products carry 2 / |q|^2
+    xx, yy, zz = x * x, y * y, z * z
+    wx, wy, wz, xy, xz, yz = w * x, w * y, w * z, x * y, x * z, y * z
+    r = torch.empty(9, q.shape[1], dtype=q.dtype, device=q.device)
+    torch.add(yy, zz, out=r[0]).neg_().add_(1)
+    torch.sub(xy, wz, out=r[1])
+    torch.add(xz, wy, out=r[2])
+    torch.add(xy, wz, out=r[3])
+    torch.add(xx, zz, out=r[4]).neg_().add_(1)
+    torch.sub(yz, wx, out=r[5])
+    torch.sub(xz, wy, out=r[6])
+    torch.add(yz, wx, out=r[7])
+    torch.add(xx, yy, out=r[8]).neg_().add_(1)
+    return r
+
+
+# Where each entry of the symmetric 4x4 candidate matrix sits among `_quaternion_rows`'s
+# ten distinct values (t0, t1, t2, t3, a, b, c, d, e, f).
+_CANDIDATE_SLOTS = ((0, 4, 5, 6), (4, 1, 7, 8), (5, 7, 2, 9), (6, 8, 9, 3))
+
+
+def _quaternion_rows(m00: torch.Tensor, m10: torch.Tensor, m20: torch.Tensor,
+                     m01: torch.Tensor, m11: torch.Tensor, m21: torch.Tensor,
+                     m02: torch.Tensor, m12: torch.Tensor, m22: torch.Tensor) -> torch.Tensor:
+    """wxyz quaternion rows `(4, n)`, w >= 0, from the rotation entries' rows `(n,)`.
+
+    Of the four unnormalised candidates, the rows of the symmetric matrix
+    `[[t0, a, b, c], [a, t1, d, e], [b, d, t2, f], [c, e, f, t3]]`, takes the one with the
+    largest leading term: at least 1 for a rotation, as the four sum to 4.
+    """
+    values = torch.empty(10, m00.shape[0], dtype=m00.dtype, device=m00.device)
+    t0, t1, t2, t3, a, b, c, d, e, f = values
+    torch.add(m11, m22, out=t0).add_(m00).add_(1)
+    torch.sub(m00, m11, out=t1).sub_(m22).add_(1)
+    torch.sub(m11, m00, out=t2).sub_(m22).add_(1)
+    torch.sub(m22, m00, out=t3).sub_(m11).add_(1)
+    torch.sub(m21, m12, out=a)
+    torch.sub(m02, m20, out=b)
+    torch.sub(m10, m01, out=c)
+    torch.add(m01, m10, out=d)
+    torch.add(m02, m20, out=e)
+    torch.add(m12, m21, out=f)
+    best = values[:4].max(dim=0).indices
+    slots = torch.tensor(_CANDIDATE_SLOTS, device=m00.device).index_select(1, best)
+    q = values.gather(0, slots)
+    scale = (q * q).sum(0).rsqrt_()
+    return q.mul_(torch.where(q[0] < 0, -scale, scale))
+
+
 def rotations_from_quaternions(q: torch.Tensor) -> torch.Tensor:
     """Rotation matrices from wxyz quaternions (normalised first)."""
-    q = q / torch.linalg.norm(q, dim=-1, keepdim=True)
-    w, x, y, z = q.unbind(-1)
-    rows = (
-        (1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)),
-        (2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)),
-        (2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)),
-    )
-    return torch.stack([torch.stack(r, dim=-1) for r in rows], dim=-2)
+    return _unrows(_rotation_rows(_rows(q, q.dtype)), q.shape[:-1], q.dtype).unflatten(-1, (3, 3))
 
 
 def quaternions_from_rotations(m: torch.Tensor) -> torch.Tensor:
     """wxyz quaternions (w >= 0) from rotation matrices, taking the best-conditioned branch."""
-    m00, m01, m02 = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
-    m10, m11, m12 = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
-    m20, m21, m22 = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
-    candidates = torch.stack([
-        torch.stack([1 + m00 + m11 + m22, m21 - m12, m02 - m20, m10 - m01], -1),
-        torch.stack([m21 - m12, 1 + m00 - m11 - m22, m01 + m10, m02 + m20], -1),
-        torch.stack([m02 - m20, m01 + m10, 1 - m00 + m11 - m22, m12 + m21], -1),
-        torch.stack([m10 - m01, m02 + m20, m12 + m21, 1 - m00 - m11 + m22], -1),
-    ], dim=-2)
-    diagonal = torch.diagonal(candidates, dim1=-2, dim2=-1)
-    best = diagonal.argmax(dim=-1, keepdim=True)
-    q = torch.gather(candidates, -2, best[..., None].expand(*best.shape, 4)).squeeze(-2)
-    q = q / torch.linalg.norm(q, dim=-1, keepdim=True)
-    return torch.where(q[..., :1] < 0, -q, q)
+    columns = _rows(m.mT.flatten(-2), m.dtype)
+    return _unrows(_quaternion_rows(*columns), m.shape[:-2], m.dtype)
+
+
+def _metric_covariances(q: torch.Tensor, s: torch.Tensor, diag: torch.Tensor) -> torch.Tensor:
+    """`(n, 3, 3)` covariances `D R S^2 R^T D`, exactly symmetric, from q and scale rows."""
+    m = _rotation_rows(q).view(3, 3, -1).mul_(s).mul_(diag[:, None, None])  # D R S
+    cov = torch.empty_like(m)
+    for i in range(3):
+        for j in range(i + 1):
+            mi, mj = m[i], m[j]
+            torch.mul(mi[0], mj[0], out=cov[i, j]).addcmul_(mi[1], mj[1]).addcmul_(mi[2], mj[2])
+            cov[j, i] = cov[i, j]
+    return cov.permute(2, 0, 1)
 
 
 def unproject(gaussians: Gaussians, f_px: float, width: int, height: int) -> Gaussians:
@@ -61,19 +125,20 @@ def unproject(gaussians: Gaussians, f_px: float, width: int, height: int) -> Gau
     diag = torch.tensor([width / (2.0 * f_px), height / (2.0 * f_px), 1.0],
                         device=device, dtype=torch.float64)
     means = (gaussians.mean_vectors.double() * diag).to(dtype)
+    shape = gaussians.quaternions.shape[:-1]
 
-    rotations = rotations_from_quaternions(gaussians.quaternions.double())
-    scaled = diag[:, None] * rotations * gaussians.singular_values.double()[..., None, :]
-    covariance = scaled @ scaled.transpose(-1, -2)
+    covariance = _metric_covariances(_rows(gaussians.quaternions, torch.float64),
+                                     _rows(gaussians.singular_values, torch.float64), diag)
     eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
-    eigenvalues, eigenvectors = eigenvalues.flip(-1), eigenvectors.flip(-1)
-    flip = torch.linalg.det(eigenvectors) < 0
-    eigenvectors[..., :, 2] = torch.where(flip[..., None], -eigenvectors[..., :, 2],
-                                          eigenvectors[..., :, 2])
+    # Rows: the middle and the largest eigenvector. The rotation's columns are the
+    # largest, the middle and, to make it proper, their cross product.
+    ascending = eigenvectors.mT.reshape(covariance.shape[0], 9)
+    middle, largest = ascending[:, 3:].T.contiguous().view(2, 3, -1)
+    third = torch.linalg.cross(largest, middle, dim=0)
     return Gaussians(
         mean_vectors=means,
-        singular_values=eigenvalues.clamp(min=0).sqrt().to(dtype),
-        quaternions=quaternions_from_rotations(eigenvectors).to(dtype),
+        singular_values=eigenvalues.flip(-1).clamp_(min=0).sqrt_().to(dtype).view(*shape, 3),
+        quaternions=_unrows(_quaternion_rows(*largest, *middle, *third), shape, dtype),
         colors=gaussians.colors,
         opacities=gaussians.opacities,
     )

@@ -43,3 +43,92 @@ def test_unprojection_scales_means_and_covariances_by_the_intrinsics() -> None:
     assert torch.allclose(covariances(metric), expected, rtol=1e-5, atol=1e-6)
     assert bool((metric.singular_values[..., 0] >= metric.singular_values[..., 2]).all())
     assert torch.equal(metric.colors, g.colors) and torch.equal(metric.opacities, g.opacities)
+
+
+def _hamilton(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Quaternion product a * b of wxyz quaternions."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack([aw * bw - ax * bx - ay * by - az * bz,
+                        aw * bx + ax * bw + ay * bz - az * by,
+                        aw * by - ax * bz + ay * bw + az * bx,
+                        aw * bz + ax * by - ay * bx + az * bw], dim=-1)
+
+
+def _awkward_quaternions(n: int, g: torch.Generator) -> torch.Tensor:
+    """Random unit quaternions, a third of them 180-degree turns or within 1e-9 of one."""
+    q = torch.nn.functional.normalize(torch.randn(n, 4, generator=g, dtype=torch.float64),
+                                      dim=-1)
+    third = n // 3
+    q[:third, 0] = 0.0
+    q[third:2 * third, 0] = 1e-9 * torch.randn(third, generator=g, dtype=torch.float64)
+    q[:6] = torch.tensor([[0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1], [1, 0, 0, 0],
+                          [0, 1, 1, 0], [-1, 0, 0, 0]], dtype=torch.float64)
+    return torch.nn.functional.normalize(q, dim=-1)
+
+
+def _degenerate(n: int = 3000) -> Gaussians:
+    """float64 Gaussians with equal, near-equal and almost-zero scales and awkward turns."""
+    g = torch.Generator().manual_seed(7)
+    scales = torch.exp(2 * torch.randn(n, 3, generator=g, dtype=torch.float64))
+    part = n // 6
+    scales[:part] = scales[:part, :1]                                  # a sphere
+    scales[part:2 * part, 1] = scales[part:2 * part, 0]                # two equal
+    scales[2 * part:3 * part, 1:] = scales[2 * part:3 * part, :1] * (1 + 1e-12)
+    scales[3 * part:4 * part, 2] = 1e-9                                # a flat disc
+    scales[4 * part:5 * part, 1:] = 1e-9                               # a needle
+    q = _awkward_quaternions(n, g)[torch.randperm(n, generator=g)]
+    q = q * (0.5 + torch.rand(n, 1, generator=g, dtype=torch.float64))  # any norm
+    return Gaussians(
+        mean_vectors=torch.randn(1, n, 3, generator=g, dtype=torch.float64),
+        singular_values=scales[None],
+        quaternions=q[None],
+        colors=torch.rand(1, n, 3, generator=g, dtype=torch.float64),
+        opacities=torch.rand(1, n, generator=g, dtype=torch.float64),
+    )
+
+
+def test_rotations_turn_vectors_as_the_quaternion_sandwich_does() -> None:
+    g = torch.Generator().manual_seed(3)
+    q = _awkward_quaternions(3000, g) * 2.5
+    v = torch.randn(3000, 3, generator=g, dtype=torch.float64)
+    unit = q / q.norm(dim=-1, keepdim=True)
+    conjugate = unit * torch.tensor([1.0, -1.0, -1.0, -1.0], dtype=torch.float64)
+    pure = torch.cat([torch.zeros(3000, 1, dtype=torch.float64), v], dim=-1)
+    expected = _hamilton(_hamilton(unit, pure), conjugate)[:, 1:]
+    turned = (rotations_from_quaternions(q) @ v[:, :, None])[..., 0]
+    assert float((turned - expected).abs().max()) < 1e-12
+    quarter = torch.tensor([[0.5 ** 0.5, 0, 0, 0.5 ** 0.5]], dtype=torch.float64)
+    assert torch.allclose(rotations_from_quaternions(quarter)[0],
+                          torch.tensor([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]],
+                                       dtype=torch.float64), atol=1e-15)
+
+
+def test_quaternions_from_half_turns_and_near_half_turns_are_exact_and_unit() -> None:
+    q = _awkward_quaternions(3000, torch.Generator().manual_seed(4))
+    back = quaternions_from_rotations(rotations_from_quaternions(q))
+    aligned = torch.where((q * back).sum(-1, keepdim=True) < 0, -q, q)  # q and -q: one turn
+    assert float((back - aligned).abs().max()) < 1e-12
+    assert bool((back[:, 0] >= 0).all())
+    assert float((back.norm(dim=-1) - 1).abs().max()) < 1e-14
+    assert back.shape == (3000, 4) and back.is_contiguous()
+
+
+def test_unprojection_keeps_metric_covariances_of_degenerate_gaussians() -> None:
+    g = _degenerate()
+    f_px, width, height = 3100.5, 4032, 3024
+    metric = unproject(g, f_px, width, height)
+    d = torch.diag(torch.tensor([width / (2 * f_px), height / (2 * f_px), 1.0],
+                                dtype=torch.float64))
+    expected = d @ covariances(g) @ d
+    error = (covariances(metric) - expected).norm(dim=(-2, -1))
+    assert float((error / expected.norm(dim=(-2, -1))).max()) < 1e-9
+    q, s = metric.quaternions, metric.singular_values
+    assert float((q.norm(dim=-1) - 1).abs().max()) < 1e-14
+    assert bool((q[..., 0] >= 0).all())
+    assert bool((s[..., :-1] >= s[..., 1:]).all()) and bool((s >= 0).all())
+    assert torch.allclose(s.square().sum(-1), torch.diagonal(expected, dim1=-2, dim2=-1)
+                          .sum(-1), rtol=1e-12)
+    for field in metric:
+        assert field.dtype == torch.float64 and field.is_contiguous()
+    assert q.shape == g.quaternions.shape and s.shape == g.singular_values.shape
