@@ -18,13 +18,15 @@ from loguru import logger
 
 from pipeline import Pipeline
 
-from .config import Config, ConfigError, check_folders
+from .config import Config, ConfigError, check_folders, inside
 from .depth_cache import DepthCache
 from .intake import Intake
 from .jobs import Job, finished_results
 from .journal import Journal
 from .outputs import OutputFolder
+from .readiness import file_signature
 from .status import Board, JobEvent, Status
+from .watcher import is_photo
 from .worker import Worker, vram_used_mb
 
 IDLE_GRACE = 0.3
@@ -140,6 +142,19 @@ class Daemon:
         if self.worker is not None:
             self.worker.paused.clear()
             self.worker.wake.set()
+
+    def rerun(self, photo: Path | str) -> Path:
+        """Queue a photo of the inputs folder now, skipping the settle wait: for a sidecar
+        just written whole (the viewer's Apply). Raises ValueError naming what is wrong."""
+        path = Path(photo)
+        if self.intake is None:
+            raise ValueError("sharp-watch is not running")
+        if not path.is_absolute() or not inside(path, self.config.inputs):
+            raise ValueError(f"{path} is not in the inputs folder {self.config.inputs}")
+        if not is_photo(path) or file_signature(path) is None:
+            raise ValueError(f"{path} is not a photo sharp-watch can read")
+        self.intake.rush(path)
+        return path
 
     def subscribe(self, callback: Callable[[JobEvent], None]) -> None:
         """`callback(event)` runs on a daemon thread after every finished or failed job."""

@@ -74,6 +74,7 @@ class Intake:
         self._depth_users: dict[Path, set[Path]] = defaultdict(set)
         self._touched: dict[Path, int] = {}  # file events per path since its hash was stored
         self._seen: Listing = {}  # the last listing: a rescan notes only what differs from it
+        self._rushed: set[Path] = set()  # photos to queue now, without waiting to settle
         self._hashing: dict[Path, tuple[Future[str], Signature, int, bool]] = {}
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix="sharp-hash")
         self._lock = threading.Lock()
@@ -116,6 +117,16 @@ class Intake:
                 self.settler.note(photo)
             return
         self.settler.note(path)
+
+    def rush(self, photo: Path) -> None:
+        """Queue `photo` at the next step without the settle wait (any thread).
+
+        For a sidecar written in one atomic rename by the viewer's Apply: it is complete
+        when it appears, so waiting `stable_seconds` for it only delays the result. Its own
+        file event still settles as usual and then finds the job queued or done.
+        """
+        with self._lock:
+            self._rushed.add(photo)
 
     def rescan(self, catchup: bool = False) -> None:
         """Note the files that are new or changed since the last listing, and vanished sidecars.
@@ -213,9 +224,14 @@ class Intake:
             for photo in self._photos_for(path):
                 photos[photo] = photos.get(photo, False) or event_driven
         self._collect_hashes()
+        with self._lock:
+            rushed, self._rushed = self._rushed, set()
         for photo in sorted(photos, key=_size):  # small photos first: a big one never blocks
-            if not self.settler.pending(photo) and photo not in self._hashing:
+            if (not self.settler.pending(photo) and photo not in self._hashing
+                    and photo not in rushed):
                 self._each(photo, partial(self.submit, photo, photos[photo]))
+        for photo in sorted(rushed - self._hashing.keys()):
+            self._each(photo, partial(self.submit, photo, True))
 
     def _each(self, photo: Path, action: Callable[[], object]) -> None:
         """Run one photo's intake; its trouble fails only that photo, never the batch."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import inspect
 import io
 import json
 import selectors
@@ -24,6 +25,7 @@ import socket
 import socketserver
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler
@@ -35,8 +37,10 @@ from loguru import logger
 from . import access
 from .instance import Endpoint, read_endpoint
 
-Actions = dict[str, Callable[[], dict[str, Any]]]
-"""`GET status` and `POST pause|resume|stop`: each returns the JSON body to answer with."""
+Actions = dict[str, Callable[..., dict[str, Any]]]
+"""`GET status` and `POST pause|resume|stop|rerun`: each takes the query's parameters as
+keywords (`rerun?photo=...`) and returns the JSON body to answer with; a ValueError is
+the client's mistake (400)."""
 
 REQUEST_SECONDS = 5.0
 """How long a client may take from connecting to the end of its request head."""
@@ -173,19 +177,33 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch({"/status": "status"})
 
     def do_POST(self) -> None:
-        self._dispatch({"/pause": "pause", "/resume": "resume", "/stop": "stop"})
+        self._dispatch({"/pause": "pause", "/resume": "resume", "/stop": "stop",
+                        "/rerun": "rerun"})
 
     def _dispatch(self, routes: dict[str, str]) -> None:
         refused = self.control.refusal(self.headers)
         if refused is not None:
             self._reply(refused[0], {"error": refused[1]})
             return
-        action = routes.get(self.path)
-        if action is None:
-            self._reply(404, {"error": f"no such endpoint: {self.command} {self.path}"})
+        path, _, query = self.path.partition("?")
+        action = routes.get(path)
+        if action is None or action not in self.control.actions:
+            self._reply(404, {"error": f"no such endpoint: {self.command} {path}"})
+            return
+        handler = self.control.actions[action]
+        params = dict(urllib.parse.parse_qsl(query))
+        try:
+            inspect.signature(handler).bind(**params)
+        except TypeError:
+            wanted = ", ".join(inspect.signature(handler).parameters) or "no parameters"
+            self._reply(400, {"error": f"{path} takes {wanted}; got "
+                                       f"{', '.join(sorted(params)) or 'none'}"})
             return
         try:
-            body = self.control.actions[action]()
+            body = handler(**params)
+        except ValueError as exc:
+            self._reply(400, {"error": str(exc)})
+            return
         except Exception as exc:
             logger.opt(exception=True).error(f"control {action} failed: {exc}")
             self._reply(500, {"error": str(exc)})

@@ -39,7 +39,10 @@ def control_actions(daemon: Any, stop_event: threading.Event) -> dict[str, Any]:
         stop_event.set()
         return {"stopping": True}
 
-    return {"status": status, "pause": pause, "resume": resume, "stop": stop}
+    def rerun(photo: str) -> dict[str, Any]:
+        return {"queued": str(daemon.rerun(photo))}
+
+    return {"status": status, "pause": pause, "resume": resume, "stop": stop, "rerun": rerun}
 
 
 def run(config: Any, config_path: Path | None, tray: bool, say: Any,

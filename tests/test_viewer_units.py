@@ -258,10 +258,12 @@ def app(tmp_path: Path):
     write_result(outputs, photo, "a_1")
     opened: list[Path] = []
     status: dict[str, Any] = {"state": "paused", "queue_length": 0}
+    reruns: list[Path] = []
     viewer = ViewerApp(Place(inputs, outputs, DepthSettings()), lambda: status, FakeScene,
-                       opened.append)
+                       opened.append, rerun=reruns.append)
     viewer.start()
     viewer.opened = opened  # type: ignore[attr-defined]
+    viewer.reruns = reruns  # type: ignore[attr-defined]
     yield viewer
     viewer.close()
 
@@ -322,6 +324,7 @@ def test_apply_writes_the_sidecar_and_swaps_in_the_new_result(app: ViewerApp) ->
                              {"ply": "a_1.ply", "settings": {"depth_scale": 2.0}})
     assert status == 200 and answer["sidecar"] == "a.toml"
     assert (app.place.inputs / "a.toml").read_text(encoding="utf-8") == "depth_scale = 2.0\n"
+    assert app.reruns == [app.place.inputs / "a.jpg"]  # type: ignore[attr-defined]
     state = call(app, "GET", "/api/state")[1]
     assert state["pending"]["result"] is None and "paused" in state["note"]
     photo = app.place.inputs / "a.jpg"

@@ -18,7 +18,7 @@ import webbrowser
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from loguru import logger
 
@@ -27,7 +27,7 @@ from service import system
 from service.control import ControlError, NotRunning, request
 
 from . import results
-from .server import Place, StatusSource, ViewerApp
+from .server import Place, Rerun, StatusSource, ViewerApp
 
 IDLE_EXIT_SECONDS = 15 * 60
 """The viewer stops once no page has asked it anything for this long (tab closed)."""
@@ -44,6 +44,18 @@ def control_status(state_dir: Path) -> StatusSource:
         except (NotRunning, ControlError):
             return None
     return status
+
+
+def control_rerun(state_dir: Path) -> Rerun:
+    """Have the running daemon queue a photo now; nothing when none answers (its watcher
+    still sees the new sidecar after the settle wait)."""
+    def rerun(photo: Path) -> None:
+        try:
+            request(state_dir, "POST", "/rerun?" + urlencode({"photo": str(photo)}),
+                    timeout=2.0)
+        except (NotRunning, ControlError) as exc:
+            logger.debug(f"viewer: the daemon did not take the rerun of {photo}: {exc}")
+    return rerun
 
 
 def start_page(outputs: Path, target: Path | None, gallery: bool) -> tuple[str, Path | None]:
@@ -141,7 +153,8 @@ def serve(config: Any, target: Path | None, gallery: bool, say: Callable[[str], 
             webbrowser.open(url)
         return 0
     place = Place(Path(config.folders.inputs), outputs, config.defaults)
-    app = ViewerApp(place, control_status(state_dir), SplatScene, system.open_path, extra)
+    app = ViewerApp(place, control_status(state_dir), SplatScene, system.open_path, extra,
+                    rerun=control_rerun(state_dir))
     app.start()
     if extra is None:
         publish(state_dir, app)

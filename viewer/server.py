@@ -53,6 +53,8 @@ IDLE_CONNECTION_SECONDS = 30.0
 """A kept-alive connection that sends nothing for this long is closed (frees its thread)."""
 StatusSource = Callable[[], dict[str, Any] | None]
 """The daemon's status as a dict (`Status.as_dict()`), or None when it is not running."""
+Rerun = Callable[[Path], object]
+"""Ask the daemon to queue a photo now (its sidecar was just written whole)."""
 
 
 class Scene(Protocol):
@@ -95,9 +97,10 @@ class ViewerApp:
 
     def __init__(self, place: Place, status: StatusSource,
                  scene: Callable[[], Scene], open_folder: Callable[[Path], object],
-                 extra: Path | None = None) -> None:
+                 extra: Path | None = None, rerun: Rerun | None = None) -> None:
         self.place = place
         self.status = status
+        self.rerun = rerun
         self.open_folder = open_folder
         self.secret = secrets.token_urlsafe(32)
         self._make_scene = scene
@@ -283,6 +286,8 @@ class ViewerApp:
         with self._lock:
             self.pending = pending
         logger.info(f"viewer: wrote {path} ({', '.join(f'{k}={v}' for k, v in changes.items())})")
+        if self.rerun is not None:
+            self.rerun(found.photo)  # else the daemon's watcher sees the sidecar a second later
         return {"sidecar": path.name, "settings": pending.settings}
 
     def _watch(self) -> None:
