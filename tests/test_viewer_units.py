@@ -454,3 +454,31 @@ def test_serve_prints_the_address_and_stops_cleanly(tmp_path: Path) -> None:
         thread.join(30)
     assert not thread.is_alive()
     assert not (tmp_path / "state" / "viewer.json").exists(), "its endpoint file is removed"
+
+
+def test_a_compare_set_shows_its_contact_sheet_and_names_its_source(tmp_path: Path) -> None:
+    outputs = tmp_path / "out"
+    photo = write_photo(tmp_path / "in" / "a.jpg")
+    sheet = outputs / "a_1_compare.png"
+    for source in ("depth-pro", "internal"):
+        name = f"a_1_compare_{source}"
+        ply = write_result(outputs, photo, name)
+        report_path = ply.with_suffix(".json")
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        report["files"] = [sheet.name, ply.name, report_path.name]
+        report["compare"] = {"source": source, "sources": ["depth-pro", "internal"],
+                             "contact_sheet": sheet.name}
+        report_path.write_text(json.dumps(report), encoding="utf-8")
+        (outputs / f"{name}_depth.png").unlink()
+    found = {r.name: r for r in results.list_results(outputs)}
+    assert set(found) == {"a_1_compare_depth-pro.ply", "a_1_compare_internal.ply"}
+    assert all(r.preview is None for r in found.values()), "no sheet on disk yet"
+    write_photo(sheet)
+    for name, result in found.items():
+        summary = result.summary()
+        assert result.preview == sheet and summary["has_preview"]
+        assert summary["compare"]["source"] in name
+        assert summary["compare"]["contact_sheet"] == sheet.name
+    plain = results.read_result(write_result(outputs, photo, "a_2"))
+    assert plain is not None and plain.summary()["compare"] is None
+    assert plain.preview == outputs / "a_2_depth.png"

@@ -43,9 +43,18 @@ class Result:
         return Path(str(self.report.get("photo", "")))
 
     @property
+    def compare(self) -> dict[str, Any] | None:
+        """`{source, sources, contact_sheet}` for one source of a compare set, else None."""
+        compare = self.report.get("compare")
+        return compare if isinstance(compare, dict) else None
+
+    @property
     def preview(self) -> Path | None:
+        """The depth preview; for a compare set, its contact sheet (all sources at once)."""
+        sheet = (self.compare or {}).get("contact_sheet")
         for name in self.report.get("files") or ():
-            if str(name).endswith(PREVIEW_SUFFIX) and (self.ply.parent / name).is_file():
+            if ((str(name).endswith(PREVIEW_SUFFIX) or name == sheet)
+                    and (self.ply.parent / name).is_file()):
                 return self.ply.parent / str(name)
         return None
 
@@ -93,6 +102,7 @@ class Result:
             "device": self.device,
             "warnings": [str(w) for w in report.get("warnings") or ()],
             "has_preview": self.preview is not None,
+            "compare": self.compare,
         }
 
 

@@ -15,6 +15,9 @@ function card(result) {
                       alt: "depth preview", class: "preview" })
         : el("div", { class: "dim" }, "no depth preview")),
     el("div", {}, el("b", {}, result.photo), " ", el("span", { class: "dim" }, when(result.created))),
+    result.compare
+      ? el("div", { class: "dim" }, `compare: ${result.compare.source}`)
+      : null,
     el("table", { class: "facts" },
       el("tr", {}, el("td", {}, "focal length"), el("td", {}, focal(result.focal))),
       el("tr", {}, el("td", {}, "depth"),
@@ -31,6 +34,32 @@ function card(result) {
       el("a", { href: viewLink(result.name, "#tune"), class: "tune" }, "Tune"),
       el("a", { href: "#", onclick: (e) => { e.preventDefault(); api("/api/open-folder", {}); } },
         "Open folder")));
+}
+
+// A compare set (one photo, several depth sources: `compare = [...]`) as one group of
+// cards under its sources, its contact sheet as every card's depth picture.
+function grouped(results) {
+  const out = [];
+  let group = null;
+  for (const result of results) {
+    const sheet = result.compare && result.compare.contact_sheet;
+    if (sheet && group && group.sheet === sheet) {
+      group.node.lastChild.append(card(result));
+      continue;
+    }
+    if (!sheet) {
+      group = null;
+      out.push(card(result));
+      continue;
+    }
+    const node = el("div", { class: "compare-set", "data-sheet": sheet },
+      el("div", { class: "compare-title" },
+        `${result.photo}: depth sources compared (${result.compare.sources.join(", ")})`),
+      el("div", { class: "compare-cards" }, card(result)));
+    group = { sheet, node };
+    out.push(node);
+  }
+  return out;
 }
 
 async function refresh() {
@@ -52,7 +81,7 @@ async function refresh() {
   const key = JSON.stringify([data.results.map((r) => r.name), data.failures]);
   if (key === shownKey) return;
   shownKey = key;
-  document.getElementById("cards").replaceChildren(...data.results.map(card));
+  document.getElementById("cards").replaceChildren(...grouped(data.results));
   document.getElementById("empty").hidden = data.results.length > 0;
   document.getElementById("failures-title").hidden = data.failures.length === 0;
   document.getElementById("failures").replaceChildren(...data.failures.map((f) =>
