@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path, PurePath
@@ -139,7 +140,7 @@ class OutputFolder:
         the internal depth (reports list each other by name only: their sizes depend on each
         other). The exports of every source are written before the first report.
         """
-        try:
+        with self._all_or_nothing(names.all()):
             plys = {run.source: ply_bytes(run.prediction.gaussians, run.prediction.f_px,
                                           run.prediction.image_size) for run in runs}
             sizes = {names.sheet.name: len(sheet_png)}
@@ -159,17 +160,9 @@ class OutputFolder:
                 sizes |= _write_exports(names.exports.get(run.source, {}), run.prediction,
                                         warnings[run.source])
             for run in runs:
-                report = reports[run.source] | {"file_bytes": sizes}
-                report["warnings"] = [*report.get("warnings", []), *warnings[run.source]]
-                atomic_write(names.reports[run.source],
-                             json.dumps(report, indent=2, default=str).encode())
+                _write_report(names.reports[run.source], reports[run.source], sizes,
+                              warnings[run.source])
                 write_ply_bytes(names.plys[run.source], plys.pop(run.source))
-        except OSError as exc:
-            self.remove(names.all())
-            raise OutputError(f"cannot write results ({exc.strerror or exc})", self.path) from exc
-        except OutputError:
-            self.remove(names.all())
-            raise
 
     def write_result(self, names: ResultNames, result: Prediction,
                      report: dict[str, Any]) -> None:
@@ -179,7 +172,7 @@ class OutputFolder:
 
         Any failure removes what this call wrote.
         """
-        try:
+        with self._all_or_nothing(names.all()):
             sizes: dict[str, int] = {}
             if names.internal_depth is not None and result.internal_depth is not None:
                 buf = _npy_bytes(result.internal_depth.astype(np.float32))
@@ -192,15 +185,20 @@ class OutputFolder:
             warnings: list[str] = []
             sizes |= _write_exports(names.exports, result, warnings)
             sizes[names.ply.name] = ply_size(int(result.gaussians.mean_vectors.shape[-2]))
-            report = report | {"file_bytes": sizes,
-                               "warnings": [*report.get("warnings", []), *warnings]}
-            atomic_write(names.report, json.dumps(report, indent=2, default=str).encode())
+            _write_report(names.report, report, sizes, warnings)
             write_ply(names.ply, result.gaussians, result.f_px, result.image_size)
+
+    @contextlib.contextmanager
+    def _all_or_nothing(self, paths: list[Path]) -> Iterator[None]:
+        """Any failure in the block removes `paths` (what it was writing) and is an
+        `OutputError` naming the outputs folder."""
+        try:
+            yield
         except OSError as exc:
-            self.remove(names.all())
+            self.remove(paths)
             raise OutputError(f"cannot write results ({exc.strerror or exc})", self.path) from exc
         except OutputError:
-            self.remove(names.all())
+            self.remove(paths)
             raise
 
     @staticmethod
@@ -236,6 +234,13 @@ class OutputFolder:
     def clear_error(self, photo: Path) -> None:
         with contextlib.suppress(OSError):
             self.error_path(photo).unlink(missing_ok=True)
+
+
+def _write_report(path: Path, report: dict[str, Any], sizes: dict[str, int],
+                  warnings: list[str]) -> None:
+    """The report with every other file's size and the exports' warnings added."""
+    report = report | {"file_bytes": sizes, "warnings": [*report.get("warnings", []), *warnings]}
+    atomic_write(path, json.dumps(report, indent=2, default=str).encode())
 
 
 def _extra_suffixes(formats: tuple[str, ...]) -> dict[str, str]:
