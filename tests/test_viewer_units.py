@@ -197,6 +197,8 @@ def test_results_newest_first_with_failures_and_estimates(tmp_path: Path) -> Non
     text = notes.estimate_note(found, {"queue_length": 3})
     assert text.startswith(notes.CPU_NOTE) and "about 2 min each" in text
     assert "the 3 queued should take about 6 min" in text
+    assert [notes._minutes(s) for s in (0.4, 1.0, 89.0, 91.0)] == [
+        "under a second", "about 1 s", "about 89 s", "about 2 min"]
 
 
 @pytest.mark.parametrize(("status", "words"), [

@@ -16,9 +16,12 @@ CPU_NOTE = ("sharp-watch runs on the CPU here: each photo takes minutes (a GPU t
 
 
 def _minutes(seconds: float) -> str:
+    """`about 12 s`, `about 3 min`, or `under a second`."""
+    if seconds < 1:
+        return "under a second"
     if seconds < 90:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min"
+        return f"about {seconds:.0f} s"
+    return f"about {seconds / 60:.0f} min"
 
 
 def daemon_note(status: dict[str, Any] | None, photo: Path | None) -> str:
@@ -59,7 +62,7 @@ def estimate_note(results: list[Result], status: dict[str, Any] | None) -> str:
     if per_photo is None:
         return lead + "No finished photo yet, so no estimate of the time per photo."
     queued = int((status or {}).get("queue_length") or 0)
-    text = f"Recent photos took about {_minutes(per_photo)} each"
+    text = f"Recent photos took {_minutes(per_photo)} each"
     if queued:
-        text += f"; the {queued} queued should take about {_minutes(per_photo * queued)}"
+        text += f"; the {queued} queued should take {_minutes(per_photo * queued)}"
     return lead + text + "."
