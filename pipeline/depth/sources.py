@@ -27,15 +27,13 @@ class DepthSource:
     """The model it downloads once (the config's `depth_model` replaces it for
     `depth-pro`); None for Apple's package and for sources without a model."""
     summary: str
-    gives_focal: bool = False
-    """Whether its model estimates the focal length (Depth Pro's field of view)."""
 
 
 SOURCES: dict[str, DepthSource] = {s.name: s for s in (
     DepthSource("depth-pro", "transformers", DEFAULT_DEPTH_MODEL,
-                "Apple Depth Pro through transformers", gives_focal=True),
+                "Apple Depth Pro through transformers"),
     DepthSource("depth-pro-apple", "apple", None,
-                "Apple Depth Pro through Apple's depth_pro package", gives_focal=True),
+                "Apple Depth Pro through Apple's depth_pro package"),
     DepthSource("depth-anything-indoor", "transformers",
                 "depth-anything/Depth-Anything-V2-Metric-Indoor-Large-hf",
                 "Depth Anything V2 Metric Large, indoor (Hypersim)"),
