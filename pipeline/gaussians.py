@@ -5,6 +5,8 @@ and written. The unprojection is SHARP's (`unproject_gaussians` with its intrins
 worked out once: for a centred principal point it is the diagonal map
 `diag(W / 2f, H / 2f, 1)`, applied to means and covariances, with the covariances then
 split again into rotation and scales (in float64, on the tensors' own device).
+On the CPU the eigensolver, which torch runs on one thread for a batch of small
+matrices, is given one slice of the batch per thread.
 
 The per-Gaussian algebra runs on "rows": `(k, n)` tensors holding one quantity of all
 `n` Gaussians per row, written in place where it can be. Elementwise work on whole
@@ -15,9 +17,13 @@ that stacking them takes; only the eigensolver, which dominates, gets matrices.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import torch
+
+MIN_EIGH_SLICE = 32_768
+"""Fewer matrices than this per thread are not worth a thread (about 30 ms of work)."""
 
 
 class Gaussians(NamedTuple):
@@ -118,6 +124,20 @@ def _metric_covariances(q: torch.Tensor, s: torch.Tensor, diag: torch.Tensor) ->
     return cov.permute(2, 0, 1)
 
 
+def eigh(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`torch.linalg.eigh` of a `(n, 3, 3)` batch, spread over torch's CPU threads.
+
+    torch's CPU kernel solves a batch one matrix after another on one thread; each
+    matrix is solved alone either way, so the slices' results are the same numbers.
+    """
+    slices = min(torch.get_num_threads(), matrices.shape[0] // MIN_EIGH_SLICE)
+    if matrices.device.type != "cpu" or slices < 2:
+        return torch.linalg.eigh(matrices)
+    with ThreadPoolExecutor(slices, thread_name_prefix="eigh") as pool:
+        parts = list(pool.map(torch.linalg.eigh, matrices.chunk(slices)))
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
 def unproject(gaussians: Gaussians, f_px: float, width: int, height: int) -> Gaussians:
     """NDC Gaussians to metric camera space for a `width` x `height` photo at `f_px`."""
     device = gaussians.mean_vectors.device
@@ -129,7 +149,7 @@ def unproject(gaussians: Gaussians, f_px: float, width: int, height: int) -> Gau
 
     covariance = _metric_covariances(_rows(gaussians.quaternions, torch.float64),
                                      _rows(gaussians.singular_values, torch.float64), diag)
-    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+    eigenvalues, eigenvectors = eigh(covariance)
     # Rows: the middle and the largest eigenvector. The rotation's columns are the
     # largest, the middle and, to make it proper, their cross product.
     ascending = eigenvectors.mT.reshape(covariance.shape[0], 9)

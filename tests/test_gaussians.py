@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+import pipeline.gaussians as gaussians_module
 from pipeline.gaussians import (
     Gaussians,
     covariances,
+    eigh,
     quaternions_from_rotations,
     rotations_from_quaternions,
     unproject,
@@ -132,3 +135,31 @@ def test_unprojection_keeps_metric_covariances_of_degenerate_gaussians() -> None
     for field in metric:
         assert field.dtype == torch.float64 and field.is_contiguous()
     assert q.shape == g.quaternions.shape and s.shape == g.singular_values.shape
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 7])
+def test_eigh_in_slices_gives_exactly_the_batched_answer(monkeypatch: pytest.MonkeyPatch,
+                                                        threads: int) -> None:
+    """The slices (one per torch thread, the last one shorter) hold the same numbers, in
+    order, as one batched call; `_degenerate` adds repeated and zero eigenvalues."""
+    monkeypatch.setattr(gaussians_module, "MIN_EIGH_SLICE", 1000)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    matrices = torch.cat([covariances(_degenerate(3001))[0], covariances(_random(4000))[0]])
+    called: list[int] = []
+    real = torch.linalg.eigh
+    monkeypatch.setattr(torch.linalg, "eigh", lambda m: called.append(m.shape[0]) or real(m))
+    values, vectors = eigh(matrices)
+    assert called == ([matrices.shape[0]] if threads == 1
+                      else [len(c) for c in matrices.chunk(threads)])
+    expected_values, expected_vectors = real(matrices)
+    assert torch.equal(values, expected_values) and torch.equal(vectors, expected_vectors)
+
+
+def test_eigh_keeps_small_batches_in_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    matrices = covariances(_random(gaussians_module.MIN_EIGH_SLICE * 2 - 1)).reshape(-1, 3, 3)
+    called: list[int] = []
+    real = torch.linalg.eigh
+    monkeypatch.setattr(torch.linalg, "eigh", lambda m: called.append(m.shape[0]) or real(m))
+    eigh(matrices)
+    assert called == [matrices.shape[0]]
