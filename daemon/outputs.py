@@ -165,10 +165,10 @@ class OutputFolder:
                 write_ply_bytes(names.plys[run.source], plys.pop(run.source))
 
     def write_result(self, names: ResultNames, result: Prediction,
-                     report: dict[str, Any]) -> None:
+                     report: dict[str, Any]) -> list[str]:
         """Extras, exports and report first, the PLY last: a visible PLY always has its
         report. The report gets `file_bytes` (every file but itself, by name) and any
-        warning an export gave.
+        warning an export gave; those warnings are returned too.
 
         Any failure removes what this call wrote.
         """
@@ -187,6 +187,7 @@ class OutputFolder:
             sizes[names.ply.name] = ply_size(int(result.gaussians.mean_vectors.shape[-2]))
             _write_report(names.report, report, sizes, warnings)
             write_ply(names.ply, result.gaussians, result.f_px, result.image_size)
+        return warnings
 
     @contextlib.contextmanager
     def _all_or_nothing(self, paths: list[Path]) -> Iterator[None]:

@@ -13,7 +13,8 @@ from pipeline.image import SUPPORTED_EXTENSIONS
 from pipeline.settings import DEPTH_FORMATS, DEPTH_SOURCES, EXPORT_FORMATS, PRECISIONS
 
 if TYPE_CHECKING:
-    from pipeline import ModelSettings, Prediction
+    from daemon.jobs import Job
+    from pipeline import DepthSettings, ModelSettings, Prediction
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -115,18 +116,13 @@ def summary(name: str, result: Prediction) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
+    """Each result is written as the daemon writes it (`daemon.outputs.OutputFolder`): the
+    PLY, its exports and internal depth and a JSON report the gallery lists, all or nothing."""
     from tqdm.auto import tqdm
 
-    from pipeline import (
-        DepthSettings,
-        ModelError,
-        Pipeline,
-        PipelineError,
-        timestamped_path,
-        write_ply,
-    )
-    from pipeline.exports import EXPORTERS
+    from daemon.outputs import OutputFolder
+    from daemon.worker import result_report
+    from pipeline import DepthSettings, ModelError, OutputError, Pipeline, PipelineError
 
     try:
         settings = DepthSettings(
@@ -144,24 +140,32 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: no photos ({', '.join(sorted(SUPPORTED_EXTENSIONS))}) in {args.input}",
               file=sys.stderr)
         return 2
-    args.output.mkdir(parents=True, exist_ok=True)
+    folder = OutputFolder(args.output)
+    try:
+        folder.ensure()
+    except OutputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     pipe = Pipeline(models)
     failed = 0
     for photo in tqdm(photos, unit="photo", disable=len(photos) < 2):
         try:
             result = pipe.run(photo, settings)
+            job = _job(photo, settings)
             start = time.perf_counter()
-            extras = [EXPORTERS[f] for f in settings.formats if f != "ply"]
-            target = write_ply(timestamped_path(args.output, photo.stem, ".ply",
-                                                companions=tuple(e.suffix for e in extras)),
-                               result.gaussians, result.f_px, result.image_size)
-            for exporter in extras:
-                exporter.write(target.with_suffix(exporter.suffix), result.gaussians,
-                               result.f_px, result.image_size, result.warnings)
+            names = folder.names(photo.stem, preview=False,
+                                 internal_depth=settings.save_internal_depth,
+                                 formats=settings.formats)
+            # As the daemon's: timed up to the write; the summary line adds the write.
+            report = result_report(pipe, job, result, result.timings, False, names.all())
+            try:
+                result.warnings += folder.write_result(names, result, report)
+            except OutputError as exc:  # name the photo, not only the folder
+                raise OutputError(f"{exc.reason} in {folder.path}", photo) from exc
+            except BaseException:  # not the writer's to catch (a bug, Ctrl+C): no half result
+                folder.remove(names.all())
+                raise
             result.timings["write"] = time.perf_counter() - start
-            if result.internal_depth is not None:
-                np.save(target.with_name(f"{target.stem}_internal_depth.npy"),
-                        result.internal_depth)
         except ModelError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -171,7 +175,22 @@ def run(args: argparse.Namespace) -> int:
             continue
         for warning in result.warnings:
             tqdm.write(f"warning: {photo.name}: {warning}", file=sys.stderr)
-        tqdm.write(summary(photo.name, result) + f" -> {target}")
+        tqdm.write(summary(photo.name, result) + f" -> {names.ply}")
     if failed:
         print(f"{failed} of {len(photos)} photos failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _job(photo: Path, settings: DepthSettings) -> Job:
+    """The job the daemon would make of `photo` and `settings`: its report reads the same."""
+    from daemon.jobs import Job, depth_file, file_sha256, job_key
+    from pipeline import InputError
+
+    try:
+        photo_hash = file_sha256(photo)
+        npy = depth_file(settings, photo)
+        key = job_key(photo_hash, settings, file_sha256(npy) if npy else None)
+    except OSError as exc:
+        raise InputError(f"cannot be read again ({exc.strerror or exc})", photo) from exc
+    return Job(key=key, photo=photo.absolute(), photo_hash=photo_hash, settings=settings,
+               state="done", attempts=1, seq=0)
