@@ -5,8 +5,9 @@
 Prints, best of `--repeat`, the wall and CPU seconds of `unproject` and of the float64
 eigensolver of the same metric covariances alone (`pipeline.gaussians.eigh`, one slice
 per thread): the one step `unproject` cannot avoid, so the ratio of the two is its
-overhead; and of torch's own batched `torch.linalg.eigh`, which runs on one thread. The two take turns, one run
-each per round, so load from other processes on a shared machine falls on both alike.
+overhead; and of torch's own batched `torch.linalg.eigh`, which runs on one thread. The
+steps take turns, one run each per round, so load from other processes on a shared
+machine falls on all alike.
 """
 
 from __future__ import annotations

@@ -1,31 +1,31 @@
 """How fast the viewer shows a full-size result, and what Apply costs besides SHARP.
 
-    python bench/viewer_latency.py [--side 768] [--timeout 300] [--skip-apply]
+    python bench/viewer_latency.py [--side 768] [--timeout 300] [--skip-apply] [--full]
 
 1. Time to visible: a SHARP-sized scene (2 x 768 x 768 = 1,179,648 Gaussians, laid out
    like SHARP's output: two layers on the pixel grid, each Gaussian about one pixel's
-   footprint) written with `pipeline.write_ply`; then, in one run, the viewer process's
-   part (read the PLY, build the covariances, hand it to viser) and the browser's part
-   (headless Chromium opening the viewer page until a screenshot of the 3D view is no
-   longer the empty scene's colour: `tests/viewer_browser.drawn_fraction`).
+   footprint) written with `pipeline.write_ply`; then headless Chromium opens the viewer
+   page, and every frame its compositor produces is recorded (`tests.viewer_browser.
+   Screencast`): visible is the first frame whose 3D view is no longer the empty scene's
+   colour (`drawn_fraction`). Its parts: the page's own report that the splat is drawn
+   (`/api/shown`), and the same with a 2,048-Gaussian scene (the page's fixed cost).
 2. Apply to new view: a real `Daemon` (tiny Depth Pro, SHARP test double at SHARP's
-   full 1536 grid, so the PLY has 1,179,648 Gaussians) and the viewer; Apply changes
-   `depth_scale`; the time until the viewer has swapped the new result into its scene,
-   minus SHARP's forward as the report times it, is the overhead. Its parts come from
-   the report's timings. Apply asks the daemon to queue the photo at once (`rerun`, the
-   control channel's `POST /rerun`), so no settle wait (`stable_seconds`) is spent.
+   full 1536 grid, so the PLY has 1,179,648 Gaussians) and the viewer page; Apply changes
+   `depth_scale`; the time until the page has drawn the new result, minus SHARP's
+   forward as the report times it, is the overhead. Its parts come from the report's
+   timings and the new PLY's time on disk. Apply asks the daemon to queue the photo at
+   once (`rerun`, the control channel's `POST /rerun`), so no settle wait is spent.
 
 Targets (issue 11): visible within 5 s of opening; Apply-to-new-view overhead under 1 s.
-WebGL here is SwiftShader (software rendering on the CPU): every frame of a
-million-Gaussian scene costs seconds, so the browser's part measures this machine's
-software GPU, not the viewer; the viewer process's part is what a real GPU does not change.
+WebGL here is SwiftShader (software rendering on the CPU), so the page asks for a thinned
+scene (`SOFTWARE_BUDGET` Gaussians); `--full` also times "Show all" (every Gaussian:
+minutes a frame in software).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -38,17 +38,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import DepthSettings, Gaussians, write_ply  # noqa: E402
-from tests.viewer_browser import SCENE_BOX, browser, chromium_path, drawn_fraction, region  # noqa: E402
-from viewer.scene import BACKGROUND, SplatScene  # noqa: E402
-from viewer.server import Place, ViewerApp  # noqa: E402
-from viewer.splat import read_splat  # noqa: E402
+from tests.viewer_browser import SCENE_BOX, Screencast, browser, chromium_path  # noqa: E402
+from viewer.server import SOFTWARE_BUDGET, Place, ViewerApp  # noqa: E402
 
 F_PX = 3100.5
 SIZE = (4032, 3024)
+VIEWPORT = {"width": 1280, "height": 800}
 VISIBLE_TARGET_S = 5.0
 OVERHEAD_TARGET_S = 1.0
-DEBUG_SHOTS = os.environ.get("VIEWER_LATENCY_SHOT")
-"""Where to save the first screenshot counted as visible (to look at it), if set."""
 
 
 def sharp_like(side: int = 768, f_px: float = F_PX, size: tuple[int, int] = SIZE) -> Gaussians:
@@ -83,26 +80,61 @@ def full_size_double() -> Any:
     return build(resolution=1536)
 
 
-def wait_drawn(page: Any, timeout: float) -> tuple[float | None, int]:
-    """Seconds until the 3D view is drawn (None: not within `timeout`), and screenshots taken."""
-    start = time.perf_counter()
-    shots = 0
-    while time.perf_counter() - start < timeout:
-        left = max(1.0, timeout - (time.perf_counter() - start))
-        png = page.locator("#scene").screenshot(timeout=left * 1000)
-        shots += 1
-        if drawn_fraction(region(png, SCENE_BOX), BACKGROUND) > 0.05:
-            if DEBUG_SHOTS:
-                Path(DEBUG_SHOTS).write_bytes(png)
-            return time.perf_counter() - start, shots
-    return None, shots
-
-
 def _report(name: str, seconds: float | None, target: float, note: str = "") -> None:
     shown = "not within the timeout" if seconds is None else f"{seconds:.2f} s"
     verdict = "" if seconds is None else ("  (target met)" if seconds <= target
                                           else f"  (over the {target:g} s target)")
     print(f"{name:<46} {shown}{verdict}{note}", flush=True)
+
+
+FRAME_SECONDS = """() => {
+  const view = window.sharpWatchView, gl = view.renderer.getContext();
+  const pixel = new Uint8Array(4), start = performance.now();
+  for (let i = 0; i < 3; i++) {
+    view.renderer.render(view.scene, view.camera);
+    gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, pixel);  // waits for the frame
+  }
+  return (performance.now() - start) / 3000;
+}"""
+"""Seconds the page takes to draw one frame of its scene, as when the user orbits."""
+
+
+def viewport_box(page: Any) -> tuple[float, float, float, float]:
+    """`SCENE_BOX` (fractions of the 3D view) as fractions of the whole viewport."""
+    box = page.locator("#scene").bounding_box()
+    left, top, right, bottom = SCENE_BOX
+    w, h = VIEWPORT["width"], VIEWPORT["height"]
+    return ((box["x"] + left * box["width"]) / w, (box["y"] + top * box["height"]) / h,
+            (box["x"] + right * box["width"]) / w, (box["y"] + bottom * box["height"]) / h)
+
+
+def wait_until(condition: Any, page: Any, timeout: float) -> bool:
+    """Poll `condition` while letting Playwright deliver the page's events."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        page.wait_for_timeout(20)
+    return True
+
+
+def open_view(chrome: Any, app: ViewerApp, ply: str, timeout: float) -> tuple[Any, float | None,
+                                                                            float | None]:
+    """Open the viewer page on `ply`; (page, seconds to the first drawn frame, seconds to
+    the page's own report that it drew), from the moment the address was opened."""
+    page = chrome.new_page(viewport=VIEWPORT)
+    cast = Screencast(page)
+    opened = time.time()
+    page.goto(app.url(f"/view?ply={ply}"))
+    reported = None
+    if wait_until(lambda: app.shown == ply, page, timeout):
+        reported = time.time() - opened
+    box = viewport_box(page)
+    wait_until(lambda: cast.first_drawn(opened, box) is not None, page, timeout)
+    cast.stop()
+    drawn = cast.first_drawn(opened, box)
+    page.cast = cast
+    return page, (None if drawn is None else drawn - opened), reported
 
 
 def time_to_visible(folder: Path, side: int, timeout: float, full: bool,
@@ -114,38 +146,23 @@ def time_to_visible(folder: Path, side: int, timeout: float, full: bool,
     (folder / "scene.json").write_text(json.dumps({
         "photo": "", "settings": {}, "files": [ply.name], "image_size": list(SIZE),
         "focal": {"f_px": F_PX, "origin": "bench"}}), encoding="utf-8")
-    start = time.perf_counter()
-    read_splat(ply)
-    read_s = time.perf_counter() - start
-    app = ViewerApp(Place(folder, folder, DepthSettings()), lambda: None, SplatScene,
-                    lambda _: None)
+    app = ViewerApp(Place(folder, folder, DepthSettings()), lambda: None, lambda _: None)
     app.start()
     try:
         print(f"scene: {count:,} Gaussians, PLY {ply.stat().st_size / 1e6:.1f} MB", flush=True)
-        _report("viewer process: read PLY + covariances", read_s, VISIBLE_TARGET_S)
         with browser() as chrome:
-            page = chrome.new_page(viewport={"width": 1280, "height": 800})
-            start, wall = time.perf_counter(), time.time()
-            page.goto(app.url(f"/view?ply={ply.name}"))
-            seconds, shots = wait_drawn(page, timeout)
-            total = None if seconds is None else time.perf_counter() - start
-            assert app.scene is not None
-            _report(label, total, VISIBLE_TARGET_S,
-                    f"  ({app.shown_count or 0:,} of {count:,} Gaussians sent: software "
-                    f"WebGL seen: {app.budget is not None}; {shots} screenshots)")
-            _report("  of which: page opened -> scene sent", app.scene.shown_at - wall,
-                    VISIBLE_TARGET_S, "  (page, PLY read, thinning, hand-over to viser)")
-            if total is not None:
-                start = time.perf_counter()
-                page.locator("#scene").screenshot(timeout=timeout * 1000)
-                _report("browser: next frame (orbiting speed)", time.perf_counter() - start,
+            page, drawn, reported = open_view(chrome, app, ply.name, timeout)
+            _report(label, drawn, VISIBLE_TARGET_S,
+                    f"  ({app.shown_count or 0:,} of {count:,} Gaussians drawn)")
+            _report("  page's own report: splat drawn", reported, VISIBLE_TARGET_S,
+                    "  (PLY fetched and parsed, one frame later)")
+            if drawn is not None:
+                _report("browser: one frame (orbiting speed)", page.evaluate(FRAME_SECONDS),
                         VISIBLE_TARGET_S)
-            if full and app.budget is not None:
+            if full and (app.shown_count or 0) < count:
                 start = time.perf_counter()
                 page.click("#show-all")
-                while app.shown_count != count:
-                    time.sleep(0.01)
-                page.locator("#scene").screenshot(timeout=timeout * 1000)
+                wait_until(lambda: app.shown_count == count, page, timeout)
                 _report("browser: 'Show all' -> all Gaussians drawn",
                         time.perf_counter() - start, VISIBLE_TARGET_S, "  (SwiftShader)")
     finally:
@@ -178,41 +195,39 @@ def apply_overhead(folder: Path, timeout: float) -> None:
         first = next(outputs.glob("bench_*.ply"))
         # `rerun` is what the control channel's POST /rerun calls in the daemon process.
         app = ViewerApp(Place(inputs, outputs, config.defaults),
-                        lambda: daemon.status().as_dict(), SplatScene, lambda _: None,
-                        rerun=daemon.rerun)
+                        lambda: daemon.status().as_dict(), lambda _: None, rerun=daemon.rerun)
         app.start()
         try:
-            app.show(first.name)
-            while app.shown != first.name:
-                time.sleep(0.01)
-            start = time.perf_counter()
-            app.apply(first.name, {"depth_scale": 1.5})
-            while app.pending is None or app.pending.seconds is None:
-                if time.perf_counter() - start > timeout:
-                    print("apply: the new result never appeared", flush=True)
+            with browser() as chrome:
+                page, _, reported = open_view(chrome, app, first.name, timeout)
+                if reported is None:
+                    print("apply: the first result was never drawn", flush=True)
                     return
-                time.sleep(0.005)
-            total = app.pending.seconds
-            assert app.pending.result is not None
-            report = json.loads((outputs / app.pending.result).with_suffix(".json").read_text())
+                app.apply(first.name, {"depth_scale": 1.5})
+                pending = app.pending
+                assert pending is not None
+                if not wait_until(lambda: pending.seconds is not None, page, timeout):
+                    print("apply: the new result was never drawn", flush=True)
+                    return
+            total = pending.seconds
+            assert total is not None and pending.result is not None
+            report = json.loads((outputs / pending.result).with_suffix(".json").read_text())
             timings = report["timings_s"]
             overhead = total - timings.get("sharp", 0.0)
             print(f"apply: {report['gaussians']:,} Gaussians, depth from cache: "
-                  f"{report['depth']['from_cache']}", flush=True)
-            _report("apply -> new result in the scene", total, OVERHEAD_TARGET_S)
+                  f"{report['depth']['from_cache']}; {app.shown_count:,} drawn "
+                  f"(software WebGL: {SOFTWARE_BUDGET:,} at most)", flush=True)
+            _report("apply -> new result drawn", total, OVERHEAD_TARGET_S)
             _report("  of which SHARP's forward (report)", timings.get("sharp"),
                     OVERHEAD_TARGET_S)
             _report("overhead (everything but SHARP's forward)", overhead, OVERHEAD_TARGET_S)
-            print(f"  daemon's sidecar settle wait: skipped by the rerun (stable_seconds "
-                  f"{config.daemon.stable_seconds:.2f} s applies to files dropped in)", flush=True)
             print("  report timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in timings.items()),
                   flush=True)
-            appeared = (outputs / app.pending.result).stat().st_mtime
-            swapped = app.pending.applied_at + total
-            _report("  viewer: new PLY on disk -> in the scene", swapped - appeared,
-                    OVERHEAD_TARGET_S, "  (poll, PLY read, covariances, hand-over)")
-            _report("  daemon: Apply -> new PLY on disk", appeared - app.pending.applied_at,
+            appeared = (outputs / pending.result).stat().st_mtime
+            _report("  daemon: Apply -> new PLY on disk", appeared - pending.applied_at,
                     OVERHEAD_TARGET_S, "  (queue, depth cache, SHARP, unproject, write)")
+            _report("  page: new PLY on disk -> drawn", pending.applied_at + total - appeared,
+                    OVERHEAD_TARGET_S, "  (polls, PLY fetch and parse, two frames)")
         finally:
             app.close()
     finally:
@@ -237,7 +252,7 @@ def main() -> int:
                 print("time to visible: skipped (chromium is not installed)")
             else:
                 time_to_visible(folder / "scene", args.side, args.timeout, args.full)
-                # The floor: the same page and viser client with a tiny scene.
+                # The floor: the same page and renderer with a tiny scene.
                 time_to_visible(folder / "small", 32, args.timeout, False,
                                 "baseline: the same with 2,048 Gaussians")
         if not args.skip_apply:

@@ -277,7 +277,7 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
 
 
 def cmd_view(args: argparse.Namespace) -> int:
-    """`view` / `gallery`: viser is imported only here, and only if installed."""
+    """`view` / `gallery`: the viewer is imported only here, and only if installed."""
     from viewer.launch import MISSING, available
 
     config = _config(args)

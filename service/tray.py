@@ -4,7 +4,7 @@ The tray only reads `Daemon.status()` on its own polling thread and sends pause/
 job events arrive on the worker thread and are only queued here, so neither side ever
 waits for the other. Only the polling thread changes the icon; menu clicks just wake it.
 "Open last result" and "View / tune a photo..." start the viewer as its own process
-(`viewer.launch`), so viser never loads into the daemon's process; the gallery it opens
+(`viewer.launch`), so its web server never loads into the daemon's process; the gallery it opens
 is the photo picker (pystray has no file dialog).
 pystray is imported when a tray is built, because its Linux backend connects to the X
 display at import time. Every text handed to pystray is escaped (file names are untrusted)

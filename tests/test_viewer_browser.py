@@ -15,15 +15,21 @@ import pytest
 
 from pipeline import DepthSettings
 from tests.conftest import wait_for
-from tests.viewer_browser import SCENE_BOX, browser, chromium_path, drawn_fraction, region
+from tests.viewer_browser import (
+    BACKGROUND,
+    SCENE_BOX,
+    browser,
+    chromium_path,
+    drawn_fraction,
+    region,
+)
 
-pytest.importorskip("viser", reason="the viewer extra (viser) is not installed")
+pytest.importorskip("tomlkit", reason="the viewer extra (tomlkit) is not installed")
 pytest.importorskip("playwright", reason="playwright is not installed (test extra)")
 if chromium_path() is None:
     pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)",
                 allow_module_level=True)
 
-from viewer.scene import BACKGROUND, SplatScene
 from viewer.server import SOFTWARE_BUDGET, Place, ViewerApp
 
 SIDECAR = "# my garden: tuned by hand\nsave_internal_depth = true  # keep SHARP's own depth\n"
@@ -40,7 +46,7 @@ def daemon_and_viewer(make_daemon_config: Callable[..., Any], running_daemon: An
     assert wait_for(lambda: list(config.outputs.glob("garden_*.ply")), 60)
     opened: list[Path] = []
     app = ViewerApp(Place(config.inputs, config.outputs, config.defaults),
-                    lambda: daemon.status().as_dict(), SplatScene, opened.append)
+                    lambda: daemon.status().as_dict(), opened.append)
     app.start()
     yield config, app
     app.close()
@@ -59,25 +65,20 @@ def _scene_drawn(page: Any, timeout: float = 45.0) -> float:
     return fraction
 
 
-def _camera(app: ViewerApp) -> np.ndarray:
-    """The camera position the (one) browser client reports to viser."""
-    assert isinstance(app.scene, SplatScene)
-    clients = list(app.scene.server.get_clients().values())
-    assert len(clients) == 1
-    return np.asarray(clients[0].camera.position, dtype=float)
+def _camera(page: Any) -> np.ndarray:
+    """The page's camera position (three.js's, in the page's scene)."""
+    return np.asarray(page.evaluate("window.sharpWatchView.camera.position.toArray()"))
 
 
-def _orbit(page: Any, app: ViewerApp) -> np.ndarray:
-    """Drag in the 3D view; returns the camera position once viser has heard of it."""
+def _orbit(page: Any) -> np.ndarray:
+    """Drag in the 3D view; returns the camera position it moved to."""
     box = page.locator("#scene").bounding_box()
     x, y = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.7
     page.mouse.move(x, y)
     page.mouse.down()
     page.mouse.move(x + 80, y - 20, steps=5)
     page.mouse.up()
-    assert wait_for(lambda: np.linalg.norm(_camera(app)) > 1e-3, 20)
-    time.sleep(0.5)  # let the last camera update arrive
-    return _camera(app)
+    return _camera(page)
 
 
 def test_view_apply_and_gallery_in_chromium(daemon_and_viewer: tuple[Any, ViewerApp]) -> None:
@@ -89,10 +90,18 @@ def test_view_apply_and_gallery_in_chromium(daemon_and_viewer: tuple[Any, Viewer
         assert "key=" not in page.url  # the key became a cookie and left the address
         page.wait_for_selector("#facts tr")
         assert wait_for(lambda: app.shown == first.name, 30)
-        assert app.budget == SOFTWARE_BUDGET, "the page saw software WebGL and asked for less"
+        report = json.loads(first.with_suffix(".json").read_text())
+        assert app.shown_count == report["gaussians"], "every Gaussian of a small scene drawn"
+        assert page.evaluate("window.sharpWatchView.budget") == SOFTWARE_BUDGET, \
+            "the page saw software WebGL and asks for a thinned scene"
         assert _scene_drawn(page) > 0.05, "the 3D view stayed blank"
+        np.testing.assert_allclose(_camera(page), [0, 0, 0], atol=1e-9,
+                                   err_msg="the view starts at the photo's own viewpoint")
+        fov = page.evaluate("window.sharpWatchView.camera.fov")
+        assert fov == pytest.approx(np.degrees(2 * np.arctan(
+            report["image_size"][1] / (2 * report["focal"]["f_px"]))), rel=1e-6)
 
-        before = _orbit(page, app)
+        before = _orbit(page)
         assert np.linalg.norm(before) > 1e-3, "the drag moved the camera off the photo's viewpoint"
 
         page.locator("#depth_scale").evaluate(
@@ -114,9 +123,12 @@ def test_view_apply_and_gallery_in_chromium(daemon_and_viewer: tuple[Any, Viewer
         assert report["settings"]["depth_scale"] == 1.5
         assert report["depth"]["from_cache"] is True  # a retune runs SHARP only
         assert app.shown == second
+        assert page.evaluate("window.sharpWatchView.shown.ply") == second
         assert _scene_drawn(page) > 0.05
-        np.testing.assert_allclose(_camera(app), before, atol=1e-3,
+        np.testing.assert_allclose(_camera(page), before, atol=1e-9,
                                    err_msg="swapping the result must keep the user's camera")
+        page.click("#reset-view")
+        np.testing.assert_allclose(_camera(page), [0, 0, 0], atol=1e-9)
 
         page.goto(app.url("/"))
         page.wait_for_selector(".card")

@@ -22,7 +22,7 @@ from service import access
 from tests.conftest import wait_for, write_photo
 from viewer import launch, notes, results, tuning
 from viewer.server import COOKIE, Place, ViewerApp
-from viewer.splat import SplatError, read_splat, thinned, vertical_fov
+from viewer.splat import SplatError, check_splat, median_depth, thinned_ply, vertical_fov
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,29 +59,28 @@ def write_result(outputs: Path, photo: Path, name: str, settings: DepthSettings 
 
 # --- splat ---------------------------------------------------------------------------------
 
-def test_splat_reads_back_what_we_write(tmp_path: Path) -> None:
-    g = gaussians()
-    splat = read_splat(write_ply(tmp_path / "a.ply", g, 50.0, (64, 48)))
-    assert splat.count == 6
-    np.testing.assert_allclose(splat.centers, g.mean_vectors[0].numpy(), atol=1e-6)
-    np.testing.assert_allclose(splat.opacities[:, 0], g.opacities[0].numpy(), atol=1e-5)
-    srgb = np.where(g.colors[0].numpy() <= 0.0031308, g.colors[0].numpy() * 12.92,
-                    1.055 * g.colors[0].numpy() ** (1 / 2.4) - 0.055)
-    np.testing.assert_allclose(splat.rgbs, srgb, atol=1e-5)
-    # Covariance = R diag(s^2) R^T: its eigenvalues are the squared scales.
-    eigen = np.sort(np.linalg.eigvalsh(splat.covariances.astype(np.float64)), axis=1)
-    expected = np.sort(g.singular_values[0].numpy().astype(np.float64) ** 2, axis=1)
-    np.testing.assert_allclose(eigen, expected, rtol=1e-4, atol=1e-9)
+def _check(path: Path) -> Any:
+    with open(path, "rb") as f:
+        return check_splat(path, f)
 
 
-def test_splat_rotation_turns_the_long_axis(tmp_path: Path) -> None:
-    half = math.sqrt(0.5)  # 90 degrees about z: x -> y
-    g = Gaussians(mean_vectors=torch.tensor([[[0.0, 0.0, 2.0]]]),
-                  singular_values=torch.tensor([[[0.3, 0.1, 0.1]]]),
-                  quaternions=torch.tensor([[[half, 0.0, 0.0, half]]]),
-                  colors=torch.full((1, 1, 3), 0.5), opacities=torch.full((1, 1), 0.5))
-    cov = read_splat(write_ply(tmp_path / "r.ply", g, 50.0, (64, 48))).covariances[0]
-    np.testing.assert_allclose(np.diag(cov), [0.01, 0.09, 0.01], atol=1e-6)
+def _vertices(data: bytes) -> Any:
+    """A PLY's bytes as plyfile reads them (an independent reader)."""
+    import io
+
+    from plyfile import PlyData
+
+    return PlyData.read(io.BytesIO(data))
+
+
+def test_splat_check_reads_the_header_and_the_median_depth(tmp_path: Path) -> None:
+    g = gaussians(101)
+    path = write_ply(tmp_path / "a.ply", g, 50.0, (64, 48))
+    with open(path, "rb") as f:
+        splat = check_splat(path, f)
+        assert splat.count == 101 and splat.header.endswith(b"end_header\n")
+        depth = median_depth(splat, f)
+    assert depth == pytest.approx(float(np.median(g.mean_vectors[0, :, 2].numpy())), rel=1e-6)
 
 
 @pytest.mark.parametrize(("data", "words"), [
@@ -89,29 +88,51 @@ def test_splat_rotation_turns_the_long_axis(tmp_path: Path) -> None:
     (b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nend_header\n", "binary"),
     (b"ply\nformat binary_little_endian 1.0\nelement vertex 1\nproperty float x\n"
      b"end_header\n\0\0\0\0", "vertex columns are x"),
+    (b"ply\nformat binary_little_endian 1.0\nelement vertex 1\nproperty uchar x\n"
+     b"end_header\n\0", "is not float"),
+    (b"ply\nformat binary_little_endian 1.0\nelement face 1\nend_header\n", "no 'element vertex"),
 ])
 def test_splat_refuses_other_files_naming_them(tmp_path: Path, data: bytes, words: str) -> None:
     path = tmp_path / "odd.ply"
     path.write_bytes(data)
     with pytest.raises(SplatError, match=words) as caught:
-        read_splat(path)
+        _check(path)
     assert str(path) in str(caught.value)
 
 
 def test_truncated_splat_is_named(tmp_path: Path) -> None:
     path = write_ply(tmp_path / "t.ply", gaussians(), 50.0, (64, 48))
-    path.write_bytes(path.read_bytes()[:300])
-    with pytest.raises(SplatError, match="truncated"):
-        read_splat(path)
+    data = path.read_bytes()
+    header = data.index(b"end_header\n") + len(b"end_header\n")
+    path.write_bytes(data[:header + 56 + 30])  # one row and a bit of the next
+    with pytest.raises(SplatError, match="promises 6 Gaussians but the file holds 1"):
+        _check(path)
 
 
-def test_thinning_keeps_a_fixed_subset_and_the_covered_area(tmp_path: Path) -> None:
-    splat = read_splat(write_ply(tmp_path / "a.ply", gaussians(40), 50.0, (64, 48)))
-    few = thinned(splat, 10)
-    assert few.count == 10 and thinned(splat, 10).centers.tolist() == few.centers.tolist()
-    rows = [int(np.flatnonzero((splat.centers == c).all(axis=1))[0]) for c in few.centers]
-    np.testing.assert_allclose(few.covariances, splat.covariances[rows] * 2.0, rtol=1e-6)
-    assert thinned(splat, 100) is splat
+def test_thinning_keeps_a_fixed_subset_grown_to_cover_the_area(tmp_path: Path) -> None:
+    """40 -> 10 Gaussians: each kept one's area grows by sqrt(4) = 2, so each axis by
+    4 ** 0.25 (its log scale by ln(4) / 4); everything else, camera elements included,
+    is the file's own."""
+    path = write_ply(tmp_path / "a.ply", gaussians(40), 50.0, (64, 48))
+    with open(path, "rb") as f:
+        splat = check_splat(path, f)
+        data = thinned_ply(splat, f, 10)
+        assert thinned_ply(splat, f, 10) == data  # a fixed subset
+        assert len(_vertices(thinned_ply(splat, f, 100))["vertex"].data) == 40
+        with pytest.raises(ValueError, match="positive"):
+            thinned_ply(splat, f, 0)
+    full, few = _vertices(path.read_bytes()), _vertices(data)
+    rows, kept = full["vertex"].data, few["vertex"].data
+    assert len(kept) == 10
+    index = [int(np.flatnonzero(rows["x"] == x)[0]) for x in kept["x"]]
+    assert index == sorted(index) and len(set(index)) == 10
+    for name in ("y", "z", "f_dc_0", "opacity", "rot_0", "rot_3"):
+        np.testing.assert_array_equal(kept[name], rows[name][index])
+    for name in ("scale_0", "scale_1", "scale_2"):
+        np.testing.assert_allclose(kept[name], rows[name][index] + math.log(4) / 4, rtol=1e-6)
+    assert [e.name for e in few.elements] == [e.name for e in full.elements]
+    for element in full.elements[1:]:
+        assert few[element.name].data.tobytes() == element.data.tobytes()
 
 
 def test_field_of_view_from_the_report() -> None:
@@ -231,27 +252,7 @@ def test_access_rules_shared_with_the_control_channel() -> None:
     assert access.refusal(cookie, 8000, "s3")[0] == 401  # cookies count only where allowed
 
 
-# --- the HTTP side, with a stand-in scene --------------------------------------------------
-
-class FakeScene:
-    port = 1
-    version = 0
-    shown_at = 0.0
-
-    def __init__(self) -> None:
-        self.shown: list[Path] = []
-        self.budgets: list[int | None] = []
-
-    def show(self, ply: Path, f_px: float | None, image_height: int | None,
-             budget: int | None = None) -> None:
-        assert f_px == 50.0 and image_height == 48
-        self.shown.append(ply)
-        self.budgets.append(budget)
-        self.version += 1
-
-    def close(self) -> None:
-        pass
-
+# --- the HTTP side ------------------------------------------------------------------------
 
 @pytest.fixture
 def app(tmp_path: Path):
@@ -261,7 +262,7 @@ def app(tmp_path: Path):
     opened: list[Path] = []
     status: dict[str, Any] = {"state": "paused", "queue_length": 0}
     reruns: list[Path] = []
-    viewer = ViewerApp(Place(inputs, outputs, DepthSettings()), lambda: status, FakeScene,
+    viewer = ViewerApp(Place(inputs, outputs, DepthSettings()), lambda: status,
                        opened.append, rerun=reruns.append)
     viewer.start()
     viewer.opened = opened  # type: ignore[attr-defined]
@@ -297,8 +298,11 @@ def test_only_the_owners_browser_gets_in(app: ViewerApp) -> None:
     evil = {"Origin": "http://evil.example"}
     assert call(app, "POST", "/api/apply", {"ply": "a_1.ply", "settings": {}}, evil)[0] == 403
     assert call(app, "GET", "/api/gallery")[0] == 200
-    assert call(app, "GET", "/static?f=../server.py")[0] == 404
-    assert call(app, "POST", "/api/show", None, {"Content-Length": "lots"})[0] == 413
+    for path in ("/static/../server.py", "/static/%2e%2e/server.py", "/static/gallery.html",
+                 "/static/vendor/spark/LICENSE", "/static/nope.js"):
+        assert call(app, "GET", path)[0] == 404, path
+    assert call(app, "GET", "/files/splat?ply=a_1.ply", headers={"Cookie": ""})[0] == 401
+    assert call(app, "POST", "/api/shown", None, {"Content-Length": "lots"})[0] == 413
 
 
 def test_gallery_detail_and_files(app: ViewerApp) -> None:
@@ -314,14 +318,17 @@ def test_gallery_detail_and_files(app: ViewerApp) -> None:
     assert photo[:2] == b"\xff\xd8"
     assert call(app, "GET", "/files/preview?ply=a_1.ply")[1][:4] == b"\x89PNG"
     assert call(app, "GET", "/files/photo?ply=nope.ply")[0] == 404
+    assert detail["camera"]["fov_deg"] == pytest.approx(math.degrees(vertical_fov(50.0, 48)))
+    assert detail["camera"]["orbit_depth"] == pytest.approx(
+        float(np.median(gaussians().mean_vectors[0, :, 2].numpy())), rel=1e-6)
     assert call(app, "POST", "/api/open-folder", {},
                 {"Origin": f"http://127.0.0.1:{app.port}"})[0] == 200
     assert app.opened == [app.place.outputs]  # type: ignore[attr-defined]
 
 
-def test_apply_writes_the_sidecar_and_swaps_in_the_new_result(app: ViewerApp) -> None:
-    assert call(app, "POST", "/api/show", {"ply": "a_1.ply"})[0] == 200
-    assert wait_for(lambda: app.shown == "a_1.ply", 10)
+def test_apply_writes_the_sidecar_and_times_the_page_drawing_the_new_result(
+        app: ViewerApp) -> None:
+    assert call(app, "POST", "/api/shown", {"ply": "a_1.ply", "count": 6})[0] == 200
     status, answer, _ = call(app, "POST", "/api/apply",
                              {"ply": "a_1.ply", "settings": {"depth_scale": 2.0}})
     assert status == 200 and answer["sidecar"] == "a.toml"
@@ -329,19 +336,57 @@ def test_apply_writes_the_sidecar_and_swaps_in_the_new_result(app: ViewerApp) ->
     assert app.reruns == [app.place.inputs / "a.jpg"]  # type: ignore[attr-defined]
     state = call(app, "GET", "/api/state")[1]
     assert state["pending"]["result"] is None and "paused" in state["note"]
+    assert state["shown"] == "a_1.ply" and state["shown_count"] == 6
     photo = app.place.inputs / "a.jpg"
     write_result(app.place.outputs, photo, "a_2", DepthSettings(depth_scale=3.0))  # not ours
     write_result(app.place.outputs, photo, "a_3", DepthSettings(depth_scale=2.0))
-    assert wait_for(lambda: app.shown == "a_3.ply", 10)
+    assert wait_for(lambda: call(app, "GET", "/api/state")[1]["pending"]["result"], 10)
     state = call(app, "GET", "/api/state")[1]
-    assert state["pending"]["result"] == "a_3.ply" and state["pending"]["seconds"] > 0
-    assert state["version"] == 2
-    # A software-rendering page asks for a thinned scene; swaps keep that budget.
-    assert call(app, "POST", "/api/show", {"ply": "a_3.ply", "budget": 5})[0] == 200
-    assert wait_for(lambda: app.scene.budgets[-1:] == [5], 10)  # type: ignore[union-attr]
-    assert call(app, "POST", "/api/show", {"ply": "a_3.ply", "budget": 0})[0] == 400
+    assert state["pending"]["result"] == "a_3.ply" and state["pending"]["seconds"] is None
+    # Drawing another result does not count; the page drawing the new one does.
+    call(app, "POST", "/api/shown", {"ply": "a_2.ply", "count": 6})
+    assert call(app, "GET", "/api/state")[1]["pending"]["seconds"] is None
+    call(app, "POST", "/api/shown", {"ply": "a_3.ply", "count": 6})
+    state = call(app, "GET", "/api/state")[1]
+    assert state["pending"]["seconds"] > 0 and state["shown"] == "a_3.ply"
+    for body in ({"ply": "a_3.ply"}, {"ply": "a_3.ply", "count": -1},
+                 {"ply": "a_3.ply", "count": True}, {"ply": 3, "count": 1}):
+        assert call(app, "POST", "/api/shown", body)[0] == 400, body
     bad = call(app, "POST", "/api/apply", {"ply": "a_1.ply", "settings": {"depth_scale": 0}})
     assert bad[0] == 400 and "depth_scale must be" in bad[1]["error"]
+
+
+def test_the_page_gets_the_splat_whole_or_thinned(app: ViewerApp) -> None:
+    ply = app.place.outputs / "a_1.ply"
+    status, data, response = call(app, "GET", "/files/splat?ply=a_1.ply")
+    assert status == 200 and data == ply.read_bytes()
+    assert response.getheader("X-Gaussians") == response.getheader("X-Gaussians-Total") == "6"
+    status, data, response = call(app, "GET", "/files/splat?ply=a_1.ply&budget=4")
+    assert status == 200 and len(_vertices(data)["vertex"].data) == 4
+    assert (response.getheader("X-Gaussians"), response.getheader("X-Gaussians-Total")) == (
+        "4", "6")
+    assert call(app, "GET", "/files/splat?ply=a_1.ply&budget=60")[1] == ply.read_bytes()
+    for budget in ("0", "-3", "x", "1.5", "%C2%B2"):
+        status, answer, _ = call(app, "GET", f"/files/splat?ply=a_1.ply&budget={budget}")
+        assert status == 400 and "budget" in answer["error"], budget
+    assert call(app, "GET", "/files/splat?ply=nope.ply")[0] == 404
+    ply.write_bytes(b"garbage")
+    status, answer, _ = call(app, "GET", "/files/splat?ply=a_1.ply")
+    assert status == 422 and "a_1.ply" in answer["error"] and "not a PLY" in answer["error"]
+    assert "not a PLY" in call(app, "GET", "/api/result?ply=a_1.ply")[1]["camera"]["error"]
+
+
+@pytest.mark.parametrize(("suffix", "kind"), [(".js", "text/javascript"), (".css", "text/css")])
+def test_scripts_are_served_as_scripts_whatever_the_registry_says(
+        app: ViewerApp, monkeypatch: pytest.MonkeyPatch, suffix: str, kind: str) -> None:
+    """Windows' `mimetypes` reads the registry, where `.js` is often `text/plain`; a module
+    script of that type is refused by the browser, so the viewer must not ask it."""
+    import mimetypes
+
+    monkeypatch.setitem(mimetypes.types_map, suffix, "text/plain")
+    name = {".js": "vendor/spark/spark.module.min.js", ".css": "app.css"}[suffix]
+    status, _, response = call(app, "GET", f"/static/{name}")
+    assert status == 200 and response.getheader("Content-Type").startswith(kind)
 
 
 def test_a_failed_rerun_is_reported(app: ViewerApp) -> None:
@@ -355,7 +400,7 @@ def test_a_failed_rerun_is_reported(app: ViewerApp) -> None:
 
 # --- process boundaries --------------------------------------------------------------------
 
-def test_daemon_predict_and_cli_never_import_viser(tmp_path: Path) -> None:
+def test_daemon_predict_and_cli_never_import_the_viewer(tmp_path: Path) -> None:
     photo = write_photo(tmp_path / "p.jpg")
     code = ("import sys, daemon, service.cli, service.predict, service.tray\n"
             "from daemon import Daemon\n"
@@ -367,8 +412,8 @@ def test_daemon_predict_and_cli_never_import_viser(tmp_path: Path) -> None:
             f"{str(tmp_path / 'out')!r}, '--depth-model', str(model), '--sharp-factory', "
             "'tests.sharp_double:build', '--device', 'cpu'])\n"
             "assert code == 0, code\n"
-            "assert 'viser' not in sys.modules, 'viser was imported'\n"
-            "assert 'viewer.scene' not in sys.modules\n")
+            "assert 'viewer.server' not in sys.modules, 'the viewer was imported'\n"
+            "assert 'tomlkit' not in sys.modules\n")
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -484,3 +529,30 @@ def test_a_compare_set_shows_its_contact_sheet_and_names_its_source(tmp_path: Pa
     plain = results.read_result(write_result(outputs, photo, "a_2"))
     assert plain is not None and plain.summary()["compare"] is None
     assert plain.preview == outputs / "a_2_depth.png"
+
+
+def test_the_page_s_scripts_exist_and_ship_in_the_wheel() -> None:
+    """Every import the viewer page maps resolves to a vendored file, and every file under
+    `viewer/static` is matched by a package-data pattern (a file left out of the wheel
+    would be a blank 3D view for a user who installed without `-e`)."""
+    import fnmatch
+    import re
+    import tomllib
+
+    static = ROOT / "viewer" / "static"
+    page = (static / "view.html").read_text(encoding="utf-8")
+    imports = json.loads(re.search(r'<script type="importmap">(.*?)</script>', page,
+                                   re.S).group(1))["imports"]
+    assert set(imports) == {"three", "three/addons/", "@sparkjsdev/spark"}
+    for target in imports.values():
+        assert (static / target.removeprefix("/static/")).exists(), target
+    assert (static / "vendor/three/three.core.min.js").is_file()  # three.module's own import
+    for addon in ("controls/OrbitControls.js", "postprocessing/Pass.js"):  # ours and Spark's
+        assert (static / "vendor/three/addons" / addon).is_file()
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))[
+        "tool"]["setuptools"]["package-data"]["viewer"]
+    files = [p.relative_to(ROOT / "viewer").as_posix() for p in static.rglob("*") if p.is_file()]
+    missed = [f for f in files if not any(fnmatch.fnmatch(f, pattern) and
+                                          f.count("/") == pattern.count("/")
+                                          for pattern in patterns)]
+    assert files and not missed, missed

@@ -8,6 +8,7 @@ scenes in tests stay small.
 
 from __future__ import annotations
 
+import base64
 import io
 import shutil
 from collections.abc import Iterator
@@ -66,5 +67,36 @@ def drawn_fraction(pixels: np.ndarray, background: tuple[int, int, int]) -> floa
 
 
 SCENE_BOX = (0.02, 0.45, 0.45, 0.98)
-"""Bottom left of the 3D view: clear of viser's control panel (top right) and its
-"software WebGL" notice (top left)."""
+"""Bottom left of the 3D view (a screenshot of `#scene`), clear of its Reset button."""
+BACKGROUND = (24, 26, 31)
+"""The empty scene's colour (`view.js`), so a blank view is recognisable."""
+
+
+class Screencast:
+    """Every frame the page's compositor produces, with its wall-clock time, recorded
+    over the DevTools protocol: when the splat first showed, without the extra frames
+    (and waits) that taking screenshots would cost a software-rendered page."""
+
+    def __init__(self, page: Any) -> None:
+        self.frames: list[tuple[float, bytes]] = []
+        self._checked = 0
+        self._cdp = page.context.new_cdp_session(page)
+        self._cdp.on("Page.screencastFrame", self._frame)
+        self._cdp.send("Page.startScreencast", {"format": "png", "everyNthFrame": 1})
+
+    def _frame(self, params: dict[str, Any]) -> None:
+        self.frames.append((params["metadata"]["timestamp"], base64.b64decode(params["data"])))
+        self._cdp.send("Page.screencastFrameAck", {"sessionId": params["sessionId"]})
+
+    def stop(self) -> None:
+        self._cdp.send("Page.stopScreencast")
+
+    def first_drawn(self, since: float, box: tuple[float, float, float, float]) -> float | None:
+        """Wall-clock time of the first frame after `since` whose `box` is drawn (each
+        frame is looked at once, so this can be polled)."""
+        while self._checked < len(self.frames):
+            stamp, png = self.frames[self._checked]
+            if stamp >= since and drawn_fraction(region(png, box), BACKGROUND) > 0.05:
+                return stamp
+            self._checked += 1
+        return None

@@ -29,8 +29,13 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline import DepthSettings, Gaussians, write_ply  # noqa: E402
 from pipeline.preview import preview_png  # noqa: E402
-from tests.viewer_browser import SCENE_BOX, browser, drawn_fraction, region  # noqa: E402
-from viewer.scene import BACKGROUND, SplatScene  # noqa: E402
+from tests.viewer_browser import (  # noqa: E402
+    BACKGROUND,
+    SCENE_BOX,
+    browser,
+    drawn_fraction,
+    region,
+)
 from viewer.server import Place, ViewerApp  # noqa: E402
 
 EXAMPLE = ROOT.parent / "shared" / "data" / "example.jpg"
@@ -124,7 +129,7 @@ def main() -> int:
             "tries again when the file changes\n", encoding="utf-8")
         status = {"state": "working", "current_file": str(inputs / "beach.jpg"),
                   "stage": "sharp", "queue_length": 2}
-        app = ViewerApp(Place(inputs, outputs, DepthSettings()), lambda: status, SplatScene,
+        app = ViewerApp(Place(inputs, outputs, DepthSettings()), lambda: status,
                         lambda _: None)
         app.start()
         try:
@@ -139,9 +144,8 @@ def main() -> int:
                         break
                 page.click("#show-all")  # every Gaussian: slow in software, fine for a still
                 while app.shown_count != 2 * SIDE * SIDE:
-                    time.sleep(0.05)
-                time.sleep(1.0)
-                page.locator("#scene").screenshot(timeout=240_000)  # a frame of the full scene
+                    page.wait_for_timeout(50)
+                page.wait_for_timeout(3000)  # Spark's sort of the full scene, redrawn
                 save(page.screenshot(timeout=120_000), args.out / "viewer.png")
                 page.goto(app.url("/"))
                 page.wait_for_selector(".card img")

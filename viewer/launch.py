@@ -1,6 +1,6 @@
-"""Starting the viewer from the tray: a separate process, so viser never loads in the daemon.
+"""Starting the viewer from the tray: a separate process, so it never loads in the daemon.
 
-The tray's daemon process stays lean (no viser, no scene in its memory); each click
+The tray's daemon process stays lean (no web server, no pages in its memory); each click
 starts `python -m service view|gallery` with the same config, console-less on Windows
 (pythonw beside python, `service.system.gui_python`). That process opens the browser
 itself (or, when a viewer already runs for this user, hands the page to that one) and
@@ -23,8 +23,9 @@ MISSING = ("the viewer is not installed: run `pip install \"sharp-watch[viewer]\
 
 
 def available() -> bool:
-    """Whether the optional `viewer` extra (viser, tomlkit) is installed."""
-    return all(importlib.util.find_spec(name) is not None for name in ("viser", "tomlkit"))
+    """Whether the optional `viewer` extra (tomlkit, for sidecars kept as written) is
+    installed."""
+    return importlib.util.find_spec("tomlkit") is not None
 
 
 def viewer_argv(command: str, config: Path | None, target: Path | None = None,

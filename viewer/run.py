@@ -1,8 +1,8 @@
 """`sharp-watch view [PLY | photo]` and `sharp-watch gallery`: serve until idle or Ctrl+C.
 
 The daemon may or may not be running: its status comes over the control channel on
-every poll (None when it is not running, which the pages say in words). viser is imported
-here, on demand, never by the daemon or the rest of the CLI.
+every poll (None when it is not running, which the pages say in words). This module is
+imported on demand, never by the daemon or the rest of the CLI.
 """
 
 from __future__ import annotations
@@ -131,8 +131,6 @@ def serve(config: Any, target: Path | None, gallery: bool, say: Callable[[str], 
 
     `console` (from the CLI: whether there is one) sets up the log; None leaves it alone.
     """
-    from .scene import SplatScene
-
     if console is not None:
         console_log(console)
 
@@ -153,7 +151,7 @@ def serve(config: Any, target: Path | None, gallery: bool, say: Callable[[str], 
             webbrowser.open(url)
         return 0
     place = Place(Path(config.folders.inputs), outputs, config.defaults)
-    app = ViewerApp(place, control_status(state_dir), SplatScene, system.open_path, extra,
+    app = ViewerApp(place, control_status(state_dir), system.open_path, extra,
                     rerun=control_rerun(state_dir))
     app.start()
     if extra is None:

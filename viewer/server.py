@@ -4,28 +4,31 @@ One HTTP server on 127.0.0.1 (OS-chosen port) serves the pages, the photos and p
 and the API; every request passes `service.access.refusal` (Host naming this port,
 Origin absent or this server's own, this run's secret as a cookie or Bearer token). The
 browser is opened at `/?key=<secret>`: that one request sets an HttpOnly, SameSite=Strict
-cookie and redirects to the address without the key. The 3D view itself is a viser
-server (`viewer.scene`) shown in an iframe; it only displays.
+cookie and redirects to the address without the key. The 3D view is drawn in the page by
+Spark (a three.js Gaussian splat renderer, vendored in `static/vendor`), which loads the
+PLY from `/files/splat` through the same checks: no other port, nothing unchecked.
 
 After Apply, a watcher thread looks for the photo's new result (a report with exactly the
-applied settings and its PLY) and swaps it into the scene as soon as it exists; the pages
-poll `/api/state` and show how long Apply-to-new-view took, or why nothing happens yet
-(daemon paused, busy with another photo, not running, or the photo failed).
+applied settings and its PLY); the page, polling `/api/state`, swaps it into its scene as
+soon as it exists, keeping its camera, and reports when it is drawn (`/api/shown`), which
+gives the Apply-to-new-view time it shows; or it says why nothing happens yet (daemon
+paused, busy with another photo, not running, or the photo failed).
 """
 
 from __future__ import annotations
 
 import io
 import json
-import mimetypes
+import math
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from loguru import logger
@@ -37,6 +40,7 @@ from service.access import loopback_origins, refusal
 
 from . import results, tuning
 from .notes import daemon_note, estimate_note
+from .splat import SplatError, check_splat, median_depth, thinned_ply, vertical_fov
 
 STATIC = Path(__file__).with_name("static")
 COOKIE = "sharp_watch_viewer"
@@ -46,8 +50,13 @@ MAX_THUMBS = 256
 MAX_BODY_BYTES = 16 * 1024
 SOFTWARE_BUDGET = 25_000
 """Gaussians sent to a browser that renders WebGL without a GPU (SwiftShader, llvmpipe,
-Microsoft Basic Render Driver): about 2 s a frame on a 2-core CPU, where a whole SHARP
-scene takes over a minute a frame."""
+Microsoft Basic Render Driver): about half a second a frame on a 2-core CPU, where a
+whole SHARP scene takes over a minute a frame."""
+STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                ".css": "text/css; charset=utf-8"}
+"""Fixed, not `mimetypes`: on Windows that reads the registry, where `.js` is often
+`text/plain`, and browsers refuse a module script of any type but JavaScript."""
+COPY_CHUNK = 1 << 20
 WATCH_SECONDS = 0.1
 IDLE_CONNECTION_SECONDS = 30.0
 """A kept-alive connection that sends nothing for this long is closed (frees its thread)."""
@@ -55,19 +64,6 @@ StatusSource = Callable[[], dict[str, Any] | None]
 """The daemon's status as a dict (`Status.as_dict()`), or None when it is not running."""
 Rerun = Callable[[Path], object]
 """Ask the daemon to queue a photo now (its sidecar was just written whole)."""
-
-
-class Scene(Protocol):
-    """What the server needs of `viewer.scene.SplatScene` (a stand-in in unit tests)."""
-
-    version: int
-    shown_at: float
-
-    @property
-    def port(self) -> int: ...
-    def show(self, ply: Path, f_px: float | None, image_height: int | None,
-             budget: int | None = None) -> object: ...
-    def close(self) -> None: ...
 
 
 @dataclass
@@ -96,25 +92,20 @@ class ViewerApp:
     """The pages, the API and the scene; `start()` returns at once, `close()` ends it all."""
 
     def __init__(self, place: Place, status: StatusSource,
-                 scene: Callable[[], Scene], open_folder: Callable[[Path], object],
+                 open_folder: Callable[[Path], object],
                  extra: Path | None = None, rerun: Rerun | None = None) -> None:
         self.place = place
         self.status = status
         self.rerun = rerun
         self.open_folder = open_folder
         self.secret = secrets.token_urlsafe(32)
-        self._make_scene = scene
-        self.scene: Scene | None = None
         self.extra = extra
         """A PLY named on the command line, viewable even outside the outputs folder."""
         self._lock = threading.Lock()
         self.pending: Pending | None = None
         self.shown: str | None = None
+        """The result a page last reported drawn, and how many of its Gaussians."""
         self.shown_count: int | None = None
-        self.budget: int | None = None
-        """Most Gaussians to send (None: all); the page sets it for software WebGL."""
-        self.loading: str | None = None
-        self.scene_error: str | None = None
         self._thumbs: dict[tuple[str, float], bytes] = {}
         self._closing = threading.Event()
         self.last_request = time.monotonic()
@@ -129,7 +120,6 @@ class ViewerApp:
     # life cycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.scene = self._make_scene()
         for thread in self._threads:
             thread.start()
 
@@ -138,8 +128,6 @@ class ViewerApp:
         if self._threads[0].is_alive():  # shutdown() waits for a serve_forever that runs
             self.http.shutdown()
         self.http.server_close()
-        if self.scene is not None:
-            self.scene.close()
 
     def url(self, path: str = "/") -> str:
         """The address to open in the owner's browser (carries the secret once)."""
@@ -186,8 +174,31 @@ class ViewerApp:
             out["sources"] = tuning.sources(current)
         out["sliders"] = [vars(s) for s in tuning.SLIDERS]
         out["software_budget"] = SOFTWARE_BUDGET
-        out["viser_port"] = self.scene.port if self.scene is not None else None
+        out["camera"] = self.camera(result)
         return out
+
+    def camera(self, result: results.Result) -> dict[str, Any]:
+        """SHARP's source camera for the page: vertical field of view (degrees) from the
+        report's focal length and image height, and the orbit centre's depth; or the
+        reason the PLY cannot be shown."""
+        size = result.image_size
+        try:
+            fov = math.degrees(vertical_fov(result.f_px or 0.0, size[1] if size else 0))
+        except ValueError:
+            fov = None  # no report: the page keeps its default lens
+        try:
+            with self.open_ply(result) as f:
+                depth = median_depth(check_splat(result.ply, f), f)
+        except (OSError, InputError, SplatError) as exc:
+            return {"fov_deg": fov, "error": str(exc)}
+        return {"fov_deg": fov, "orbit_depth": depth}
+
+    def open_ply(self, result: results.Result) -> BinaryIO:
+        """The result's PLY, opened only inside the outputs folder (or the command line's
+        PLY's own folder)."""
+        root = (self.extra.parent if self.extra is not None and result.ply == self.extra
+                else self.place.outputs)
+        return open_regular_file(result.ply, root)
 
     def tuned(self, result: results.Result) -> dict[str, Any]:
         """The tunable settings this result was made with that differ from the defaults."""
@@ -208,60 +219,23 @@ class ViewerApp:
             "inputs": str(self.place.inputs),
         }
 
-    # the scene --------------------------------------------------------------------------
+    # the scene (drawn by the page) -------------------------------------------------------
 
-    def show(self, name: str | None, budget: int | None = None,
-             keep_budget: bool = True) -> str | None:
-        """Start loading `name` into the scene (in the background); returns its name.
-
-        `budget` caps the Gaussians sent; with `keep_budget` the last one set stays.
-        """
-        found = self.result(name)
-        if found is None:
-            return None
+    def drawn(self, name: str, count: int) -> None:
+        """A page has drawn result `name` with `count` Gaussians: an Apply waiting for it
+        has its time."""
         with self._lock:
-            same_budget = keep_budget or budget == self.budget
-            if not keep_budget:
-                self.budget = budget
-            if same_budget and found.name in (self.shown, self.loading):
-                return found.name
-            self.loading = found.name
-        threading.Thread(target=self._load, args=(found,), name="viewer-load",
-                         daemon=True).start()
-        return found.name
-
-    def _load(self, found: results.Result) -> None:
-        assert self.scene is not None
-        size = found.image_size
-        try:
-            shown = self.scene.show(found.ply, found.f_px, size[1] if size else None,
-                                    self.budget)
-        except (OSError, ValueError) as exc:
-            logger.warning(f"viewer: cannot show {found.ply}: {exc}")
-            with self._lock:
-                self.scene_error = str(exc)
-                self.loading = None
-            return
-        with self._lock:
-            self.shown, self.scene_error = found.name, None
-            self.shown_count = getattr(shown, "count", None)
-            if self.loading == found.name:
-                self.loading = None
+            self.shown, self.shown_count = name, count
             pending = self.pending
-            if pending is not None and pending.result == found.name and pending.seconds is None:
+            if pending is not None and pending.result == name and pending.seconds is None:
                 pending.seconds = time.perf_counter() - pending.applied_clock
-                logger.info(f"viewer: {found.name} shown {pending.seconds:.2f} s after Apply")
+                logger.info(f"viewer: {name} shown {pending.seconds:.2f} s after Apply")
 
     def state(self) -> dict[str, Any]:
         status = self.status()
         with self._lock:
             pending = self.pending
-            out: dict[str, Any] = {
-                "shown": self.shown, "shown_count": self.shown_count, "budget": self.budget,
-                "loading": self.loading, "error": self.scene_error,
-                "version": self.scene.version if self.scene is not None else 0,
-                "viser_port": self.scene.port if self.scene is not None else None,
-            }
+            out: dict[str, Any] = {"shown": self.shown, "shown_count": self.shown_count}
             if pending is not None:
                 out["pending"] = {"photo": pending.photo.name, "result": pending.result,
                                   "seconds": pending.seconds, "error": pending.error,
@@ -306,8 +280,7 @@ class ViewerApp:
         found = results.latest_for(self.place.outputs, pending.photo, pending.settings)
         if found is not None:
             with self._lock:
-                pending.result = found.name
-            self.show(found.name)
+                pending.result = found.name  # the page polls for it and swaps it in
             return
         for failure in results.list_failures(self.place.outputs):
             if (Path(failure.photo).name == pending.photo.name
@@ -370,6 +343,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if self._refused():
             return
+        if url.path.startswith("/static/"):
+            self.static(url.path.removeprefix("/static/"))
+            return
         route = _GET_ROUTES.get(url.path)
         if route is None:
             self._json(404, {"error": f"no such page: {url.path}"})
@@ -415,14 +391,27 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         return True
 
-    def _send(self, code: int, data: bytes, kind: str) -> None:
+    def _headers(self, code: int, length: int, kind: str, extra: dict[str, str]) -> None:
         self.send_response(code)
         self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Content-Length", str(length))
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
+        for key, value in extra.items():
+            self.send_header(key, value)
         self.end_headers()
+
+    def _send(self, code: int, data: bytes, kind: str,
+              extra: dict[str, str] | None = None) -> None:
+        self._headers(code, len(data), kind, extra or {})
         self.wfile.write(data)
+
+    def _send_file(self, f: BinaryIO, extra: dict[str, str]) -> None:
+        """The whole open file, from its start, without holding it in memory."""
+        length = f.seek(0, 2)
+        f.seek(0)
+        self._headers(200, length, "application/octet-stream", extra)
+        shutil.copyfileobj(f, self.wfile, COPY_CHUNK)
 
     def _json(self, code: int, body: Any) -> None:
         self._send(code, json.dumps(body, default=str).encode(), "application/json")
@@ -430,15 +419,17 @@ class _Handler(BaseHTTPRequestHandler):
     # GET routes -------------------------------------------------------------------------
 
     def page(self, name: str) -> None:
-        self._send(200, (STATIC / name).read_bytes(), "text/html; charset=utf-8")
+        self._send(200, (STATIC / name).read_bytes(), STATIC_TYPES[".html"])
 
-    def static(self, query: dict[str, str]) -> None:
-        name = query.get("f", "")
-        path = STATIC / name
-        if Path(name).name != name or not path.is_file() or path.suffix not in (".js", ".css"):
+    def static(self, name: str) -> None:
+        """A script or style sheet of ours or of the vendored libraries: nothing else, and
+        nothing outside `static/`."""
+        path = (STATIC / name).resolve()
+        if (not path.is_relative_to(STATIC.resolve()) or path.suffix not in (".js", ".css")
+                or not path.is_file()):
             self._json(404, {"error": "no such file"})
             return
-        self._send(200, path.read_bytes(), mimetypes.types_map[path.suffix])
+        self._send(200, path.read_bytes(), STATIC_TYPES[path.suffix])
 
     def api_gallery(self, query: dict[str, str]) -> None:
         self._json(200, self.app.gallery())
@@ -462,6 +453,34 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(200, data, "image/jpeg")
 
+    def splat(self, query: dict[str, str]) -> None:
+        """The result's PLY for the page's renderer; with `budget`, a thinned copy."""
+        found = self.app.result(query.get("ply"))
+        if found is None:
+            self._json(404, {"error": f"no result {query.get('ply') or 'yet'} in "
+                                      f"{self.app.place.outputs}"})
+            return
+        budget = query.get("budget")
+        if budget is not None and not (budget.isascii() and budget.isdigit() and int(budget) > 0):
+            self._json(400, {"error": f"budget must be a positive whole number, got {budget!r}"})
+            return
+        try:
+            with self.app.open_ply(found) as f:
+                splat = check_splat(found.ply, f)
+                if budget is not None and int(budget) < splat.count:
+                    data = thinned_ply(splat, f, int(budget))
+                    self._send(200, data, "application/octet-stream",
+                               {"X-Gaussians": budget,
+                                "X-Gaussians-Total": str(splat.count)})
+                    return
+                self._send_file(f, {"X-Gaussians": str(splat.count),
+                                    "X-Gaussians-Total": str(splat.count)})
+        except ConnectionError:  # the page went away (a newer result, closed) mid-transfer
+            self.close_connection = True
+        except (OSError, InputError, SplatError) as exc:
+            self._json(404 if isinstance(exc, FileNotFoundError) else 422,
+                       {"error": f"cannot show {found.ply.name}: {exc}"})
+
     def preview(self, query: dict[str, str]) -> None:
         found = self.app.result(query.get("ply"))
         path = found.preview if found is not None else None
@@ -471,15 +490,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, path.read_bytes(), "image/png")
 
 
-def _show(app: ViewerApp, body: dict[str, Any]) -> dict[str, Any]:
-    budget = body.get("budget")
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int)
-                               or budget <= 0):
-        raise ValueError(f"budget must be a positive whole number or null, got {budget!r}")
-    name = app.show(body.get("ply"), budget, keep_budget="budget" not in body)
-    if name is None:
-        raise ValueError(f"no result {body.get('ply') or 'yet'} in {app.place.outputs}")
-    return {"showing": name}
+def _shown(app: ViewerApp, body: dict[str, Any]) -> dict[str, Any]:
+    name, count = body.get("ply"), body.get("count")
+    if (not isinstance(name, str) or isinstance(count, bool) or not isinstance(count, int)
+            or count < 0):
+        raise ValueError('expected {"ply": NAME, "count": GAUSSIANS DRAWN}')
+    app.drawn(name, count)
+    return {"shown": name}
 
 
 def _apply(app: ViewerApp, body: dict[str, Any]) -> dict[str, Any]:
@@ -497,16 +514,16 @@ def _open_folder(app: ViewerApp, body: dict[str, Any]) -> dict[str, Any]:
 _GET_ROUTES: dict[str, Callable[[_Handler, dict[str, str]], None]] = {
     "/": lambda h, q: h.page("gallery.html"),
     "/view": lambda h, q: h.page("view.html"),
-    "/static": _Handler.static,
     "/api/gallery": _Handler.api_gallery,
     "/api/result": _Handler.api_result,
     "/api/state": _Handler.api_state,
     "/api/ping": lambda h, q: h._json(200, {"viewer": True}),
     "/files/photo": _Handler.photo,
     "/files/preview": _Handler.preview,
+    "/files/splat": _Handler.splat,
 }
 _POST_ROUTES: dict[str, Callable[[ViewerApp, dict[str, Any]], dict[str, Any]]] = {
-    "/api/show": _show,
+    "/api/shown": _shown,
     "/api/apply": _apply,
     "/api/open-folder": _open_folder,
 }

@@ -1,9 +1,10 @@
-"""Our PLY (SHARP's layout) read back into the arrays a splat renderer takes.
+"""Our PLY (SHARP's layout) checked, and thinned for browsers that draw without a GPU.
 
 The vertex block is 14 little-endian float32 columns: xyz (metric, OpenCV camera axes:
 x right, y down, z forward), SH DC of the sRGB colour, opacity logit, log scales and a
-wxyz quaternion (`pipeline/ply.py`). One `np.fromfile` reads it; the conversions are
-whole-array numpy, so a 1,179,648-Gaussian scene takes well under a second.
+wxyz quaternion (`pipeline/ply.py`); SHARP's camera elements follow it. The browser
+renderer (Spark) reads the PLY itself, so the viewer only checks the header, finds where
+to aim the camera, and for software WebGL sends a thinned copy in the same layout.
 """
 
 from __future__ import annotations
@@ -11,13 +12,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-SH_C0 = math.sqrt(1.0 / (4.0 * math.pi))
 VERTEX_COLUMNS = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
                   "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3")
+ROW_BYTES = 4 * len(VERTEX_COLUMNS)
+LOG_SCALES = slice(7, 10)
 MAX_HEADER_BYTES = 16 * 1024
+DEPTH_SAMPLE = 200_000
+"""Rows read to find the median depth: enough for its value to a few millimetres."""
 
 
 class SplatError(ValueError):
@@ -25,27 +30,21 @@ class SplatError(ValueError):
 
 
 @dataclass(frozen=True)
-class Splat:
-    """What a renderer needs, one row per Gaussian."""
+class SplatFile:
+    """A checked PLY: its header, vertex count and where the vertex block starts."""
 
-    centers: np.ndarray      # (N, 3) float32, metres, OpenCV camera axes
-    covariances: np.ndarray  # (N, 3, 3) float32
-    rgbs: np.ndarray         # (N, 3) float32 in [0, 1] (sRGB)
-    opacities: np.ndarray    # (N, 1) float32 in [0, 1]
+    path: Path
+    header: bytes
+    count: int
 
     @property
-    def count(self) -> int:
-        return int(self.centers.shape[0])
-
-    def median_depth(self) -> float:
-        """Where the orbit centre goes: the middle of the scene along the view axis."""
-        z = self.centers[:, 2]
-        z = z[np.isfinite(z) & (z > 0)]
-        return float(np.median(z)) if z.size else 1.0
+    def size(self) -> int:
+        """Bytes the file must hold: header and vertex block (the camera elements follow)."""
+        return len(self.header) + self.count * ROW_BYTES
 
 
-def _vertex_layout(path: Path, header: bytes) -> tuple[int, int]:
-    """(vertex count, offset of the vertex block) after checking the header is ours."""
+def _vertex_count(path: Path, header: bytes) -> int:
+    """The header's vertex count, after checking the header is ours."""
     lines = header.decode("ascii", errors="replace").split("\n")
     if not lines or lines[0].strip() != "ply":
         raise SplatError(f"{path}: not a PLY file (it does not start with 'ply')")
@@ -69,71 +68,66 @@ def _vertex_layout(path: Path, header: bytes) -> tuple[int, int]:
     if tuple(properties) != VERTEX_COLUMNS:
         raise SplatError(f"{path}: vertex columns are {', '.join(properties) or 'none'}; "
                          f"expected SHARP's {', '.join(VERTEX_COLUMNS)}")
-    return count, len(header)
+    return count
 
 
-def read_splat(path: Path) -> Splat:
-    """Load `path`; raises `SplatError` (or `OSError`) with the file's name."""
-    path = Path(path)
-    with open(path, "rb") as f:
-        head = f.read(MAX_HEADER_BYTES)
-        end = head.find(b"end_header\n")
-        if end < 0:
-            raise SplatError(f"{path}: no end_header in the first {MAX_HEADER_BYTES} bytes; "
-                             "not a PLY file")
-        count, offset = _vertex_layout(path, head[:end + len(b"end_header\n")])
-        f.seek(offset)
-        rows = np.fromfile(f, dtype="<f4", count=count * len(VERTEX_COLUMNS))
-    if rows.size != count * len(VERTEX_COLUMNS):
-        raise SplatError(f"{path}: the header promises {count} Gaussians but the file holds "
-                         f"{rows.size // len(VERTEX_COLUMNS)}; it is truncated")
-    return splat_from_rows(rows.reshape(count, len(VERTEX_COLUMNS)))
+def check_splat(path: Path, f: BinaryIO) -> SplatFile:
+    """Check the open file `f` (of `path`) is a whole PLY in our layout; raises
+    `SplatError` naming the file."""
+    f.seek(0)
+    head = f.read(MAX_HEADER_BYTES)
+    end = head.find(b"end_header\n")
+    if end < 0:
+        raise SplatError(f"{path}: no end_header in the first {MAX_HEADER_BYTES} bytes; "
+                         "not a PLY file")
+    header = head[:end + len(b"end_header\n")]
+    found = SplatFile(path, header, _vertex_count(path, header))
+    f.seek(0, 2)
+    held = (f.tell() - len(header)) // ROW_BYTES
+    if held < found.count:
+        raise SplatError(f"{path}: the header promises {found.count} Gaussians but the file "
+                         f"holds {held}; it is truncated")
+    return found
 
 
-def splat_from_rows(rows: np.ndarray) -> Splat:
-    """`(N, 14)` stored columns -> centres, covariances, colours, opacities.
-
-    Covariance = R diag(s)^2 R^T, computed term by term over whole columns (a batched
-    3 x 3 matmul is several times slower in numpy for a million Gaussians).
-    """
-    rows = np.asarray(rows, dtype=np.float32)
-    quats = rows[:, 10:14]
-    norms = np.linalg.norm(quats, axis=1, keepdims=True)
-    w, x, y, z = (quats / np.where(norms > 0, norms, np.float32(1.0))).T
-    rotation = (
-        (1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)),
-        (2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)),
-        (2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)),
-    )
-    variances = np.exp(2.0 * rows[:, 7:10]).T  # s^2 per axis
-    covariances = np.empty((rows.shape[0], 3, 3), dtype=np.float32)
-    for i in range(3):
-        for j in range(i, 3):
-            term = sum(rotation[i][k] * rotation[j][k] * variances[k] for k in range(3))
-            covariances[:, i, j] = term
-            covariances[:, j, i] = term
-    rgbs = np.clip(0.5 + np.float32(SH_C0) * rows[:, 3:6], 0.0, 1.0)
-    opacities = 1.0 / (1.0 + np.exp(-rows[:, 6:7]))
-    return Splat(np.ascontiguousarray(rows[:, 0:3]), covariances,
-                 rgbs.astype(np.float32, copy=False), opacities.astype(np.float32, copy=False))
+def _rows(splat: SplatFile, f: BinaryIO) -> np.ndarray:
+    f.seek(len(splat.header))
+    rows = np.fromfile(f, dtype="<f4", count=splat.count * len(VERTEX_COLUMNS))
+    return rows.reshape(splat.count, len(VERTEX_COLUMNS))
 
 
-def thinned(splat: Splat, budget: int, seed: int = 0) -> Splat:
-    """At most `budget` Gaussians of `splat`, each grown to cover part of the area of
-    those left out.
+def median_depth(splat: SplatFile, f: BinaryIO) -> float:
+    """Where the orbit centre goes: the middle of the scene along the view axis (a fixed,
+    evenly spread sample of rows)."""
+    step = max(1, splat.count // DEPTH_SAMPLE)
+    z = _rows(splat, f)[::step, 2]
+    z = z[np.isfinite(z) & (z > 0)]
+    return float(np.median(z)) if z.size else 1.0
+
+
+def thinned_ply(splat: SplatFile, f: BinaryIO, budget: int, seed: int = 0) -> bytes:
+    """A PLY of at most `budget` of the file's Gaussians, each grown to cover part of the
+    area of those left out; the camera elements after the vertex block are kept.
 
     For browsers without a GPU (software WebGL draws a million Gaussians in tens of
     seconds per frame): a random, fixed subset keeps the whole picture. Each kept
-    Gaussian's area grows by the square root of the thinning factor: growing it by the
-    whole factor would leave no gaps but cost as many pixels to draw as the full scene
-    (software rendering pays per pixel), so a little grain is the price of speed.
+    Gaussian's area grows by the square root of the thinning factor (each axis by its
+    fourth root): growing it by the whole factor would leave no gaps but cost as many
+    pixels to draw as the full scene (software rendering pays per pixel), so a little
+    grain is the price of speed.
     """
-    if budget <= 0 or splat.count <= budget:
-        return splat
-    keep = np.sort(np.random.default_rng(seed).choice(splat.count, budget, replace=False))
-    factor = np.float32(math.sqrt(splat.count / budget))
-    return Splat(splat.centers[keep], splat.covariances[keep] * factor, splat.rgbs[keep],
-                 splat.opacities[keep])
+    if budget <= 0:
+        raise ValueError(f"budget must be positive, got {budget}")
+    rows = _rows(splat, f)
+    keep = np.sort(np.random.default_rng(seed).choice(splat.count, min(budget, splat.count),
+                                                      replace=False))
+    kept = rows[keep]
+    kept[:, LOG_SCALES] += np.float32(math.log(splat.count / len(keep)) / 4)
+    f.seek(splat.size)
+    tail = f.read()
+    header = splat.header.replace(f"element vertex {splat.count}\n".encode(),
+                                  f"element vertex {len(keep)}\n".encode(), 1)
+    return header + kept.astype("<f4").tobytes() + tail
 
 
 def vertical_fov(f_px: float, image_height: int) -> float:

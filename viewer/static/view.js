@@ -1,7 +1,10 @@
-// The viewer: the splat (viser, in the iframe), the photo and depth beside it, and tuning.
-// Apply writes the photo's sidecar; the server swaps the new result into the same scene
-// (the camera stays where the user left it) and this page reports the time it took.
-"use strict";
+// The viewer: the splat (Spark, a three.js renderer), the photo and depth beside it, and
+// tuning. Apply writes the photo's sidecar; when the daemon's new result exists this page
+// swaps it into the same scene (the camera stays where the user left it) and reports the
+// time it took.
+import * as THREE from "three";
+import { OrbitControls } from "three/addons/controls/OrbitControls.js";
+import { SparkRenderer, SplatMesh } from "@sparkjsdev/spark";
 
 let name = new URLSearchParams(location.search).get("ply") || "";
 let detail = null;
@@ -9,16 +12,120 @@ let applying = false;
 
 // Without a GPU the browser draws WebGL in software, a million Gaussians taking a minute
 // a frame: then the server sends a thinned scene first (the note offers all of it).
-function softwareRendering() {
-  try {
-    const gl = document.createElement("canvas").getContext("webgl2");
-    if (!gl) return true;
-    const info = gl.getExtension("WEBGL_debug_renderer_info");
-    const renderer = gl.getParameter(info ? info.UNMASKED_RENDERER_WEBGL : gl.RENDERER);
-    return /swiftshader|llvmpipe|softpipe|software|basic render/i.test(String(renderer));
-  } catch (error) {
-    return false;
+function softwareRendering(gl) {
+  const info = gl.getExtension("WEBGL_debug_renderer_info");
+  const renderer = gl.getParameter(info ? info.UNMASKED_RENDERER_WEBGL : gl.RENDERER);
+  return /swiftshader|llvmpipe|softpipe|software|basic render/i.test(String(renderer));
+}
+
+// The scene: our PLYs are in OpenCV camera axes (x right, y down, z forward); three.js
+// looks down -z with y up, so the splat sits in a group turned half a turn about x.
+const view = {
+  box: document.getElementById("scene"),
+  renderer: new THREE.WebGLRenderer({ antialias: false }),
+  scene: new THREE.Scene(),
+  world: new THREE.Group(),
+  camera: new THREE.PerspectiveCamera(50, 1, 0.01, 1000),
+  mesh: null,
+  wanted: null,
+  budget: null,  // most Gaussians to fetch (software WebGL), null for all
+};
+view.scene.background = new THREE.Color("rgb(24, 26, 31)");
+view.world.rotation.x = Math.PI;
+view.scene.add(new SparkRenderer({ renderer: view.renderer }), view.world);
+view.box.prepend(view.renderer.domElement);
+view.controls = new OrbitControls(view.camera, view.renderer.domElement);
+window.sharpWatchView = view;  // for tests: the camera and what is drawn
+
+function resize() {
+  const { clientWidth: w, clientHeight: h } = view.box;
+  view.renderer.setSize(w, h, false);
+  view.camera.aspect = w / Math.max(h, 1);
+  view.camera.updateProjectionMatrix();
+}
+// Frames are drawn only for a while after something changed (a drag, a new splat, a
+// resize): long enough for Spark's sort to catch up, then the page stops using the CPU
+// (in software WebGL one frame takes half a second of it, which a rerun needs).
+const REDRAW_MS = 1500;
+const REDRAW_FRAMES = 3;
+const redraw = { until: 0, frames: 0, drawn: [] };
+function wantFrames() {
+  redraw.until = performance.now() + REDRAW_MS;
+  redraw.frames = REDRAW_FRAMES;
+}
+view.controls.addEventListener("change", wantFrames);
+new ResizeObserver(() => { resize(); wantFrames(); }).observe(view.box);
+resize();
+view.renderer.setAnimationLoop(() => {
+  if (performance.now() > redraw.until && redraw.frames <= 0) return;
+  redraw.frames -= 1;
+  view.renderer.render(view.scene, view.camera);
+  for (const done of redraw.drawn.splice(0)) done();
+});
+
+// Resolves once a frame has been drawn with the scene as it is now.
+function nextFrame() {
+  wantFrames();
+  return new Promise((done) => redraw.drawn.push(done));
+}
+
+// SHARP's source camera: at the photo's viewpoint, its vertical field of view, orbiting
+// the scene's median depth.
+function resetView() {
+  const camera = detail && detail.camera;
+  if (camera && camera.fov_deg) view.camera.fov = camera.fov_deg;
+  view.camera.position.set(0, 0, 0);
+  view.controls.target.set(0, 0, -((camera && camera.orbit_depth) || 1));
+  view.camera.updateProjectionMatrix();
+  view.controls.update();
+  wantFrames();
+}
+document.getElementById("reset-view").addEventListener("click", resetView);
+
+// Fetch result `ply` (thinned to `view.budget` if set), put it in the scene in place of the
+// one shown, and tell the server once it is drawn.
+async function showSplat(ply) {
+  view.wanted = ply;
+  const note = document.getElementById("scene-note");
+  note.hidden = false;
+  note.className = "note";
+  note.textContent = `Loading ${ply} into the 3D view...`;
+  const query = `ply=${encodeURIComponent(ply)}` + (view.budget ? `&budget=${view.budget}` : "");
+  const response = await fetch(`/files/splat?${query}`, { credentials: "same-origin" });
+  if (!response.ok) {
+    const error = await response.json().catch(() => ({}));
+    throw new Error(error.error || `HTTP ${response.status}`);
   }
+  const count = Number(response.headers.get("X-Gaussians"));
+  const total = Number(response.headers.get("X-Gaussians-Total"));
+  const mesh = new SplatMesh({ fileBytes: await response.arrayBuffer(), fileName: ply });
+  await mesh.initialized;
+  if (view.wanted !== ply) {  // a newer result was asked for meanwhile
+    mesh.dispose();
+    return;
+  }
+  view.world.add(mesh);
+  if (view.mesh) {
+    view.world.remove(view.mesh);
+    view.mesh.dispose();
+  }
+  view.mesh = mesh;
+  await nextFrame();
+  view.shown = { ply, count, total };
+  note.hidden = true;
+  const thinned = document.getElementById("thinned");
+  thinned.hidden = !(count < total);
+  document.getElementById("thinned-text").textContent =
+    `This browser draws without a GPU (software WebGL), so the view shows ` +
+    `${count.toLocaleString()} of ${total.toLocaleString()} Gaussians to stay responsive.`;
+  await api("/api/shown", { ply, count });
+}
+
+function sceneError(error) {
+  const note = document.getElementById("scene-note");
+  note.hidden = false;
+  note.className = "note bad";
+  note.textContent = `Cannot show this result: ${error.message || error}`;
 }
 
 function renderFacts(d) {
@@ -104,21 +211,30 @@ async function apply() {
 async function load(newName) {
   detail = await api(`/api/result?ply=${encodeURIComponent(newName)}`);
   name = detail.name;
-  const frame = document.getElementById("scene");
-  if (!frame.src && detail.viser_port) {
-    frame.src = `http://127.0.0.1:${detail.viser_port}/`;  // viser binds 127.0.0.1 only
-  }
   history.replaceState(null, "", `/view?ply=${encodeURIComponent(name)}${location.hash}`);
   document.getElementById("title").textContent = detail.photo || name;
   document.title = `${detail.photo || name} - sharp-watch`;
   const q = encodeURIComponent(name);
-  document.getElementById("photo").src = `/files/photo?ply=${q}`;
+  const photo = document.getElementById("photo");
+  photo.hidden = false;
+  photo.onerror = () => { photo.hidden = true; };  // a PLY without its photo
+  photo.src = `/files/photo?ply=${q}`;
   const preview = document.getElementById("preview");
   preview.hidden = !detail.has_preview;
   if (detail.has_preview) preview.src = `/files/preview?ply=${q}`;
   renderFacts(detail);
   if (!applying) renderControls(detail);
+  if (detail.camera.error) throw new Error(detail.camera.error);
 }
+
+// A new result of the pending Apply: load its details and swap it in, camera kept.
+async function swapIn(result) {
+  await load(result);
+  await showSplat(result);
+  applying = false;
+}
+
+let swapping = null;
 
 async function poll() {
   let state;
@@ -128,20 +244,6 @@ async function poll() {
     document.getElementById("scene-note").textContent = `The viewer stopped answering: ${error}`;
     return;
   }
-  const thinned = document.getElementById("thinned");
-  const total = detail && detail.gaussians;
-  thinned.hidden = !(state.budget && state.shown_count && total && state.shown_count < total);
-  if (!thinned.hidden) {
-    document.getElementById("thinned-text").textContent =
-      `This browser draws without a GPU (software WebGL), so the view shows ` +
-      `${state.shown_count.toLocaleString()} of ${total.toLocaleString()} Gaussians to stay ` +
-      "responsive.";
-  }
-  const sceneNote = document.getElementById("scene-note");
-  sceneNote.hidden = !(state.loading || state.error);
-  sceneNote.className = state.error ? "note bad" : "note";
-  sceneNote.textContent = state.error ? `Cannot show this result: ${state.error}`
-    : `Loading ${state.loading} into the 3D view...`;
   const daemon = document.getElementById("daemon");
   const pending = state.pending;
   const waiting = pending && !pending.result && !pending.error;
@@ -163,27 +265,27 @@ async function poll() {
     timing.className = "note good";
     timing.textContent = `New view ${pending.seconds.toFixed(1)} s after Apply.`;
   }
-  if (state.shown && state.shown !== name && !state.loading) {
-    await load(state.shown);
-    applying = false;
+  if (pending && pending.result && pending.result !== view.wanted && !swapping) {
+    swapping = swapIn(pending.result).catch(sceneError).finally(() => { swapping = null; });
   }
 }
 
 async function start() {
   try {
     await load(name);
-    const budget = softwareRendering() ? detail.software_budget : null;
-    await api("/api/show", { ply: name, budget });
-    document.getElementById("show-all").addEventListener("click", () => {
-      api("/api/show", { ply: name, budget: null });
-    });
+    if (softwareRendering(view.renderer.getContext())) view.budget = detail.software_budget;
+    resetView();
+    showSplat(name).catch(sceneError);
   } catch (error) {
-    document.getElementById("title").textContent = "Nothing to show";
-    document.getElementById("scene-note").textContent = error.message;
-    return;
+    if (!detail) document.getElementById("title").textContent = "Nothing to show";
+    sceneError(error);
   }
+  document.getElementById("show-all").addEventListener("click", () => {
+    view.budget = null;
+    showSplat(name).catch(sceneError);
+  });
   poll();
-  setInterval(poll, 400);
+  setInterval(poll, 250);
 }
 
 start();
