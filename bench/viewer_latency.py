@@ -227,7 +227,7 @@ def apply_overhead(folder: Path, timeout: float) -> None:
             _report("  daemon: Apply -> new PLY on disk", appeared - pending.applied_at,
                     OVERHEAD_TARGET_S, "  (queue, depth cache, SHARP, unproject, write)")
             _report("  page: new PLY on disk -> drawn", pending.applied_at + total - appeared,
-                    OVERHEAD_TARGET_S, "  (polls, PLY fetch and parse, two frames)")
+                    OVERHEAD_TARGET_S, "  (polls, PLY fetch and parse, one frame)")
         finally:
             app.close()
     finally:

@@ -556,3 +556,23 @@ def test_the_page_s_scripts_exist_and_ship_in_the_wheel() -> None:
                                           f.count("/") == pattern.count("/")
                                           for pattern in patterns)]
     assert files and not missed, missed
+
+
+def test_a_closed_connection_is_quiet_and_other_request_errors_are_logged(
+        app: ViewerApp, capsys: pytest.CaptureFixture[str]) -> None:
+    from loguru import logger
+
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="WARNING", format="{message}")
+    try:
+        for error in (ConnectionResetError(104, "reset by peer"), BrokenPipeError(32, "pipe"),
+                      ValueError("a bug")):
+            try:
+                raise error
+            except Exception:
+                app.http.handle_error(None, ("127.0.0.1", 5))
+    finally:
+        logger.remove(sink)
+    assert len(lines) == 1 and "a request from ('127.0.0.1', 5) failed" in lines[0]
+    assert "ValueError: a bug" in lines[0]
+    assert "Traceback" not in capsys.readouterr().err  # socketserver's own print is gone

@@ -22,6 +22,7 @@ import json
 import math
 import secrets
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -109,7 +110,7 @@ class ViewerApp:
         self._thumbs: dict[tuple[str, float], bytes] = {}
         self._closing = threading.Event()
         self.last_request = time.monotonic()
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.http = _QuietServer(("127.0.0.1", 0), _Handler)
         self.http.daemon_threads = True
         self.http.app = self  # type: ignore[attr-defined]
         self.port: int = self.http.server_address[1]
@@ -311,6 +312,17 @@ class ViewerApp:
         except (OSError, InputError, ValueError) as exc:
             logger.debug(f"viewer: no thumbnail of {photo}: {exc}")
             return None
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A browser closing a kept-alive connection is normal, not a traceback on stderr
+    (which a console-less viewer does not even have); anything else goes to the log."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            return
+        logger.opt(exception=True).warning(f"viewer: a request from {client_address} failed")
 
 
 class _Handler(BaseHTTPRequestHandler):
