@@ -104,6 +104,7 @@ class Journal:
         self._reader = sqlite3.connect(str(path), check_same_thread=False, timeout=0.5)
         self._reader_lock = threading.Lock()
         self._counts = dict.fromkeys(STATES, 0)
+        self._failed_here: set[str] = set()  # keys that failed retryably since this open
 
     def close(self) -> None:
         with self._lock, self._reader_lock:
@@ -147,9 +148,11 @@ class Journal:
         """Queue a job unless the same key is done or pending; returns what happened.
 
         `queued` (new work), `pending` (already queued or running; the job now follows
-        this name), `done` (skipped), `failed` (an input failure not retried on a
-        catch-up scan). A failed key is queued again on a fresh file event (the user
-        touched it) or if its failure was retryable (disk full, model trouble).
+        this name), `done` (skipped), `failed` (not retried on a catch-up scan). A failed
+        key is queued again on a fresh file event (the user touched it), and on a catch-up
+        scan if its failure was retryable (disk full, model trouble) and happened before
+        this journal was opened (a restart retries it). One that failed since waits for
+        `requeue_retryable`: a scan racing the failure must not skip its backoff.
         """
         now = time.time()
 
@@ -166,7 +169,7 @@ class Journal:
                 return "pending"
             if row["state"] == "done":
                 return "done"
-            if not (event_driven or row["retryable"]):
+            if not event_driven and (not row["retryable"] or key in self._failed_here):
                 return "failed"
             db.execute("UPDATE jobs SET state = 'queued', photo = ?, settings = ?, error = NULL, "
                        "attempts = 0, crashes = 0, crash_stage = NULL, stage = NULL, "
@@ -242,7 +245,10 @@ class Journal:
                        "WHERE key = ?", (error, int(retryable), time.time(), key))
             return row["error"] if row is not None else None
 
-        return self._run(action)
+        previous = self._run(action)
+        if retryable:
+            self._failed_here.add(key)
+        return previous
 
     def supersede(self, key: str, tried: Path, alternative: Path | None,
                   drop: bool = True) -> str:

@@ -54,8 +54,8 @@ def test_journal_verdicts_and_exactly_once_recovery(tmp_path):
     assert j.submit("k2", tmp_path / "c.jpg", "h2", settings, event_driven=False) == "failed"
     assert j.submit("k2", tmp_path / "c.jpg", "h2", settings, event_driven=True) == "queued"
     j.claim("k2")
-    j.fail("k2", "disk full", retryable=True)
-    assert j.submit("k2", tmp_path / "c.jpg", "h2", settings, event_driven=False) == "queued"
+    j.fail("k2", "disk full", retryable=True)  # retried after its backoff or at a restart
+    assert j.submit("k2", tmp_path / "c.jpg", "h2", settings, event_driven=False) == "failed"
 
 
 def test_job_that_keeps_killing_the_daemon_is_given_up(tmp_path):
