@@ -137,3 +137,24 @@ def test_view_apply_and_gallery_in_chromium(daemon_and_viewer: tuple[Any, Viewer
         assert "depth_scale 1.5" in page.inner_text(f".card[data-name='{second}']")
         assert "Recent photos took " in page.inner_text("#estimate")
         assert "CPU" in page.inner_text("#estimate")
+
+
+def test_without_webgl_the_page_says_so_and_tuning_still_works(
+        daemon_and_viewer: tuple[Any, ViewerApp]) -> None:
+    config, app = daemon_and_viewer
+    first = next(config.outputs.glob("garden_*.ply"))
+    with browser("--disable-3d-apis") as chrome:  # WebGL turned off, as by a policy
+        page = chrome.new_page(viewport={"width": 1100, "height": 700})
+        page.goto(app.url(f"/view?ply={first.name}"))
+        page.wait_for_selector("#scene-note:has-text('cannot draw WebGL')", timeout=20_000)
+        assert page.evaluate("window.sharpWatchView") is None
+        assert "garden.jpg" in page.inner_text("#facts")
+        page.locator("#depth_offset").evaluate(
+            "e => { e.value = '0.25'; e.dispatchEvent(new Event('input')); }")
+        page.click("#apply")
+        page.wait_for_function(f"!location.search.includes({json.dumps(first.name)})",
+                               timeout=60_000)  # the new result's facts replace the old
+        second = page.evaluate("new URLSearchParams(location.search).get('ply')")
+        report = json.loads((config.outputs / second).with_suffix(".json").read_text())
+        assert report["settings"]["depth_offset"] == 0.25
+        assert app.shown is None  # nothing was drawn, and nothing claims it was

@@ -30,14 +30,14 @@ def chromium_path() -> str | None:
 
 
 @contextmanager
-def browser() -> Iterator[Any]:
-    """A Playwright Chromium browser (headless, software WebGL)."""
+def browser(*extra_flags: str) -> Iterator[Any]:
+    """A Playwright Chromium browser (headless, software WebGL, plus `extra_flags`)."""
     from playwright.sync_api import sync_playwright
 
     path = chromium_path()
     assert path is not None, "chromium is not installed"
     with sync_playwright() as playwright:
-        chrome = playwright.chromium.launch(executable_path=path, args=FLAGS)
+        chrome = playwright.chromium.launch(executable_path=path, args=[*FLAGS, *extra_flags])
         try:
             yield chrome
         finally:

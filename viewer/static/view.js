@@ -18,31 +18,6 @@ function softwareRendering(gl) {
   return /swiftshader|llvmpipe|softpipe|software|basic render/i.test(String(renderer));
 }
 
-// The scene: our PLYs are in OpenCV camera axes (x right, y down, z forward); three.js
-// looks down -z with y up, so the splat sits in a group turned half a turn about x.
-const view = {
-  box: document.getElementById("scene"),
-  renderer: new THREE.WebGLRenderer({ antialias: false }),
-  scene: new THREE.Scene(),
-  world: new THREE.Group(),
-  camera: new THREE.PerspectiveCamera(50, 1, 0.01, 1000),
-  mesh: null,
-  wanted: null,
-  budget: null,  // most Gaussians to fetch (software WebGL), null for all
-};
-view.scene.background = new THREE.Color("rgb(24, 26, 31)");
-view.world.rotation.x = Math.PI;
-view.scene.add(new SparkRenderer({ renderer: view.renderer }), view.world);
-view.box.prepend(view.renderer.domElement);
-view.controls = new OrbitControls(view.camera, view.renderer.domElement);
-window.sharpWatchView = view;  // for tests: the camera and what is drawn
-
-function resize() {
-  const { clientWidth: w, clientHeight: h } = view.box;
-  view.renderer.setSize(w, h, false);
-  view.camera.aspect = w / Math.max(h, 1);
-  view.camera.updateProjectionMatrix();
-}
 // Frames are drawn only for a while after something changed (a drag, a new splat, a
 // resize): long enough for Spark's sort to catch up, then the page stops using the CPU
 // (in software WebGL one frame takes half a second of it, which a rerun needs).
@@ -53,15 +28,53 @@ function wantFrames() {
   redraw.until = performance.now() + REDRAW_MS;
   redraw.frames = REDRAW_FRAMES;
 }
-view.controls.addEventListener("change", wantFrames);
-new ResizeObserver(() => { resize(); wantFrames(); }).observe(view.box);
-resize();
-view.renderer.setAnimationLoop(() => {
-  if (performance.now() > redraw.until && redraw.frames <= 0) return;
-  redraw.frames -= 1;
-  view.renderer.render(view.scene, view.camera);
-  for (const done of redraw.drawn.splice(0)) done();
-});
+
+// The scene: our PLYs are in OpenCV camera axes (x right, y down, z forward); three.js
+// looks down -z with y up, so the splat sits in a group turned half a turn about x.
+// Null where the browser has no WebGL at all: the rest of the page still works.
+function makeView() {
+  let renderer;
+  try {
+    renderer = new THREE.WebGLRenderer({ antialias: false });
+  } catch (error) {
+    return null;
+  }
+  const made = {
+    box: document.getElementById("scene"),
+    renderer,
+    scene: new THREE.Scene(),
+    world: new THREE.Group(),
+    camera: new THREE.PerspectiveCamera(50, 1, 0.01, 1000),
+    mesh: null,
+    wanted: null,
+    budget: null,  // most Gaussians to fetch (software WebGL), null for all
+  };
+  made.scene.background = new THREE.Color("rgb(24, 26, 31)");
+  made.world.rotation.x = Math.PI;
+  made.scene.add(new SparkRenderer({ renderer }), made.world);
+  made.box.prepend(renderer.domElement);
+  made.controls = new OrbitControls(made.camera, renderer.domElement);
+  made.controls.addEventListener("change", wantFrames);
+  const resize = () => {
+    const { clientWidth: w, clientHeight: h } = made.box;
+    renderer.setSize(w, h, false);
+    made.camera.aspect = w / Math.max(h, 1);
+    made.camera.updateProjectionMatrix();
+    wantFrames();
+  };
+  new ResizeObserver(resize).observe(made.box);
+  resize();
+  renderer.setAnimationLoop(() => {
+    if (performance.now() > redraw.until && redraw.frames <= 0) return;
+    redraw.frames -= 1;
+    renderer.render(made.scene, made.camera);
+    for (const done of redraw.drawn.splice(0)) done();
+  });
+  return made;
+}
+
+const view = makeView();
+window.sharpWatchView = view;  // for tests: the camera and what is drawn
 
 // Resolves once a frame has been drawn with the scene as it is now.
 function nextFrame() {
@@ -72,6 +85,7 @@ function nextFrame() {
 // SHARP's source camera: at the photo's viewpoint, its vertical field of view, orbiting
 // the scene's median depth.
 function resetView() {
+  if (!view) return;
   const camera = detail && detail.camera;
   if (camera && camera.fov_deg) view.camera.fov = camera.fov_deg;
   view.camera.position.set(0, 0, 0);
@@ -85,6 +99,10 @@ document.getElementById("reset-view").addEventListener("click", resetView);
 // Fetch result `ply` (thinned to `view.budget` if set), put it in the scene in place of the
 // one shown, and tell the server once it is drawn.
 async function showSplat(ply) {
+  if (!view) {
+    throw new Error("this browser cannot draw WebGL (it is turned off, or no graphics " +
+                    "driver is installed); the photo, depth and tuning still work");
+  }
   view.wanted = ply;
   const note = document.getElementById("scene-note");
   note.hidden = false;
@@ -230,7 +248,7 @@ async function load(newName) {
 // A new result of the pending Apply: load its details and swap it in, camera kept.
 async function swapIn(result) {
   await load(result);
-  await showSplat(result);
+  if (view) await showSplat(result);
   applying = false;
 }
 
@@ -265,7 +283,8 @@ async function poll() {
     timing.className = "note good";
     timing.textContent = `New view ${pending.seconds.toFixed(1)} s after Apply.`;
   }
-  if (pending && pending.result && pending.result !== view.wanted && !swapping) {
+  const current = view ? view.wanted : name;
+  if (pending && pending.result && pending.result !== current && !swapping) {
     swapping = swapIn(pending.result).catch(sceneError).finally(() => { swapping = null; });
   }
 }
@@ -273,7 +292,9 @@ async function poll() {
 async function start() {
   try {
     await load(name);
-    if (softwareRendering(view.renderer.getContext())) view.budget = detail.software_budget;
+    if (view && softwareRendering(view.renderer.getContext())) {
+      view.budget = detail.software_budget;
+    }
     resetView();
     showSplat(name).catch(sceneError);
   } catch (error) {
@@ -281,7 +302,7 @@ async function start() {
     sceneError(error);
   }
   document.getElementById("show-all").addEventListener("click", () => {
-    view.budget = null;
+    if (view) view.budget = null;
     showSplat(name).catch(sceneError);
   });
   poll();
