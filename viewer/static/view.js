@@ -4,7 +4,7 @@
 // time it took.
 import * as THREE from "three";
 import { OrbitControls } from "three/addons/controls/OrbitControls.js";
-import { SparkRenderer, SplatMesh } from "@sparkjsdev/spark";
+import { SparkRenderer, SplatFileType, SplatMesh } from "@sparkjsdev/spark";
 
 let name = new URLSearchParams(location.search).get("ply") || "";
 let detail = null;
@@ -116,7 +116,9 @@ async function showSplat(ply) {
   }
   const count = Number(response.headers.get("X-Gaussians"));
   const total = Number(response.headers.get("X-Gaussians-Total"));
-  const mesh = new SplatMesh({ fileBytes: await response.arrayBuffer(), fileName: ply });
+  // Always our PLY layout, whatever the file's name says (`view OTHER.PLY` included).
+  const mesh = new SplatMesh({ fileBytes: await response.arrayBuffer(),
+                               fileType: SplatFileType.PLY });
   await mesh.initialized;
   if (view.wanted !== ply) {  // a newer result was asked for meanwhile
     mesh.dispose();
