@@ -249,6 +249,7 @@ async function load(newName) {
 
 // A new result of the pending Apply: load its details and swap it in, camera kept.
 async function swapIn(result) {
+  if (view) view.wanted = result;  // tried once: a result that cannot be shown says so once
   await load(result);
   if (view) await showSplat(result);
   applying = false;
