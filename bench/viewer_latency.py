@@ -1,6 +1,7 @@
 """How fast the viewer shows a full-size result, and what Apply costs besides SHARP.
 
     python bench/viewer_latency.py [--side 768] [--timeout 300] [--skip-apply] [--full]
+                                   [--gpu] [--device cuda]
 
 1. Time to visible: a SHARP-sized scene (2 x 768 x 768 = 1,179,648 Gaussians, laid out
    like SHARP's output: two layers on the pixel grid, each Gaussian about one pixel's
@@ -19,7 +20,9 @@
 Targets (issue 11): visible within 5 s of opening; Apply-to-new-view overhead under 1 s.
 WebGL here is SwiftShader (software rendering on the CPU), so the page asks for a thinned
 scene (`SOFTWARE_BUDGET` Gaussians); `--full` also times "Show all" (every Gaussian:
-minutes a frame in software).
+minutes a frame in software). On a machine with a GPU, `--gpu` lets Chromium use it (the
+WebGL renderer it got is printed) and `--device cuda` runs the daemon's models, and so the
+unprojection, there.
 """
 
 from __future__ import annotations
@@ -137,7 +140,16 @@ def open_view(chrome: Any, app: ViewerApp, ply: str, timeout: float) -> tuple[An
     return page, (None if drawn is None else drawn - opened), reported
 
 
-def time_to_visible(folder: Path, side: int, timeout: float, full: bool,
+def webgl_renderer(page: Any) -> str:
+    """The WebGL renderer the page's scene got (SwiftShader: software)."""
+    return page.evaluate("""() => {
+      const gl = window.sharpWatchView.renderer.getContext();
+      const info = gl.getExtension("WEBGL_debug_renderer_info");
+      return String(gl.getParameter(info ? info.UNMASKED_RENDERER_WEBGL : gl.RENDERER));
+    }""")
+
+
+def time_to_visible(folder: Path, side: int, timeout: float, full: bool, gpu: bool,
                     label: str = "browser: page opened -> splat visible") -> None:
     folder.mkdir(parents=True, exist_ok=True)
     ply = folder / "scene.ply"
@@ -150,8 +162,9 @@ def time_to_visible(folder: Path, side: int, timeout: float, full: bool,
     app.start()
     try:
         print(f"scene: {count:,} Gaussians, PLY {ply.stat().st_size / 1e6:.1f} MB", flush=True)
-        with browser() as chrome:
+        with browser(gpu=gpu) as chrome:
             page, drawn, reported = open_view(chrome, app, ply.name, timeout)
+            print(f"WebGL: {webgl_renderer(page)}", flush=True)
             _report(label, drawn, VISIBLE_TARGET_S,
                     f"  ({app.shown_count or 0:,} of {count:,} Gaussians drawn)")
             _report("  page's own report: splat drawn", reported, VISIBLE_TARGET_S,
@@ -169,7 +182,7 @@ def time_to_visible(folder: Path, side: int, timeout: float, full: bool,
         app.close()
 
 
-def apply_overhead(folder: Path, timeout: float) -> None:
+def apply_overhead(folder: Path, timeout: float, gpu: bool, device: str) -> None:
     from daemon import Config, Daemon
     from daemon.config import DaemonConfig, FolderConfig, ModelConfig, ServiceConfig
     from tests.conftest import write_photo
@@ -178,7 +191,7 @@ def apply_overhead(folder: Path, timeout: float) -> None:
     depth_dir = save_tiny_depth_pro(folder / "tiny-depth-pro")
     inputs, outputs = folder / "inputs", folder / "outputs"
     config = Config(folders=FolderConfig(inputs, outputs),
-                    models=ModelConfig(device="cpu", depth_model=str(depth_dir),
+                    models=ModelConfig(device=device, depth_model=str(depth_dir),
                                        sharp_factory="viewer_latency:full_size_double"),
                     daemon=DaemonConfig(state_dir=folder / "state"),
                     service=ServiceConfig(notifications=False, log_dir=folder / "logs"))
@@ -198,7 +211,7 @@ def apply_overhead(folder: Path, timeout: float) -> None:
                         lambda: daemon.status().as_dict(), lambda _: None, rerun=daemon.rerun)
         app.start()
         try:
-            with browser() as chrome:
+            with browser(gpu=gpu) as chrome:
                 page, _, reported = open_view(chrome, app, first.name, timeout)
                 if reported is None:
                     print("apply: the first result was never drawn", flush=True)
@@ -242,6 +255,9 @@ def main() -> int:
                         help="seconds to wait for the browser or the daemon")
     parser.add_argument("--skip-apply", action="store_true", help="only time to visible")
     parser.add_argument("--skip-browser", action="store_true", help="only the Apply overhead")
+    parser.add_argument("--gpu", action="store_true",
+                        help="let Chromium use the GPU (default: software WebGL, as in CI)")
+    parser.add_argument("--device", default="cpu", help="the daemon's models: cpu, cuda, ...")
     parser.add_argument("--full", action="store_true",
                         help="also time 'Show all' (every Gaussian in software WebGL: minutes)")
     args = parser.parse_args()
@@ -251,12 +267,12 @@ def main() -> int:
             if chromium_path() is None:
                 print("time to visible: skipped (chromium is not installed)")
             else:
-                time_to_visible(folder / "scene", args.side, args.timeout, args.full)
+                time_to_visible(folder / "scene", args.side, args.timeout, args.full, args.gpu)
                 # The floor: the same page and renderer with a tiny scene.
-                time_to_visible(folder / "small", 32, args.timeout, False,
+                time_to_visible(folder / "small", 32, args.timeout, False, args.gpu,
                                 "baseline: the same with 2,048 Gaussians")
         if not args.skip_apply:
-            apply_overhead(folder / "apply", args.timeout)
+            apply_overhead(folder / "apply", args.timeout, args.gpu, args.device)
     return 0
 
 

@@ -19,9 +19,12 @@ import numpy as np
 from PIL import Image
 
 CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--use-angle=swiftshader",
-         "--enable-unsafe-swiftshader", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = ["--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+SOFTWARE_WEBGL = ["--disable-gpu", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
+GPU_WEBGL = ["--ignore-gpu-blocklist", "--enable-gpu-rasterization"]
+"""For `bench/viewer_latency.py --gpu`: headless Chromium on the machine's GPU, if it
+takes it (the bench prints the WebGL renderer it got)."""
 
 
 def chromium_path() -> str | None:
@@ -30,14 +33,17 @@ def chromium_path() -> str | None:
 
 
 @contextmanager
-def browser(*extra_flags: str) -> Iterator[Any]:
-    """A Playwright Chromium browser (headless, software WebGL, plus `extra_flags`)."""
+def browser(*extra_flags: str, gpu: bool = False) -> Iterator[Any]:
+    """A Playwright Chromium browser (headless; software WebGL unless `gpu`; plus
+    `extra_flags`)."""
     from playwright.sync_api import sync_playwright
 
     path = chromium_path()
     assert path is not None, "chromium is not installed"
     with sync_playwright() as playwright:
-        chrome = playwright.chromium.launch(executable_path=path, args=[*FLAGS, *extra_flags])
+        webgl = GPU_WEBGL if gpu else SOFTWARE_WEBGL
+        chrome = playwright.chromium.launch(executable_path=path,
+                                            args=[*FLAGS, *webgl, *extra_flags])
         try:
             yield chrome
         finally:
