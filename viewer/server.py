@@ -443,14 +443,20 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(200, path.read_bytes(), STATIC_TYPES[path.suffix])
 
-    def api_gallery(self, query: dict[str, str]) -> None:
-        self._json(200, self.app.gallery())
-
-    def api_result(self, query: dict[str, str]) -> None:
+    def _result(self, query: dict[str, str]) -> results.Result | None:
+        """The result `?ply=` names (the newest without one), or None after a 404 saying so."""
         found = self.app.result(query.get("ply"))
         if found is None:
             self._json(404, {"error": f"no result {query.get('ply') or 'yet'} in "
                                       f"{self.app.place.outputs}"})
+        return found
+
+    def api_gallery(self, query: dict[str, str]) -> None:
+        self._json(200, self.app.gallery())
+
+    def api_result(self, query: dict[str, str]) -> None:
+        found = self._result(query)
+        if found is None:
             return
         self._json(200, self.app.detail(found))
 
@@ -467,10 +473,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def splat(self, query: dict[str, str]) -> None:
         """The result's PLY for the page's renderer; with `budget`, a thinned copy."""
-        found = self.app.result(query.get("ply"))
+        found = self._result(query)
         if found is None:
-            self._json(404, {"error": f"no result {query.get('ply') or 'yet'} in "
-                                      f"{self.app.place.outputs}"})
             return
         budget = query.get("budget")
         if budget is not None and not (budget.isascii() and budget.isdigit() and int(budget) > 0):
