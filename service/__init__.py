@@ -1,3 +1,4 @@
 """What makes the daemon a well-behaved background program: the `sharp-watch` command,
-tray icon, single instance, control channel, logging and autostart. Thin on purpose: it
-wraps `daemon.Daemon` and never reimplements it."""
+tray icon, logging, autostart and starting the viewer. Thin on purpose: it wraps
+`daemon.Daemon` (and its single-instance lock and control channel) and never
+reimplements it. The top layer: it may import every other package, none imports it."""

@@ -147,8 +147,9 @@ def _config_path(args: argparse.Namespace, config: Any) -> Path | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from daemon.instance import AlreadyRunning
+
     from . import runner
-    from .instance import AlreadyRunning
 
     config = _config(args)
     try:
@@ -160,7 +161,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .control import ControlError, NotRunning, request
+    from daemon.control import ControlError, NotRunning, request
 
     config = _config(args)
     autostart = system.autostart_command()
@@ -200,7 +201,7 @@ def status_text(status: dict[str, Any], autostart: str | None) -> str:
 
 
 def cmd_control(args: argparse.Namespace) -> int:
-    from .control import ControlError, NotRunning, request
+    from daemon.control import ControlError, NotRunning, request
 
     config = _config(args)
     try:
@@ -278,16 +279,16 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
 
 def cmd_view(args: argparse.Namespace) -> int:
     """`view` / `gallery`: the viewer is imported only here, and only if installed."""
-    from viewer.launch import MISSING, available
+    import viewer
 
     config = _config(args)
-    if not available():
-        warn(f"error: {MISSING}")
+    if not viewer.available():
+        warn(f"error: {viewer.MISSING}")
         return 1
     from viewer.run import serve
 
-    return serve(config, args.target, args.gallery, say, browser=not args.no_browser,
-                 console=args.console)
+    return serve(config, args.target, args.gallery, say, system.open_path,
+                 browser=not args.no_browser, console=args.console)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -16,9 +16,10 @@ from typing import Any
 
 from loguru import logger
 
+from daemon.control import ControlServer
+from daemon.instance import Instance
+
 from . import logs
-from .control import ControlServer
-from .instance import Instance
 
 
 def control_actions(daemon: Any, stop_event: threading.Event) -> dict[str, Any]:

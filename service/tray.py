@@ -4,8 +4,8 @@ The tray only reads `Daemon.status()` on its own polling thread and sends pause/
 job events arrive on the worker thread and are only queued here, so neither side ever
 waits for the other. Only the polling thread changes the icon; menu clicks just wake it.
 "Open last result" and "View / tune a photo..." start the viewer as its own process
-(`viewer.launch`), so its web server never loads into the daemon's process; the gallery it opens
-is the photo picker (pystray has no file dialog).
+(`service.launch`), so its web server never loads into the daemon's process; the gallery it
+opens is the photo picker (pystray has no file dialog).
 pystray is imported when a tray is built, because its Linux backend connects to the X
 display at import time. Every text handed to pystray is escaped (file names are untrusted)
 and fitted to its Windows field (`text.fit`): pystray's win32 backend raises ValueError
@@ -25,6 +25,7 @@ from loguru import logger
 
 from . import system
 from .icons import draw_icon, icon_state
+from .launch import launch
 from .text import BALLOON_TEXT_UNITS, BALLOON_TITLE_UNITS, TOOLTIP_UNITS, fit, printable
 
 
@@ -98,8 +99,6 @@ class Tray:
                  viewer: Callable[[str], object] | None = None, config: Path | None = None,
                  notifications: bool = True, poll_seconds: float = 1.0) -> None:
         import pystray
-
-        from viewer.launch import launch
 
         self.daemon = daemon
         self.viewer = viewer or (lambda command: launch(command, config))

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon import DaemonError, JobEvent, Status
-from service import cli, control, runner, system
-from service.instance import INFO_NAME, Instance, read_endpoint
+from daemon import DaemonError, JobEvent, Status, control
+from daemon.instance import INFO_NAME, Instance, read_endpoint
+from service import cli, runner, system
 
 
 @pytest.fixture

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from service import cli, control
-from service.instance import INFO_NAME, SECRET_NAME, read_endpoint
+from daemon import control
+from daemon.instance import INFO_NAME, SECRET_NAME, read_endpoint
+from service import cli
 from tests.test_service_control import raw
 
 STARTUP_SECONDS = 180

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from service import cli, control
-from service.instance import INFO_NAME, SECRET_NAME, Endpoint, read_endpoint
+from daemon import control
+from daemon.instance import INFO_NAME, SECRET_NAME, Endpoint, read_endpoint
+from service import cli
 from tests.test_service_control import raw
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX modes and umask")

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from service import control
-from service.instance import Instance
+from daemon import control
+from daemon.instance import Instance
 from service.runner import control_actions
 from tests.conftest import wait_for
 

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from daemon import control
 from pipeline import DepthSettings
-from service import cli, control, system
+from service import cli, system
 from service.logs import LOG_NAME, TRACE_INDENT
 from service.text import printable
 from tests.fake_hub import base_url, serve_file, serve_repo

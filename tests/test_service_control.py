@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from service import control
-from service.instance import (
+from daemon import control
+from daemon.instance import (
     INFO_NAME,
     SECRET_NAME,
     AlreadyRunning,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pytest
 
 from daemon import Daemon, DaemonError
-from service.instance import AlreadyRunning, Instance
+from daemon.instance import AlreadyRunning, Instance
 
 
 def in_thread(action: Callable[[], object], name: str) -> None:

@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 import torch
 
+from daemon import access
 from pipeline import DepthSettings, Gaussians, write_ply
-from service import access
+from service import launch
 from tests.conftest import wait_for, write_photo
-from viewer import launch, notes, results, tuning
+from viewer import notes, results, tuning
 from viewer.server import COOKIE, Place, ViewerApp
 from viewer.splat import SplatError, check_splat, median_depth, thinned_ply, vertical_fov
 
@@ -430,6 +431,15 @@ def test_the_tray_starts_the_viewer_console_less_on_windows() -> None:
                                                     "gallery"]
 
 
+def test_the_tray_starts_no_viewer_when_the_extra_is_missing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[Any] = []
+    monkeypatch.setattr("viewer.available", lambda: False)
+    monkeypatch.setattr(launch.subprocess, "Popen", lambda *args, **kwargs: started.append(args))
+    assert launch.launch("view", None) is False
+    assert started == []
+
+
 def test_the_command_finds_the_page_for_its_target(tmp_path: Path) -> None:
     from viewer.run import start_page
 
@@ -450,17 +460,33 @@ def test_the_command_finds_the_page_for_its_target(tmp_path: Path) -> None:
         start_page(outputs, tmp_path / "missing.ply", gallery=False)
 
 
-def test_view_without_the_extra_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch,
-                                                        capsys: pytest.CaptureFixture[str],
-                                                        tmp_path: Path) -> None:
+def _view(tmp_path: Path) -> int:
+    """`sharp-watch view --no-browser` with a config naming folders under `tmp_path`."""
     from service import cli
 
-    monkeypatch.setattr(launch, "available", lambda: False)
     config = tmp_path / "config.toml"
     config.write_text(f'[folders]\ninputs = "{(tmp_path / "i").as_posix()}"\n'
                       f'outputs = "{(tmp_path / "o").as_posix()}"\n', encoding="utf-8")
-    assert cli.main(["view", "--config", str(config), "--no-browser"]) == 1
+    return cli.main(["view", "--config", str(config), "--no-browser"])
+
+
+def test_view_without_the_extra_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str],
+                                                        tmp_path: Path) -> None:
+    monkeypatch.setattr("viewer.available", lambda: False)
+    assert _view(tmp_path) == 1
     assert 'pip install "sharp-watch[viewer]"' in capsys.readouterr().err
+
+
+def test_view_hands_the_viewer_the_services_folder_opener(monkeypatch: pytest.MonkeyPatch,
+                                                          tmp_path: Path) -> None:
+    """The viewer makes no OS calls of its own: `view` passes it `system.open_path`."""
+    from service import system
+
+    served: list[tuple[Any, ...]] = []
+    monkeypatch.setattr("viewer.run.serve", lambda *args, **kwargs: served.append(args) or 0)
+    assert _view(tmp_path) == 0
+    assert [args[4] for args in served] == [system.open_path]
 
 
 def test_serve_prints_the_address_and_stops_cleanly(tmp_path: Path) -> None:
@@ -476,8 +502,10 @@ def test_serve_prints_the_address_and_stops_cleanly(tmp_path: Path) -> None:
                              defaults=DepthSettings(),
                              daemon=SimpleNamespace(state_dir=tmp_path / "state"))
     said: list[str] = []
+    opened: list[Path] = []
     stop = threading.Event()
-    thread = threading.Thread(target=serve, args=(config, None, False, said.append),
+    thread = threading.Thread(target=serve, args=(config, None, False, said.append,
+                                                  opened.append),
                               kwargs={"browser": False, "stop": stop})
     thread.start()
     try:
@@ -489,11 +517,18 @@ def test_serve_prints_the_address_and_stops_cleanly(tmp_path: Path) -> None:
         response = connection.getresponse()
         assert response.status == 303 and response.getheader("Location") == "/view"
         connection.close()
+        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+        connection.request("POST", "/api/open-folder", headers={
+            "Host": f"127.0.0.1:{url.port}",
+            "Authorization": f"Bearer {url.query.removeprefix('key=')}"})
+        assert connection.getresponse().status == 200
+        assert opened == [outputs], "the caller's opener shows the outputs folder"
+        connection.close()
         endpoint = tmp_path / "state" / "viewer.json"
         if sys.platform != "win32":
             assert endpoint.stat().st_mode & 0o777 == 0o600, "it holds the secret"
         # A second `view` (another tray click) opens a page of this one instead.
-        assert serve(config, None, True, said.append, browser=False) == 0
+        assert serve(config, None, True, said.append, opened.append, browser=False) == 0
         assert said[-1].startswith(f"viewer: already running; opening http://127.0.0.1:"
                                    f"{url.port}/?key=")
     finally:

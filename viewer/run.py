@@ -22,9 +22,8 @@ from urllib.parse import quote, urlencode
 
 from loguru import logger
 
+from daemon.control import ControlError, NotRunning, request
 from pipeline.atomic import atomic_write, private_folder
-from service import system
-from service.control import ControlError, NotRunning, request
 
 from . import results
 from .server import Place, Rerun, StatusSource, ViewerApp
@@ -125,11 +124,13 @@ def running_viewer(state_dir: Path) -> tuple[int, str] | None:
 
 
 def serve(config: Any, target: Path | None, gallery: bool, say: Callable[[str], None],
-          browser: bool = True, stop: threading.Event | None = None,
-          console: bool | None = None) -> int:
+          open_folder: Callable[[Path], object], browser: bool = True,
+          stop: threading.Event | None = None, console: bool | None = None) -> int:
     """Run the viewer for `config` until Ctrl+C, `stop`, or `IDLE_EXIT_SECONDS` unused.
 
-    `console` (from the CLI: whether there is one) sets up the log; None leaves it alone.
+    `open_folder` shows a folder in the file manager: the caller's (the service holds the
+    OS calls), so the viewer needs nothing above it. `console` (from the CLI: whether there
+    is one) sets up the log; None leaves it alone.
     """
     if console is not None:
         console_log(console)
@@ -151,7 +152,7 @@ def serve(config: Any, target: Path | None, gallery: bool, say: Callable[[str], 
             webbrowser.open(url)
         return 0
     place = Place(Path(config.folders.inputs), outputs, config.defaults)
-    app = ViewerApp(place, control_status(state_dir), system.open_path, extra,
+    app = ViewerApp(place, control_status(state_dir), open_folder, extra,
                     rerun=control_rerun(state_dir))
     app.start()
     if extra is None:

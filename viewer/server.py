@@ -1,7 +1,7 @@
 """The viewer's web side: gallery and viewer pages, their JSON API, Apply, and the swap.
 
 One HTTP server on 127.0.0.1 (OS-chosen port) serves the pages, the photos and previews
-and the API; every request passes `service.access.refusal` (Host naming this port,
+and the API; every request passes `daemon.access.refusal` (Host naming this port,
 Origin absent or this server's own, this run's secret as a cookie or Bearer token). The
 browser is opened at `/?key=<secret>`: that one request sets an HttpOnly, SameSite=Strict
 cookie and redirects to the address without the key. The 3D view is drawn in the page by
@@ -35,9 +35,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from loguru import logger
 from PIL import Image, ImageOps
 
+from daemon.access import loopback_origins, refusal
 from pipeline import DepthSettings, InputError
 from pipeline.image import open_regular_file
-from service.access import loopback_origins, refusal
 
 from . import results, tuning
 from .notes import daemon_note, estimate_note

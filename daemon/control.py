@@ -10,7 +10,9 @@ has arrived: one selector thread reads heads, a client gets `REQUEST_SECONDS` to
 and at most `MAX_PENDING` wait at once (a new one pushes out the oldest), and a few worker
 threads answer. Idle or slow clients therefore cannot use up threads or lock out
 `sharp-watch status`.
-Client: the `status` / `pause` / `resume` / `stop` commands.
+Client: the `status` / `pause` / `resume` / `stop` commands, and the viewer (status,
+rerun). It lives in the daemon, whose status it serves, so the viewer can be a client
+without importing the service.
 """
 
 from __future__ import annotations

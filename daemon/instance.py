@@ -5,7 +5,8 @@ holds a fresh random token for this run, created with mode 0600 on POSIX so only
 owner can read it (on Windows the per-user AppData folder is already private to the user).
 The lock is an OS file lock, so a crashed daemon never leaves a stale one behind; it is
 not thread-local (filelock's default is), because tray Quit releases it from another
-thread than the one that took it.
+thread than the one that took it. It lives in the daemon beside the control channel that
+reads these files.
 """
 
 from __future__ import annotations

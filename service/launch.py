@@ -2,30 +2,23 @@
 
 The tray's daemon process stays lean (no web server, no pages in its memory); each click
 starts `python -m service view|gallery` with the same config, console-less on Windows
-(pythonw beside python, `service.system.gui_python`). That process opens the browser
-itself (or, when a viewer already runs for this user, hands the page to that one) and
-exits once no page has asked it anything for a while.
+(pythonw beside python, `system.gui_python`). That process opens the browser itself (or,
+when a viewer already runs for this user, hands the page to that one) and exits once no
+page has asked it anything for a while. Starting processes is the service's job, so this
+lives here and the viewer never imports the service.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 from loguru import logger
 
-from service.system import gui_python
+import viewer
 
-MISSING = ("the viewer is not installed: run `pip install \"sharp-watch[viewer]\"` in "
-           "sharp-watch's environment")
-
-
-def available() -> bool:
-    """Whether the optional `viewer` extra (tomlkit, for sidecars kept as written) is
-    installed."""
-    return importlib.util.find_spec("tomlkit") is not None
+from .system import gui_python
 
 
 def viewer_argv(command: str, config: Path | None, target: Path | None = None,
@@ -41,8 +34,8 @@ def viewer_argv(command: str, config: Path | None, target: Path | None = None,
 
 def launch(command: str, config: Path | None, target: Path | None = None) -> bool:
     """Start a viewer process; False (and a log line saying why) when it cannot start."""
-    if not available():
-        logger.warning(MISSING)
+    if not viewer.available():
+        logger.warning(viewer.MISSING)
         return False
     try:
         subprocess.Popen(viewer_argv(command, config, target), stdin=subprocess.DEVNULL,

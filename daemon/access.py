@@ -7,6 +7,8 @@ allows (browsers send Origin on every cross-site request and on same-site writes
 another web page cannot drive it); and (3) it presents this run's secret, as
 `Authorization: Bearer <secret>` or, for a browser page, a cookie set when the page was
 opened with the secret in its address.
+
+It lives in the daemon, below the viewer and the service, so both can use it.
 """
 
 from __future__ import annotations
