@@ -269,7 +269,8 @@ class Pipeline:
             out = self.sharp.predict(pixels, focal.f_px, injector)
         with _timed(timings, "unproject"):
             gaussians = unproject(out.gaussians_ndc, focal.f_px, image.width, image.height)
-        # SHARP's layers may cross (upstream.md): per pixel the nearer one is the front surface.
+        # SHARP's layers may cross (docs/upstream-contract.md#the-two-depth-layers-are-not-sorted):
+        # per pixel the nearer one is the front surface.
         front = out.used_depth.min(dim=1, keepdim=True).values
         return Prediction(
             gaussians=gaussians,

@@ -4,7 +4,8 @@ SHARP's forward runs `monodepth_model(image)` and turns the returned 2-layer
 disparity into depth as `disparity_factor / disparity`. A forward hook on
 `monodepth_model` (a public PyTorch mechanism) hands back the same `MonodepthOutput`
 with only `disparity` replaced by `disparity_factor / injected_depth`, so SHARP's next
-line computes exactly our depth, and every encoder and decoder feature is SHARP's own.
+line computes exactly our depth, and every encoder and decoder feature is SHARP's own
+(docs/upstream-contract.md#the-forward-pass).
 The hook sees SHARP's own depth first, which ratio mode and relative-depth alignment
 need, and which `save_internal_depth` keeps.
 """
@@ -30,8 +31,8 @@ DepthInjector = Callable[[torch.Tensor], torch.Tensor]
 
 
 class SharpPredictor(Protocol):
-    """What we use of SHARP's `RGBGaussianPredictor` (upstream.md), and all a factory's
-    model must offer."""
+    """What we use of SHARP's `RGBGaussianPredictor`, and all a factory's model must offer
+    (docs/upstream-contract.md#building-and-loading)."""
 
     monodepth_model: torch.nn.Module
 

@@ -7,6 +7,7 @@ not work) with the fix in the same line, so a user can paste the output into an 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import platform
 import shutil
 import sys
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+DISTRIBUTION = "sharp-watch"
 GIB = 1024**3
 MIN_VRAM_GIB = 8.0
 MIN_FREE_DISK_GIB = 5.0
@@ -79,8 +81,7 @@ def check_imports(config: Any) -> Iterator[Check]:
         module = factory.partition(":")[0]
         yield _import_check("SHARP", module, f"the factory {factory!r} in [models] sharp_factory")
     else:
-        yield _import_check("SHARP", "sharp.models",
-                            'pip install "sharp-watch[sharp]" (needs git)')
+        yield _import_check("SHARP", "sharp.models", install_command("sharp"))
     yield _import_check("depth backend", "transformers",
                         "pip install transformers (Depth Pro through transformers)",
                         attribute="DepthProForDepthEstimation")
@@ -91,9 +92,35 @@ def check_imports(config: Any) -> Iterator[Check]:
     except ImportError:
         level = "FAIL" if needed else "OK"
         yield Check(level, "depth_pro (Apple's package)",
-                    "not installed" + ('; needed for depth_source = "depth-pro-apple": pip '
-                                       'install "sharp-watch[depth-pro-apple]"' if needed else
+                    "not installed" + ('; needed for depth_source = "depth-pro-apple": '
+                                       + install_command("depth-pro-apple") if needed else
                                        " (optional, only for depth_source = depth-pro-apple)"))
+
+
+def declared_requirements() -> list[str]:
+    """sharp-watch's `Requires-Dist` lines as installed; none when run from a bare checkout."""
+    try:
+        return importlib.metadata.requires(DISTRIBUTION) or []
+    except importlib.metadata.PackageNotFoundError:
+        return []
+
+
+def install_command(extra: str) -> str:
+    """The pip command that adds what `extra` needs, with no Git: the pinned archive URL
+    pyproject.toml gives it, read from the installed metadata so that the commit is written
+    in one place; else the extra of the checkout (docs/upstream-contract.md)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    for line in declared_requirements():
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if (requirement.url and requirement.marker is not None
+                and requirement.marker.evaluate({"extra": extra})):
+            return f'pip install "{requirement.name} @ {requirement.url}"'
+    return f'pip install -e ".[{extra}]" in the sharp-watch folder'
+
 
 
 def _import_check(name: str, module: str, fix: str, attribute: str | None = None) -> Check:

@@ -1,13 +1,15 @@
 """A small stand-in for SHARP's `RGBGaussianPredictor` that keeps its forward contract.
 
-Same attribute names, same call order and the same data types as upstream.md
-describes: `monodepth_model(image)` returns a `MonodepthOutput` NamedTuple whose
-`disparity` is `(B, 2, R, R)` with channel 0 the larger disparity (front); forward
-turns it into depth as `disparity_factor / disparity.clamp(1e-4, 1e4)`, calls
-`depth_alignment` (a no-op without ground truth), then the initializer, feature model,
-head and composer, and returns a `Gaussians3D` NamedTuple in NDC space with
-N = 2 x (R/2)^2. Like SHARP's initializer it normalises depth to a minimum of 1 and
-undoes that at the end, so a uniform depth scale scales the whole scene.
+Same attribute names, same call order and the same data types as
+docs/upstream-contract.md#the-forward-pass describes: `monodepth_model(image)` returns a
+`MonodepthOutput` NamedTuple whose `disparity` is `(B, 2, R, R)`, sorted with channel 0
+the larger disparity (front), or crossed like SHARP's released model with
+`sort_layers=False`; forward turns it into depth as
+`disparity_factor / disparity.clamp(1e-4, 1e4)`, calls `depth_alignment` (a no-op
+without ground truth), then the initializer, feature model, head and composer, and
+returns a `Gaussians3D` NamedTuple in NDC space with N = 2 x (R/2)^2. Like SHARP's
+initializer it normalises depth to a minimum of 1 and undoes that at the end, so a
+uniform depth scale scales the whole scene.
 """
 
 from __future__ import annotations

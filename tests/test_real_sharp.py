@@ -71,7 +71,8 @@ def test_write_ply_matches_save_ply_byte_for_byte(tmp_path: Path, width: int, he
 
 
 def _sharp_intrinsics(f_px: float, width: int, height: int) -> torch.Tensor:
-    """The 4x4 intrinsics `predict_image` hands to `unproject_gaussians` (upstream.md)."""
+    """The 4x4 intrinsics `predict_image` hands to `unproject_gaussians`
+    (docs/upstream-contract.md#from-ndc-to-metres)."""
     k = torch.tensor([[f_px, 0, width / 2, 0], [0, f_px, height / 2, 0],
                       [0, 0, 1, 0], [0, 0, 0, 1]]).float()
     k[0] *= 1536 / width
@@ -206,7 +207,8 @@ def _run(predictor: torch.nn.Module, injector: Any) -> tuple[Any, dict[str, Any]
 
 
 def test_sharp_default_does_not_sort_its_two_layers(predictor: RGBGaussianPredictor) -> None:
-    """upstream.md says channel 0 is the front; SHARP's defaults say otherwise."""
+    """Channel 0 is meant as the front, but SHARP's released parameters do not sort the
+    layers (docs/upstream-contract.md#the-two-depth-layers-are-not-sorted)."""
     assert PredictorParams().sorting_monodepth is False
     out, seen = _run(predictor, None)
     internal = out.internal_depth
@@ -238,7 +240,8 @@ def test_injected_depth_reaches_sharp_init_fixed_mode(predictor: RGBGaussianPred
 
 
 def test_half_depth_halves_metric_means_and_scales(predictor: RGBGaussianPredictor) -> None:
-    """The platform-notes fact, through the product's own `depth_scale` knob."""
+    """SHARP's depth normalisation (docs/upstream-contract.md#depth-normalisation), through
+    the product's own `depth_scale` knob."""
     pipe = Pipeline(sharp=SharpStage(predictor))
     size = predictor.internal_resolution()
     raw = RawDepth(values=_known_depth(size, seed=4).numpy().squeeze(), kind="metric",

@@ -42,7 +42,7 @@ LOCK = {"packages": [
 
 def test_requirements_are_the_dependencies_plus_the_test_extra():
     project = {"dependencies": ["torch>=2.4", "python-xlib>=0.33; sys_platform == 'linux'"],
-               "optional-dependencies": {"test": ["pytest>=8"], "sharp": ["sharp @ git+x"]}}
+               "optional-dependencies": {"test": ["pytest>=8"], "sharp": ["sharp @ https://x/archive/1.zip"]}}
     lines = ww.requirements(project)
     assert lines == ["torch>=2.4", "python-xlib>=0.33; sys_platform == 'linux'", "pytest>=8"]
     assert ww.direct_names(lines) == {"torch", "python-xlib", "pytest"}
