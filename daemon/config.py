@@ -1,13 +1,13 @@
 """The daemon's settings: one TOML file, every key checked, per-user defaults for the rest.
 
 A typo in a key or a wrong type stops the daemon at start with one message naming the
-file, the key and the nearest valid key, rather than being silently ignored.
+file, the key and the nearest valid key, rather than being silently ignored. Every key is
+declared once, in its section's dataclass (`pipeline.schema.setting`): type, default,
+range or choices and help; the checks here and docs/configuration.md come from those.
 """
 
 from __future__ import annotations
 
-import difflib
-import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -17,6 +17,7 @@ from typing import Any
 import platformdirs
 
 from pipeline import DepthSettings, ModelSettings
+from pipeline.schema import Checked, Setting, key_hint, keys, nearest, setting, shown
 
 APP = "sharp-watch"
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
@@ -24,12 +25,6 @@ LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL
 
 class ConfigError(ValueError):
     """The config file cannot be used; the message says where and what to change."""
-
-
-def nearest(key: str, valid: list[str] | tuple[str, ...]) -> str | None:
-    """The valid key a typo most likely meant, if any is close."""
-    match = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
-    return match[0] if match else None
 
 
 def default_inputs() -> Path:
@@ -53,42 +48,70 @@ def default_config_path() -> Path:
 
 
 @dataclass(frozen=True)
-class FolderConfig:
+class FolderConfig(Checked):
     """Where photos come from and results go."""
 
-    inputs: Path = field(default_factory=default_inputs)
-    outputs: Path = field(default_factory=default_outputs)
-    recursive: bool = False
+    inputs: Path = setting(
+        default_factory=default_inputs, default_text='"" = <Pictures>/sharp-watch/inputs',
+        help="the folder to watch: photos dropped here become results (created on first run)")
+    outputs: Path = setting(
+        default_factory=default_outputs, default_text='"" = <Pictures>/sharp-watch/outputs',
+        help="where results go (created on first run)")
+    recursive: bool = setting(False, help="also watch the sub-folders of inputs")
 
 
 @dataclass(frozen=True)
 class ModelConfig(ModelSettings):
     """The `[models]` section: `pipeline.ModelSettings` plus when to load them."""
 
-    load_at_start: bool = True
+    load_at_start: bool = setting(
+        True, help="load the models when the daemon starts (true) or on the first photo "
+                   "(false)")
 
 
 @dataclass(frozen=True)
-class DaemonConfig:
+class DaemonConfig(Checked):
     """How the watch loop behaves."""
 
-    stable_seconds: float = 1.0
-    settle_report_seconds: float = 120.0
-    unload_after_minutes: float = 0.0
-    depth_cache_mb: float = 2048.0
-    preview: bool = True
-    max_pixels: int = 120_000_000
-    rescan_seconds: float = 30.0
-    state_dir: Path = field(default_factory=default_state_dir)
+    stable_seconds: float = setting(
+        1.0, low=0.0, note="seconds",
+        help="a file is read once its size and modification time held still this long")
+    settle_report_seconds: float = setting(
+        120.0, low=0.0, note="seconds",
+        help="a file still changing or locked after this long is reported in "
+             "<name>.error.txt (and still waited for)")
+    unload_after_minutes: float = setting(
+        0.0, low=0.0, note="minutes",
+        help="free GPU memory after this many idle minutes (the models reload on the next "
+             "photo); 0 = never")
+    depth_cache_mb: float = setting(
+        2048.0, low=0.0, note="MB",
+        help="disk cache of depth-model outputs, so retuning a photo runs SHARP only; 0 = off")
+    preview: bool = setting(
+        True, help="write <result>_depth.png: the injected depth beside SHARP's own")
+    max_pixels: int = setting(
+        120_000_000, low=1,
+        help="refuse photos with more pixels (protects memory from huge or hostile files)")
+    rescan_seconds: float = setting(
+        30.0, low=0.0, low_open=True, note="seconds",
+        help="also list the inputs folder this often, picking up photos whose file event was "
+             "lost, and retry failures that may pass later (disk full, a locked file)")
+    state_dir: Path = setting(
+        default_factory=default_state_dir, default_text='"" = the per-user data folder',
+        help="journal, depth cache and lock file")
 
 
 @dataclass(frozen=True)
-class ServiceConfig:
+class ServiceConfig(Checked):
     """Read by `service/` (tray, notifications, logs); kept here so one file holds it all."""
 
-    notifications: bool = True
-    log_level: str = "INFO"
-    log_dir: Path = field(default_factory=default_log_dir)
+    notifications: bool = setting(
+        True, help="a desktop notification per finished or failed photo (tray)")
+    log_level: str = setting("INFO", choices=LOG_LEVELS, ignore_case=True,
+                             note="any letter case", help="the least important log lines written")
+    log_dir: Path = setting(
+        default_factory=default_log_dir, default_text='"" = the per-user log folder',
+        help="where the log files go")
 
 
 @dataclass(frozen=True)
@@ -114,103 +137,42 @@ class Config:
         return ModelSettings(**{f.name: getattr(self.models, f.name)
                                 for f in fields(ModelSettings)})
 
-_SECTIONS: dict[str, type] = {"folders": FolderConfig, "models": ModelConfig,
-                              "defaults": DepthSettings, "daemon": DaemonConfig,
-                              "service": ServiceConfig}
-# Keys whose "" means "the per-user default" or "none".
-_OPTIONAL_PATHS = {"depth_pro_checkpoint", "sharp_checkpoint", "cache_dir", "external_depth"}
-_DEFAULTED_PATHS = {"inputs": default_inputs, "outputs": default_outputs,
-                    "state_dir": default_state_dir, "log_dir": default_log_dir}
-_KINDS: dict[str, type] = {
-    "recursive": bool, "load_at_start": bool, "preview": bool, "save_internal_depth": bool,
-    "notifications": bool, "max_pixels": int,
-    "stable_seconds": float, "settle_report_seconds": float, "unload_after_minutes": float,
-    "rescan_seconds": float, "depth_cache_mb": float, "depth_scale": float, "depth_offset": float,
-    "back_surface_factor": float, "focal_mm": float, "compare": list, "formats": list,
-}
-_LIST_OF = {"compare": "depth source names", "formats": "format names"}
+
+SECTIONS: dict[str, type] = {"folders": FolderConfig, "models": ModelConfig,
+                             "defaults": DepthSettings, "daemon": DaemonConfig,
+                             "service": ServiceConfig}
+"""The config file's sections and the dataclass declaring each one's keys."""
 
 
-def check_value(key: str, value: Any, kind: type) -> Any:
-    """`value` as `kind` or a message; ints pass as floats, bools never pass as numbers,
-    a list must hold strings."""
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise TypeError(f"must be true or false, got {short_repr(value)}")
-        return value
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"must be a whole number, got {short_repr(value)}")
-        return value
-    if kind is list:
-        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise TypeError(f"must be a list of {_LIST_OF.get(key, 'names')}, got "
-                            f"{short_repr(value)}")
-        return list(value)
-    if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"must be a number, got {short_repr(value)}")
-        try:
-            number = float(value)
-        except OverflowError:
-            number = math.inf
-        if not math.isfinite(number):
-            raise TypeError(f"must be a finite number, got {short_repr(value)}")
-        return number
-    if not isinstance(value, str):
-        raise TypeError(f"must be a string, got {short_repr(value)}")
+def _resolved(key: Setting, value: Any, base: Path) -> Any:
+    """`""` is the default of a path or of a key that may be unset; a relative path is
+    relative to the config file's folder."""
+    if value == "" and (key.kind == "path" or key.optional):
+        return key.default()
+    if key.kind == "path":
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else base / path
     return value
 
 
-def short_repr(value: Any) -> str:
-    """A value for an error message, cut short (sidecars can hold anything)."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _section(name: str, table: Any, where: str, base: Path) -> dict[str, Any]:
-    cls = _SECTIONS[name]
+def _section(name: str, table: Any, where: str, base: Path) -> Any:
+    """Section `name` made from its TOML table, every key and value checked."""
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: [{name}] must be a table of keys")
-    valid = [f.name for f in fields(cls)]
-    out: dict[str, Any] = {}
+    declared = keys(SECTIONS[name])
+    values: dict[str, Any] = {}
     for key, value in table.items():
-        if key not in valid:
-            hint = nearest(key, valid)
-            raise ConfigError(f"{where}: unknown key {key!r} in [{name}]"
-                              + (f"; did you mean {hint!r}?" if hint else
-                                 f"; valid keys: {', '.join(valid)}"))
+        if key not in declared:
+            raise ConfigError(f"{where}: unknown key {shown(key)} in [{name}]"
+                              f"{key_hint(key, declared)}")
         try:
-            value = check_value(key, value, _KINDS.get(key, str))
+            values[key] = _resolved(declared[key], declared[key].coerce(value), base)
         except TypeError as exc:
             raise ConfigError(f"{where}: [{name}] {key} {exc}") from None
-        if key in _DEFAULTED_PATHS:
-            value = Path(value).expanduser() if value else _DEFAULTED_PATHS[key]()
-            value = value if value.is_absolute() else base / value
-        elif key in _OPTIONAL_PATHS:
-            value = Path(value).expanduser() if value else None
-            value = value if value is None or value.is_absolute() else base / value
-        elif key == "sharp_factory":
-            value = value or None
-        out[key] = value
-    return out
-
-
-def _check_ranges(cfg: Config, where: str) -> None:
-    d = cfg.daemon
-    for key in ("stable_seconds", "settle_report_seconds", "unload_after_minutes",
-                "depth_cache_mb"):
-        if getattr(d, key) < 0:
-            raise ConfigError(f"{where}: [daemon] {key} must be >= 0, got {getattr(d, key)!r}")
-    if d.max_pixels < 1:
-        raise ConfigError(f"{where}: [daemon] max_pixels must be >= 1, got {d.max_pixels!r}")
-    if d.rescan_seconds <= 0:
-        raise ConfigError(f"{where}: [daemon] rescan_seconds must be > 0, got "
-                          f"{d.rescan_seconds!r}")
-    if cfg.service.log_level.upper() not in LOG_LEVELS:
-        hint = nearest(cfg.service.log_level.upper(), LOG_LEVELS)
-        raise ConfigError(f"{where}: [service] log_level {cfg.service.log_level!r} is not a level"
-                          + (f"; did you mean {hint!r}?" if hint else ""))
+    try:
+        return SECTIONS[name](**values)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: [{name}] {exc}") from None
 
 
 def inside(child: Path, parent: Path) -> bool:
@@ -243,26 +205,13 @@ def parse_config(data: dict[str, Any], where: str = "<config>", base: Path | Non
     base = base or Path.cwd()
     parts: dict[str, Any] = {}
     for name, table in data.items():
-        if name not in _SECTIONS:
-            hint = nearest(name, list(_SECTIONS))
+        if name not in SECTIONS:
+            hint = nearest(name, SECTIONS)
             raise ConfigError(f"{where}: unknown section [{name}]"
                               + (f"; did you mean [{hint}]?" if hint else
-                                 f"; valid sections: {', '.join(_SECTIONS)}"))
+                                 f"; valid sections: {', '.join(SECTIONS)}"))
         parts[name] = _section(name, table, where, base)
-    try:
-        defaults = DepthSettings(**parts.pop("defaults", {}))
-    except ValueError as exc:
-        raise ConfigError(f"{where}: [defaults] {exc}") from None
-    try:
-        models = ModelConfig(**parts.pop("models", {}))
-    except ValueError as exc:
-        raise ConfigError(f"{where}: [models] {exc}") from None
-    cfg = Config(folders=FolderConfig(**parts.pop("folders", {})),
-                 models=models, defaults=defaults,
-                 daemon=DaemonConfig(**parts.pop("daemon", {})),
-                 service=ServiceConfig(**parts.pop("service", {})),
-                 source=Path(where) if where != "<config>" else None)
-    _check_ranges(cfg, where)
+    cfg = Config(**parts, source=Path(where) if where != "<config>" else None)
     check_folders(cfg, where)
     return cfg
 

@@ -37,7 +37,7 @@ from .config import Config, inside
 from .jobs import Job, depth_file, failure_key, file_sha256, job_key, settings_to_json
 from .journal import Journal
 from .readiness import Settler, Signature, file_signature
-from .sidecar import SIDECAR_SUFFIX, SidecarError, depth_root, read_sidecar, sidecar_path
+from .sidecar import SIDECAR_SUFFIX, SidecarError, depth_root, photo_settings, sidecar_path
 from .status import Backoff, Problems, describe
 from .watcher import DEPTH_SUFFIX, FolderWatcher, Listing, is_photo, scan
 
@@ -362,7 +362,7 @@ class Intake:
 
     def _settings(self, photo: Path) -> tuple[DepthSettings, Path | None, str | None]:
         """The photo's settings, its depth map and that map's content hash."""
-        settings, _ = read_sidecar(photo, self.config.defaults, self.inputs)
+        settings = photo_settings(photo, self.config.defaults, self.inputs)
         depth = depth_file(settings, photo)
         if depth is None:
             return settings, None, None

@@ -15,10 +15,13 @@ from typing import Any
 
 from pipeline import DepthSettings
 from pipeline.image import open_regular_file
+from pipeline.schema import schema
 
 _CHUNK = 1 << 20
-_LATER_KEYS: dict[str, Any] = {"compare": [], "formats": ["ply"]}
-"""Settings added after the first release, with the value every older job had."""
+_LATER_KEYS: dict[str, Any] = {key.name: DepthSettings().as_dict()[key.name]
+                               for key in schema(DepthSettings) if key.spec.later}
+"""Settings added after the first release (declared `later`), with the value every older
+job had: their default."""
 
 
 def file_sha256(path: Path, within: Path | None = None) -> str:

@@ -1,17 +1,19 @@
 """Per-photo tuning: `photo.toml` beside `photo.jpg` overrides the config's `[defaults]`.
 
-A sidecar is user input written by hand, so every key is checked and a mistake fails
-only that photo, with a message naming the sidecar, the key and the key it probably
-meant. `external_depth` may only point inside the inputs folder (symlinks resolved),
-so a sidecar cannot make the daemon read arbitrary files; the sidecar itself is read
-only if it really is a file inside that folder.
+A sidecar is user input written by hand, so every key is checked (against its declaration
+in `pipeline.DepthSettings`) and a mistake fails only that photo, with a message naming
+the sidecar, the key and the key it probably meant. `external_depth` may only point
+inside the inputs folder (symlinks resolved), so a sidecar cannot make the daemon read
+arbitrary files; the sidecar itself is read only if it really is a file inside that
+folder. `photo_settings` is the one way the layers combine, for the daemon, `predict` and
+`compare` alike: command-line flags over the sidecar over the config's `[defaults]`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +21,13 @@ from loguru import logger
 
 from pipeline import DepthSettings, InputError
 from pipeline.image import open_regular_file
-
-from .config import check_value, nearest, short_repr
+from pipeline.schema import key_hint, keys, shown
 
 SIDECAR_SUFFIX = ".toml"
 MAX_SIDECAR_BYTES = 64 * 1024
-_KINDS: dict[str, type] = {
-    "depth_scale": float, "depth_offset": float, "back_surface_factor": float,
-    "depth_source": str, "external_depth": str, "depth_format": str, "focal_mm": float,
-    "save_internal_depth": bool, "compare": list, "formats": list,
-}
-SIDECAR_KEYS: tuple[str, ...] = tuple(_KINDS)
+_KEYS = keys(DepthSettings)
+SIDECAR_KEYS: tuple[str, ...] = tuple(_KEYS)
+"""Every per-photo key: a sidecar may set any of them."""
 
 
 class SidecarError(InputError):
@@ -71,19 +69,31 @@ def find_sidecar(photo: Path) -> Path | None:
 
 
 def read_sidecar(photo: Path, base: DepthSettings, inputs: Path) -> tuple[DepthSettings, bool]:
-    """The photo's effective settings and whether a sidecar supplied them.
-
-    The sidecar is opened like a photo: a pipe or device is refused (it cannot hang the
-    reader), and so is a link leading outside `inputs`, before a byte of it is read.
-    """
+    """The photo's effective settings and whether a sidecar supplied them."""
     path = find_sidecar(photo)
     if path is None:
         return base, False
     try:
+        text = read_sidecar_text(path, inputs)
+    except FileNotFoundError:
+        return base, False
+    try:
+        data = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError, ValueError) as exc:
+        raise SidecarError(f"not valid TOML ({exc})", path) from None
+    return apply_sidecar(data, path, photo, base, inputs), True
+
+
+def read_sidecar_text(path: Path, inputs: Path) -> str:
+    """The sidecar's text. It is opened like a photo: a pipe or device is refused (it
+    cannot hang the reader), and so is a link leading outside `inputs`, before a byte of
+    it is read; and no more than `MAX_SIDECAR_BYTES` (and one) is ever read. Raises
+    `SidecarError`, or FileNotFoundError for a sidecar that has just gone."""
+    try:
         with open_regular_file(path, inputs) as f:
             raw = f.read(MAX_SIDECAR_BYTES + 1)
     except FileNotFoundError:
-        return base, False
+        raise
     except InputError as exc:
         raise SidecarError(exc.reason, path) from None
     except OSError as exc:
@@ -92,12 +102,23 @@ def read_sidecar(photo: Path, base: DepthSettings, inputs: Path) -> tuple[DepthS
         raise SidecarError(f"sidecar is larger than {MAX_SIDECAR_BYTES // 1024} KiB; "
                            "it should hold a few keys", path)
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise SidecarError("sidecar is not UTF-8 text", path) from None
-    except (tomllib.TOMLDecodeError, RecursionError, ValueError) as exc:
-        raise SidecarError(f"not valid TOML ({exc})", path) from None
-    return apply_sidecar(data, path, photo, base, inputs), True
+
+
+def photo_settings(photo: Path, defaults: DepthSettings, inputs: Path,
+                   flags: Mapping[str, Any] | None = None) -> DepthSettings:
+    """The settings `photo` runs with: `flags` (the command line's, already checked over
+    `defaults`) over its sidecar over `defaults` (the config's). Raises `SidecarError`,
+    naming the sidecar, for a sidecar that cannot be used or flags that do not fit it."""
+    settings, used = read_sidecar(photo, defaults, inputs)
+    try:
+        return settings.overlay(flags or {})
+    except ValueError as exc:
+        if not used:
+            raise
+        raise SidecarError(f"with the command line's options: {exc}", sidecar_path(photo)) from None
 
 
 def depth_root(external: Path | None, inputs: Path) -> Path | None:
@@ -115,21 +136,16 @@ def apply_sidecar(data: dict[str, Any], path: Path, photo: Path, base: DepthSett
     """`base` with the sidecar's keys applied, each checked; raises `SidecarError`."""
     changes: dict[str, Any] = {}
     for key, value in data.items():
-        if key not in _KINDS:
-            hint = nearest(key, SIDECAR_KEYS)
-            shown = key if len(key) <= 40 else key[:37] + "..."
-            raise SidecarError(f"unknown key {shown!r}"
-                               + (f"; did you mean {hint!r}?" if hint else
-                                  f"; valid keys: {', '.join(SIDECAR_KEYS)}"), path)
+        if key not in _KEYS:
+            raise SidecarError(f"unknown key {shown(key)}{key_hint(key, SIDECAR_KEYS)}", path)
         try:
-            changes[key] = check_value(key, value, _KINDS[key])
+            changes[key] = _KEYS[key].coerce(value)
         except TypeError as exc:
             raise SidecarError(f"{key} {exc}", path) from None
     if "external_depth" in changes:
         changes["external_depth"] = _inside_inputs(changes["external_depth"], path, photo, inputs)
-        changes.setdefault("depth_source", "npy")
     try:
-        return dataclasses.replace(base, **changes)
+        return base.overlay(changes)
     except ValueError as exc:
         reason = str(exc)
         raise SidecarError(reason if len(reason) <= 400 else reason[:397] + "...", path) from None
@@ -139,16 +155,16 @@ def _inside_inputs(value: str, path: Path, photo: Path, inputs: Path) -> Path:
     """`value` relative to the photo, refused unless it resolves inside the inputs folder."""
     if not value.strip() or "\x00" in value:
         raise SidecarError("external_depth must name a .npy file or folder", path)
-    shown = f"external_depth {short_repr(value)}"
+    shown_as = f"external_depth {shown(value)}"
     try:
         resolved = (photo.parent / Path(value).expanduser()).resolve()
         root = inputs.resolve()
         exists = resolved.exists()
     except (OSError, RuntimeError, ValueError) as exc:
-        raise SidecarError(f"{shown} cannot be resolved ({exc})", path) from None
+        raise SidecarError(f"{shown_as} cannot be resolved ({exc})", path) from None
     if not resolved.is_relative_to(root):
-        raise SidecarError(f"{shown} points outside the inputs folder {inputs}; "
+        raise SidecarError(f"{shown_as} points outside the inputs folder {inputs}; "
                            "put the depth map next to the photo", path)
     if not exists:
-        raise SidecarError(f"{shown} does not exist", path)
+        raise SidecarError(f"{shown_as} does not exist", path)
     return resolved

@@ -2,18 +2,21 @@
 
 `DepthSettings` is what a sidecar or a CLI flag can change for one photo; two equal
 settings give the same result, which is what makes them usable as part of a job key.
+Each key is declared once, with its range or choices and its help (`pipeline.schema`);
+the config and sidecar checks, the command-line flags, the viewer's controls and the
+docs are made from these declarations.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .depth.sources import DEFAULT_DEPTH_MODEL, DEPTH_SOURCES
+from .schema import Checked, Choice, Slider, problems, setting
 
 DEPTH_FORMATS: tuple[str, ...] = ("metric", "relative", "inverse-relative", "auto")
 EXPORT_FORMATS: tuple[str, ...] = ("ply", "spz", "splat")
@@ -29,29 +32,69 @@ DEFAULT_FOCAL_35MM = 30.0
 class DepthSettings:
     """How one photo's depth is made and tuned (the seed's CLI options)."""
 
-    depth_scale: float = 1.0
-    depth_offset: float = 0.0
-    back_surface_factor: float = 1.0
-    depth_source: str = "depth-pro"
-    external_depth: Path | None = None
-    depth_format: str = "auto"
-    focal_mm: float | None = None
-    save_internal_depth: bool = False
-    compare: tuple[str, ...] = ()
-    """Depth sources to run this photo with, one result each plus a contact sheet; empty:
-    one result from `depth_source`."""
-    formats: tuple[str, ...] = ("ply",)
-    """Result files per Gaussian scene: SHARP's PLY always, plus any of `spz`, `splat`."""
+    depth_scale: float = setting(
+        1.0, low=0.0, low_open=True,
+        help="multiply every depth: < 1 closer, > 1 farther (the whole scene grows or "
+             "shrinks; it looks the same from the photo's own viewpoint)",
+        control=Slider("Depth scale", 0.25, 4.0, 0.05))
+    depth_offset: float = setting(
+        0.0, low=-DEPTH_MAX_M, high=DEPTH_MAX_M, note="metres",
+        help="metres added after scaling: > 0 farther, < 0 closer; changes the ratios "
+             "between near and far, so the shape changes",
+        control=Slider("Depth offset (m)", -5.0, 5.0, 0.05))
+    focal_mm: float | None = setting(
+        None, low=1.0, high=5000.0, note="mm, 35 mm equivalent",
+        help="35 mm-equivalent focal length; unset: the photo's EXIF, else the depth "
+             "model's estimate, else 30 mm; smaller (wider) spreads the scene out",
+        control=Slider("Focal length (35 mm equiv.)", 10.0, 200.0, 1.0,
+                       unset="from the photo (EXIF / depth model)"))
+    back_surface_factor: float = setting(
+        1.0, low=1.0, high=100.0, note="1 = ratio mode",
+        help="where SHARP's second (back) layer sits: 1.0 = SHARP's own back/front ratio "
+             "(recommended); > 1.0 = back = front x factor",
+        control=Slider("Back surface factor", 1.0, 3.0, 0.05))
+    depth_source: str = setting(
+        "depth-pro", choices=DEPTH_SOURCES,
+        help="the depth injected into SHARP: Depth Pro (transformers, or Apple's package), "
+             "Depth Anything V2 indoor or outdoor, npy (external_depth) or internal "
+             "(SHARP's own)",
+        control=Choice("Depth source"))
+    external_depth: Path | None = setting(
+        None,
+        help=".npy depth map for every photo, or a folder of <photo stem>.npy files; in a "
+             "sidecar or an option it means depth_source npy unless that is given too")
+    depth_format: str = setting(
+        "auto", choices=DEPTH_FORMATS,
+        help="what an external .npy holds: metric (metres), relative (depth up to scale "
+             "and shift), inverse-relative (disparity up to scale and shift), or auto")
+    save_internal_depth: bool = setting(
+        False, help="also save SHARP's own 2-layer depth as <result>_internal_depth.npy")
+    compare: tuple[str, ...] = setting(
+        (), choices=DEPTH_SOURCES, item="depth source", flag="sources", later=True,
+        help="depth sources to run the photo with, one result each plus a contact sheet; "
+             "empty: one result from depth_source")
+    formats: tuple[str, ...] = setting(
+        ("ply",), choices=EXPORT_FORMATS, item="format", later=True,
+        help="result files: ply (always) plus spz (about a quarter of the PLY's size) "
+             "and/or splat (read by most web viewers)")
 
     def __post_init__(self) -> None:
         for name in ("compare", "formats"):  # lists from TOML or JSON; tuples stay hashable
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
-        problems = validate_depth_settings(self)
-        if problems:
-            raise ValueError("; ".join(problems))
+        found = validate_depth_settings(self)
+        if found:
+            raise ValueError("; ".join(found))
 
     def replace(self, **changes: Any) -> DepthSettings:
+        return dataclasses.replace(self, **changes)
+
+    def overlay(self, changes: Mapping[str, Any]) -> DepthSettings:
+        """These settings with one layer of changes over them (a sidecar, or command-line
+        flags): naming `external_depth` without `depth_source` means the `npy` source.
+        Raises ValueError, naming the key, for a result that is not valid."""
+        if "external_depth" in changes and "depth_source" not in changes:
+            changes = {**changes, "depth_source": "npy"}
         return dataclasses.replace(self, **changes)
 
     def as_dict(self) -> dict[str, Any]:
@@ -72,113 +115,47 @@ class DepthSettings:
         return dataclasses.replace(self, depth_source=source, compare=())
 
 
-def _finite(value: float) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def validate_depth_settings(s: DepthSettings) -> list[str]:
-    """Every problem with `s`, each naming the key; empty when valid."""
-    problems: list[str] = []
-    if not _finite(s.depth_scale) or s.depth_scale <= 0:
-        problems.append(f"depth_scale must be a finite number > 0, got {s.depth_scale!r}")
-    if not _finite(s.depth_offset) or abs(s.depth_offset) > DEPTH_MAX_M:
-        problems.append(
-            f"depth_offset must be a finite number of metres within ±{DEPTH_MAX_M:g}, "
-            f"got {s.depth_offset!r}"
-        )
-    if not _finite(s.back_surface_factor) or not 1.0 <= s.back_surface_factor <= 100.0:
-        problems.append(
-            f"back_surface_factor must be between 1.0 (ratio mode) and 100, "
-            f"got {s.back_surface_factor!r}"
-        )
-    if s.depth_source not in DEPTH_SOURCES:
-        problems.append(f"depth_source must be one of {', '.join(DEPTH_SOURCES)}, "
-                        f"got {s.depth_source!r}{_did_you_mean(s.depth_source)}")
-    if s.depth_format not in DEPTH_FORMATS:
-        problems.append(f"depth_format must be one of {', '.join(DEPTH_FORMATS)}, "
-                        f"got {s.depth_format!r}")
+    """Every problem with `s`, each naming the key; empty when valid: each key against its
+    declaration, then the rules that tie keys together."""
+    found = problems(s)
+    if found:
+        return found
     if s.depth_source == "npy" and s.external_depth is None:
-        problems.append("depth_source 'npy' needs external_depth (a .npy file or folder)")
-    if s.focal_mm is not None and (not _finite(s.focal_mm) or not 1.0 <= s.focal_mm <= 5000.0):
-        problems.append(f"focal_mm must be a 35 mm-equivalent focal length in 1..5000, "
-                        f"got {s.focal_mm!r}")
-    if not isinstance(s.save_internal_depth, bool):
-        problems.append(f"save_internal_depth must be true or false, got {s.save_internal_depth!r}")
-    problems.extend(_compare_problems(s))
-    problems.extend(_format_problems(s.formats))
-    return problems
-
-
-def _did_you_mean(name: object, valid: tuple[str, ...] = DEPTH_SOURCES) -> str:
-    """`; did you mean 'x'?` for the name in `valid` a mistyped `name` probably meant, else ''."""
-    hint = (difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
-            if isinstance(name, str) else [])
-    return f"; did you mean {hint[0]!r}?" if hint else ""
-
-
-def _shown(name: object) -> str:
-    text = repr(name)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _compare_problems(s: DepthSettings) -> list[str]:
-    if not isinstance(s.compare, tuple):
-        return [f"compare must be a list of depth source names, got {s.compare!r}"]
-    problems = [f"compare: unknown depth source {_shown(name)}{_did_you_mean(name)} "
-                f"(sources: {', '.join(DEPTH_SOURCES)})"
-                for name in s.compare if name not in DEPTH_SOURCES]
-    if problems:
-        return problems
-    repeated = sorted({name for name in s.compare if s.compare.count(name) > 1})
-    if repeated:
-        problems.append(f"compare lists {', '.join(repeated)} more than once")
+        found.append("depth_source 'npy' needs external_depth (a .npy file or folder)")
     if len(s.compare) == 1:
-        problems.append(f"compare needs at least two sources to compare, got {list(s.compare)}; "
-                        "for one source set depth_source instead")
+        found.append(f"compare needs at least two sources to compare, got {list(s.compare)}; "
+                     "for one source set depth_source instead")
     if "npy" in s.compare and s.external_depth is None:
-        problems.append("compare lists 'npy', which needs external_depth (a .npy file or folder)")
-    return problems
-
-
-def _format_problems(formats: object) -> list[str]:
-    if not isinstance(formats, tuple) or not all(isinstance(f, str) for f in formats):
-        return [f"formats must be a list of format names, got {formats!r}"]
-    problems = []
-    for name in formats:
-        if name not in EXPORT_FORMATS:
-            problems.append(f"formats: unknown format {_shown(name)}"
-                            f"{_did_you_mean(name, EXPORT_FORMATS)} "
-                            f"(formats: {', '.join(EXPORT_FORMATS)})")
-    if problems:
-        return problems
-    repeated = sorted({name for name in formats if formats.count(name) > 1})
-    if repeated:
-        problems.append(f"formats lists {', '.join(repeated)} more than once")
-    if "ply" not in formats:
-        problems.append(f"formats must include 'ply' (the result the viewer and SHARP's own "
-                        f"tools read), got {list(formats)}; add 'spz' or 'splat' beside it")
-    return problems
+        found.append("compare lists 'npy', which needs external_depth (a .npy file or folder)")
+    if "ply" not in s.formats:
+        found.append(f"formats must include 'ply' (the result the viewer and SHARP's own "
+                     f"tools read), got {list(s.formats)}; add 'spz' or 'splat' beside it")
+    return found
 
 
 @dataclass(frozen=True)
-class ModelSettings:
+class ModelSettings(Checked):
     """Which models to load and where they run; one per process."""
 
-    device: str = "auto"
-    depth_model: str = DEFAULT_DEPTH_MODEL
-    """The model behind `depth-pro`: a hub id or local folder of any transformers depth
-    model (the named sources need no hub id)."""
-    depth_pro_checkpoint: Path | None = None
-    sharp_checkpoint: Path | None = None
-    sharp_factory: str | None = None
-    sharp_precision: str = "float32"
-    depth_precision: str = "auto"
-    cache_dir: Path | None = None
-
-    def __post_init__(self) -> None:
-        if self.sharp_precision not in PRECISIONS:
-            raise ValueError(f"sharp_precision must be one of {', '.join(PRECISIONS)}, "
-                             f"got {self.sharp_precision!r}")
-        if self.depth_precision not in (*PRECISIONS, "auto"):
-            raise ValueError(f"depth_precision must be auto or one of {', '.join(PRECISIONS)}, "
-                             f"got {self.depth_precision!r}")
+    device: str = setting(
+        "auto", help="auto (a CUDA GPU if present, else Apple MPS, else CPU), cuda, cuda:1, "
+                     "mps or cpu")
+    depth_model: str = setting(
+        DEFAULT_DEPTH_MODEL,
+        help="hub id or local folder of the transformers metric depth model behind "
+             "depth-pro (any metric depth model; the named sources need none)")
+    depth_pro_checkpoint: Path | None = setting(
+        None, help="Apple's depth_pro.pt for depth-pro-apple; unset: downloaded once")
+    sharp_checkpoint: Path | None = setting(
+        None, help="SHARP checkpoint (.pt); unset: Apple's, downloaded once")
+    sharp_factory: str | None = setting(
+        None, help="package.module:function returning a ready SHARP predictor (custom or "
+                   "test models); unset: Apple's")
+    sharp_precision: str = setting("float32", choices=PRECISIONS, help="SHARP's precision")
+    depth_precision: str = setting(
+        "auto", choices=("auto", *PRECISIONS),
+        help="the depth model's precision; auto: float16 on CUDA, float32 elsewhere")
+    cache_dir: Path | None = setting(
+        None, help="where downloaded checkpoints are kept; unset: torch hub's checkpoint "
+                   "folder and the Hugging Face cache")

@@ -19,23 +19,11 @@ import time
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
-from . import compare, predict, system
-from .text import printable
+from . import compare, options, predict, system
+from .text import printable, say, warn
 
 NOT_RUNNING = 3
 """Exit code of status/pause/resume/stop when no daemon runs (like `systemctl status`)."""
-
-
-def _lines(text: str) -> str:
-    return "\n".join(printable(line) for line in text.split("\n"))
-
-
-def say(text: str) -> None:
-    print(_lines(text), flush=True)
-
-
-def warn(text: str) -> None:
-    print(_lines(text), file=sys.stderr, flush=True)
 
 
 def console_less_streams() -> bool:
@@ -51,8 +39,7 @@ def console_less_streams() -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, default=None,
-                        help="config.toml to use (default: the per-user one if it exists)")
+    options.add_config_option(common)
     parser = argparse.ArgumentParser(
         prog="sharp-watch",
         description="Watch a folder; every photo dropped in becomes a 3D Gaussian splat "

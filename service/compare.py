@@ -2,18 +2,17 @@
 
 The same work and the same files as a sidecar's `compare = [...]` in the watch folder
 (`pipeline.compare`, `daemon.outputs`): one PLY and report per source, sorting together,
-and one contact sheet. Model and tuning options are `sharp-watch predict`'s.
+and one contact sheet. Its options are `predict`'s (`service.options`): the config, and
+every setting as a flag, `--sources` for `compare`.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from pipeline.depth.sources import DEPTH_SOURCES
-
-from . import predict
+from . import options, predict
+from .text import say, warn
 
 DEFAULT_SOURCES = ("depth-pro", "depth-anything-outdoor", "internal")
 
@@ -24,45 +23,36 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Run PHOTO once per depth source (each depth model loaded once) and write "
                     "<stem>_<stamp>_compare_<source>.ply and .json per source plus one "
                     "<stem>_<stamp>_compare.png contact sheet: the photo, each source's depth "
-                    "on one colour scale, a colour bar in metres and depth histograms.")
+                    "on one colour scale, a colour bar in metres and depth histograms. "
+                    "Settings come from the options given, else the photo's sidecar, else "
+                    "the config's [defaults]; the sources from --sources, else the sidecar's "
+                    f"or the config's compare, else {','.join(DEFAULT_SOURCES)}.")
     p.add_argument("photo", type=Path, help="the photo")
-    p.add_argument("--sources", type=predict.names_list, default=DEFAULT_SOURCES,
-                   help=f"comma-separated, in the order shown (default: "
-                        f"{','.join(DEFAULT_SOURCES)}); any of {', '.join(DEPTH_SOURCES)}")
     p.add_argument("-o", "--output", type=Path, default=None,
-                   help="folder for the results (default: the watch folder's outputs, so the "
+                   help="folder for the results (default: the config's outputs folder, so the "
                         "gallery shows them)")
-    p.add_argument("--config", type=Path, default=None,
-                   help="config.toml whose outputs folder is the default -o")
-    predict.add_tuning_options(p)
-    predict.add_model_options(p)
+    options.add_config_option(p)
+    options.add_setting_options(p, skip=("depth_source",),  # each source of the set is one
+                                defaults={"compare": ",".join(DEFAULT_SOURCES)})
     p.set_defaults(func=run)
 
 
-def _output_folder(args: argparse.Namespace) -> Path:
-    if args.output is not None:
-        return Path(args.output)
-    from daemon.config import load_config
-
-    return load_config(args.config).outputs
-
-
 def run(args: argparse.Namespace) -> int:
-    from daemon.config import ConfigError
     from daemon.jobs import Job, depth_file, file_sha256, job_key
     from daemon.outputs import OutputFolder
     from daemon.worker import result_report
-    from pipeline import DepthSettings, Pipeline, PipelineError, load_image
+    from pipeline import Pipeline, PipelineError, load_image
     from pipeline.compare import contact_sheet_png, run_compare
 
     try:
-        settings = DepthSettings(compare=args.sources, **predict.tuning(args))
-        models = predict.model_settings(args)
-        folder = OutputFolder(_output_folder(args))
-    except (ValueError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        opts = options.load_options(args)
+        folder = OutputFolder(args.output or opts.config.outputs)
+    except ValueError as exc:  # a ConfigError too
+        warn(f"error: {exc}")
         return 2
     try:
+        settings = opts.settings(args.photo, args.photo.parent)
+        settings = settings if settings.compare else settings.replace(compare=DEFAULT_SOURCES)
         image = load_image(args.photo)
         photo_hash = file_sha256(image.path)
         npy = depth_file(settings, image.path)
@@ -70,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         key = job_key(photo_hash, settings, file_sha256(npy) if npy else None)
         job = Job(key=key, photo=image.path, photo_hash=photo_hash, settings=settings,
                   state="done", attempts=1, seq=0)
-        pipe = Pipeline(models)
+        pipe = Pipeline(opts.models)
         runs = run_compare(pipe, image, settings)
         folder.ensure()
         names = folder.compare_names(image.path.stem, settings.compare,
@@ -80,11 +70,11 @@ def run(args: argparse.Namespace) -> int:
                                            files, r.source, names.sheet) for r in runs}
         folder.write_compare(names, runs, contact_sheet_png(image, runs), reports)
     except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        warn(f"error: {exc}")
         return 1
     for r in runs:
         for warning in r.prediction.warnings:
-            print(f"warning: {r.source}: {warning}", file=sys.stderr)
-        print(predict.summary(r.source, r.prediction) + f" -> {names.plys[r.source]}")
-    print(f"contact sheet -> {names.sheet}")
+            warn(f"warning: {r.source}: {warning}")
+        say(predict.summary(r.source, r.prediction) + f" -> {names.plys[r.source]}")
+    say(f"contact sheet -> {names.sheet}")
     return 0

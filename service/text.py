@@ -12,6 +12,7 @@ Everything else, accents, CJK and emoji included, stays as is.
 
 from __future__ import annotations
 
+import sys
 import unicodedata
 
 ELLIPSIS = "…"
@@ -45,6 +46,21 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(_escape(c) if _unsafe(c) else c for c in text)
+
+
+def printable_lines(text: str) -> str:
+    """`text` made `printable` line by line: its own line breaks stay line breaks."""
+    return "\n".join(printable(line) for line in text.split("\n"))
+
+
+def say(text: str) -> None:
+    """Print `text` for the user, escaped (`printable_lines`)."""
+    print(printable_lines(text), flush=True)
+
+
+def warn(text: str) -> None:
+    """Print `text` on stderr, escaped (`printable_lines`)."""
+    print(printable_lines(text), file=sys.stderr, flush=True)
 
 
 def utf16_units(text: str) -> int:

@@ -23,15 +23,20 @@
   turn; with True the GPU-style prefetch and writer threads run too
   (`daemon.worker.OVERLAP_ON_CPU`). Ask for it in tests that should cover both paths.
 - `wait_for(predicate, timeout)` (plain function, `from tests.conftest import wait_for`).
+- `load_tool(name) -> module`: the script `tools/<name>.py` imported as a module (plain
+  function; `tools/` is not a package).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -165,3 +170,14 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30.0) -> bool:
             return True
         time.sleep(0.02)
     return bool(predicate())
+
+
+def load_tool(name: str) -> ModuleType:
+    """The script `tools/<name>.py`, imported as module `name` (tools/ is not a package)."""
+    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

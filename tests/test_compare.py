@@ -356,6 +356,48 @@ def test_compare_command_writes_the_same_set(models: ModelConfig, tmp_path: Path
     assert "did you mean 'depth-pro'" in capsys.readouterr().err
 
 
+def test_compare_command_takes_models_defaults_and_sources_from_the_config(
+        models: ModelConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No model flag: the config's [models] (local depth model, SHARP factory, device) are
+    used; its [defaults] compare is the set, and the photo's sidecar tunes it."""
+    config = tmp_path / "config.toml"
+    config.write_text(f"""
+[folders]
+outputs = "results"
+[models]
+device = "cpu"
+depth_model = {models.depth_model!r}
+sharp_factory = "{SHARP_DOUBLE}"
+[defaults]
+compare = ["depth-pro", "internal"]
+depth_scale = 1.5
+""", encoding="utf-8")
+    photo = write_photo(tmp_path / "photos" / "desk.png", width=64, height=64)
+    (photo.parent / "desk.toml").write_text("depth_offset = 0.25\n", encoding="utf-8")
+    assert _compare_cli(str(photo), "--config", str(config)) == 0, capsys.readouterr().err
+    out = tmp_path / "results"
+    reports = {json.loads(p.read_text())["compare"]["source"]: json.loads(p.read_text())
+               for p in out.glob("*.json")}
+    assert sorted(reports) == ["depth-pro", "internal"]
+    depth_pro = reports["depth-pro"]
+    assert depth_pro["models"]["depth"] == models.depth_model
+    assert depth_pro["models"]["device"] == "cpu"
+    assert (depth_pro["settings"]["depth_scale"], depth_pro["settings"]["depth_offset"]) == (
+        1.5, 0.25)
+
+
+def test_compare_command_prints_names_escaped(models: ModelConfig, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    photo = write_photo(tmp_path / "\x1b[31mred.png", width=64, height=64)
+    out = tmp_path / "out\x1b[2J"
+    assert _compare_cli(str(photo), "--sources", "depth-pro,internal", "--device", "cpu",
+                        "--depth-model", models.depth_model, "--sharp-factory", SHARP_DOUBLE,
+                        "-o", str(out)) == 0
+    printed = capsys.readouterr()
+    assert "out\\x1b[2J" in printed.out and "contact sheet ->" in printed.out
+    assert "\x1b" not in printed.out + printed.err
+
+
 def test_settings_keep_a_list_from_json_hashable(models: ModelSettings) -> None:
     settings = DepthSettings(compare=["depth-pro", "internal"])  # type: ignore[arg-type]
     assert settings.compare == ("depth-pro", "internal") and hash(settings)

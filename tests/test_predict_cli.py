@@ -11,6 +11,7 @@ import pytest
 from plyfile import PlyData
 
 from service import predict
+from tests.conftest import write_photo
 from tests.tiny_models import save_tiny_depth_pro
 
 EXAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "example.jpg"
@@ -99,3 +100,73 @@ def test_bad_options_are_refused_before_any_work(tmp_path: Path, depth_dir: Path
                         *argv)
     assert code == 2 and message in err
     assert not list(tmp_path.glob("*.ply"))
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _reports(folder: Path) -> dict[str, dict]:
+    import json
+
+    return {Path(r["photo"]).name: r for r in
+            (json.loads(p.read_text(encoding="utf-8")) for p in folder.glob("*.json"))}
+
+
+def test_the_config_gives_models_and_defaults_under_sidecars_and_flags(
+        tmp_path: Path, depth_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No model flag: the config's [models] (local depth model, SHARP factory, a device
+    the flag replaces) are used, not downloads; settings are flags over the photo's
+    sidecar over the config's [defaults]."""
+    config = _config(tmp_path, f"""
+[models]
+device = "cuda:7"
+depth_model = {str(depth_dir)!r}
+sharp_factory = "tests.sharp_double:build"
+[defaults]
+depth_scale = 1.5
+depth_offset = 0.25
+""")
+    photos = tmp_path / "in"
+    photos.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        write_photo(photos / name, width=64, height=48)
+    (photos / "b.toml").write_text("depth_offset = 0.5\nfocal_mm = 50\n", encoding="utf-8")
+    out = tmp_path / "out"
+    code, _, err = _run(capsys, "-i", str(photos), "-o", str(out), "--config", str(config),
+                        "--device", "cpu", "--focal-mm", "35")
+    assert code == 0, err
+    reports = _reports(out)
+    for name, offset in (("a.jpg", 0.25), ("b.jpg", 0.5)):
+        settings = reports[name]["settings"]
+        assert (settings["depth_scale"], settings["depth_offset"], settings["focal_mm"]) == (
+            1.5, offset, 35.0), name
+        assert reports[name]["models"]["device"] == "cpu"
+        assert reports[name]["models"]["depth"] == str(depth_dir)
+        assert reports[name]["focal"]["origin"] == "override"
+
+
+def test_a_bad_config_stops_predict_before_any_work(tmp_path: Path, depth_dir: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    config = _config(tmp_path, "[defaults]\ndepth_scael = 2\n")
+    code, _, err = _run(capsys, "-i", str(EXAMPLE), "-o", str(tmp_path / "o"), "--config",
+                        str(config), *_models(depth_dir))
+    assert code == 2 and "depth_scael" in err and "did you mean 'depth_scale'" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_photo_names_are_printed_escaped(tmp_path: Path, depth_dir: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A photo's name is the sender's: an escape sequence in it must not reach the
+    terminal, whether the photo succeeds or fails."""
+    photos = tmp_path / "in"
+    write_photo(photos / "\x1b[31mred.jpg")
+    (photos / "\x1b[2Jbad\u202egpj.jpg").write_bytes(b"not a jpeg")
+    code, out, err = _run(capsys, "-i", str(photos), "-o", str(tmp_path / "out\x1b[0m"),
+                          *_models(depth_dir), "--depth-source", "internal")
+    assert code == 1
+    assert "\\x1b[31mred.jpg: depth" in out and "out\\x1b[0m" in out
+    assert "\\x1b[2Jbad\\u202egpj.jpg" in err and "not a readable image" in err
+    assert "\x1b" not in out + err and "\u202e" not in out + err

@@ -104,15 +104,18 @@ def test_view_apply_and_gallery_in_chromium(daemon_and_viewer: tuple[Any, Viewer
         before = _orbit(page)
         assert np.linalg.norm(before) > 1e-3, "the drag moved the camera off the photo's viewpoint"
 
+        for value in ("0.5", "0"):  # moved, then back to the value shown: not a change
+            page.locator("#depth_offset").evaluate(
+                f"e => {{ e.value = '{value}'; e.dispatchEvent(new Event('input')); }}")
         page.locator("#depth_scale").evaluate(
             "e => { e.value = '1.5'; e.dispatchEvent(new Event('input')); }")
-        page.select_option("#depth_source", "depth-pro")
+        page.select_option("#depth_source", "depth-pro")  # the source it already uses
         page.click("#apply")
         sidecar = config.inputs / "garden.toml"
         assert wait_for(lambda: "depth_scale = 1.5" in sidecar.read_text(encoding="utf-8"), 10)
-        text = sidecar.read_text(encoding="utf-8")
-        assert text.startswith(SIDECAR), "the user's comments and keys must stay as written"
-        assert 'depth_source = "depth-pro"' in text
+        # The user's comments and keys stay as written; of the controls, only the one the
+        # user changed is written: the rest keep following the config's [defaults].
+        assert sidecar.read_text(encoding="utf-8") == SIDECAR + "depth_scale = 1.5\n"
 
         page.wait_for_function(f"!location.search.includes({json.dumps(first.name)})",
                                timeout=60_000)

@@ -148,23 +148,23 @@ def test_tuning_keeps_comments_and_other_keys(tmp_path: Path) -> None:
     photo = write_photo(tmp_path / "p.jpg")
     (tmp_path / "p.toml").write_text("# my notes\ndepth_scale = 1.0  # first try\n\n"
                                      "save_internal_depth = true\n", encoding="utf-8")
-    path, settings = tuning.apply_tuning(photo, {"depth_scale": 1.5, "focal_mm": 35,
-                                                 "depth_source": "internal"},
-                                         DepthSettings(), tmp_path)
+    applied = tuning.apply_tuning(photo, {"depth_scale": 1.5, "focal_mm": 35,
+                                          "depth_source": "internal"}, DepthSettings(), tmp_path)
+    path, settings = applied.path, applied.settings
     text = path.read_text(encoding="utf-8")
     assert text.startswith("# my notes\ndepth_scale = 1.5  # first try\n\n"
                            "save_internal_depth = true\n")
     assert "focal_mm = 35.0" in text and 'depth_source = "internal"' in text
     assert settings.depth_scale == 1.5 and settings.save_internal_depth is True
-    _, settings = tuning.apply_tuning(photo, {"focal_mm": None}, DepthSettings(), tmp_path)
+    settings = tuning.apply_tuning(photo, {"focal_mm": None}, DepthSettings(), tmp_path).settings
     assert "focal_mm" not in path.read_text(encoding="utf-8") and settings.focal_mm is None
 
 
 def test_tuning_creates_a_sidecar_in_the_photos_letter_case(tmp_path: Path) -> None:
     photo = write_photo(tmp_path / "IMG.jpg")
     (tmp_path / "IMG.TOML").write_text("depth_offset = 0.5\n", encoding="utf-8")
-    path, settings = tuning.apply_tuning(photo, {"depth_scale": 2.0}, DepthSettings(), tmp_path)
-    assert path.name == "IMG.TOML" and settings.depth_offset == 0.5
+    applied = tuning.apply_tuning(photo, {"depth_scale": 2.0}, DepthSettings(), tmp_path)
+    assert applied.path.name == "IMG.TOML" and applied.settings.depth_offset == 0.5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["IMG.TOML", "IMG.jpg"]
 
 
@@ -192,10 +192,95 @@ def test_a_broken_sidecar_is_named_and_left_alone(tmp_path: Path) -> None:
         tuning.apply_tuning(photo, {"depth_scale": 2.0}, DepthSettings(), tmp_path)
 
 
+def test_tuning_writes_only_what_changed_so_the_rest_follows_the_defaults(
+        tmp_path: Path) -> None:
+    photo = write_photo(tmp_path / "p.jpg")
+    config = DepthSettings(depth_scale=2.0)
+    shown = {c["key"]: c["value"] for c in tuning.controls(config)}  # what the page showed
+    applied = tuning.apply_tuning(photo, {**shown, "depth_offset": 0.25}, config, tmp_path)
+    assert applied.written == {"depth_offset": 0.25}
+    assert (tmp_path / "p.toml").read_text(encoding="utf-8") == "depth_offset = 0.25\n"
+    later = DepthSettings(depth_scale=3.0)  # the config's [defaults] changed since
+    assert tuning.current_settings(photo, later, tmp_path).depth_scale == 3.0
+    again = tuning.apply_tuning(photo, {"depth_offset": 0.25, "depth_scale": 3.0}, later,
+                                tmp_path)
+    assert again.written == {} and again.settings == later.replace(depth_offset=0.25)
+    assert (tmp_path / "p.toml").read_text(encoding="utf-8") == "depth_offset = 0.25\n"
+    assert tuning.apply_tuning(write_photo(tmp_path / "q.jpg"), shown, config,
+                               tmp_path).written == {}
+    assert not (tmp_path / "q.toml").exists(), "nothing changed: no sidecar made"
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symbolic links here")
+def test_tuning_refuses_a_sidecar_linked_out_of_the_inputs(tmp_path: Path) -> None:
+    inputs = tmp_path / "inputs"
+    photo = write_photo(inputs / "p.jpg")
+    secret = tmp_path / "secret.toml"
+    secret.write_text("depth_scale = 2.0  # not the viewer's to read\n", encoding="utf-8")
+    os.symlink(secret, inputs / "p.toml")
+    with pytest.raises(tuning.TuningError, match=r"p\.toml: is a link to a file outside"):
+        tuning.apply_tuning(photo, {"depth_offset": 1.0}, DepthSettings(), inputs)
+    assert (inputs / "p.toml").is_symlink(), "the link was not replaced by a copy"
+    assert tuning.current_settings(photo, DepthSettings(), inputs) == DepthSettings()
+
+
+def test_tuning_reads_a_huge_sidecar_no_further_than_the_limit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import daemon.sidecar
+
+    photo = write_photo(tmp_path / "p.jpg")
+    with open(tmp_path / "p.toml", "wb") as f:
+        f.truncate(10 * 1024 * 1024)  # 10 MB (of NULs)
+    opened: list[Path] = []
+    read: list[int] = []
+    real_open = daemon.sidecar.open_regular_file
+
+    class Counting:
+        def __init__(self, f: Any) -> None:
+            self.f = f
+
+        def __enter__(self) -> Counting:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.f.close()
+
+        def read(self, size: int = -1) -> bytes:
+            data = self.f.read(size)
+            read.append(len(data))
+            return data
+
+    def spy(path: Path, within: Path | None = None) -> Counting:
+        opened.append(Path(path))
+        return Counting(real_open(path, within))
+
+    monkeypatch.setattr(daemon.sidecar, "open_regular_file", spy)
+    with pytest.raises(tuning.TuningError, match="larger than 64 KiB"):
+        tuning.apply_tuning(photo, {"depth_offset": 1.0}, DepthSettings(), tmp_path)
+    assert opened == [tmp_path / "p.toml"]
+    assert sum(read) <= daemon.sidecar.MAX_SIDECAR_BYTES + 1
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs in this file namespace")
+def test_tuning_refuses_a_fifo_named_like_the_sidecar_without_blocking(tmp_path: Path) -> None:
+    photo = write_photo(tmp_path / "p.jpg")
+    os.mkfifo(tmp_path / "p.toml")
+    with pytest.raises(tuning.TuningError, match="not a regular file"):
+        tuning.apply_tuning(photo, {"depth_offset": 1.0}, DepthSettings(), tmp_path)
+    assert not (tmp_path / "p.toml").is_file(), "the FIFO was not replaced"
+
+
+def _options(current: DepthSettings, key: str) -> list[str]:
+    (control,) = [c for c in tuning.controls(current) if c["key"] == key]
+    return control["options"]
+
+
 def test_npy_is_offered_only_with_a_depth_map(tmp_path: Path) -> None:
-    assert "npy" not in tuning.sources(DepthSettings())
+    assert "npy" not in _options(DepthSettings(), "depth_source")
     with_map = DepthSettings(depth_source="npy", external_depth=tmp_path / "d.npy")
-    assert "npy" in tuning.sources(with_map) and "depth-pro" in tuning.sources(with_map)
+    assert "npy" in _options(with_map, "depth_source")
+    assert "depth-pro" in _options(with_map, "depth_source")
 
 
 # --- results and notes ---------------------------------------------------------------------
@@ -312,8 +397,10 @@ def test_gallery_detail_and_files(app: ViewerApp) -> None:
     assert gallery["results"][0]["tuned"] == {}
     assert "paused" in gallery["note"] and gallery["estimate"].startswith(notes.CPU_NOTE)
     _, detail, _ = call(app, "GET", "/api/result?ply=a_1.ply")
-    assert detail["tunable"] and detail["current"]["depth_scale"] == 1.0
-    assert [s["key"] for s in detail["sliders"]] == [s.key for s in tuning.SLIDERS]
+    assert detail["tunable"]
+    assert {c["key"]: c["value"] for c in detail["controls"]} == {
+        "depth_scale": 1.0, "depth_offset": 0.0, "focal_mm": None, "back_surface_factor": 1.0,
+        "depth_source": "depth-pro"}
     status, photo, response = call(app, "GET", "/files/photo?ply=a_1.ply")
     assert status == 200 and response.getheader("Content-Type") == "image/jpeg"
     assert photo[:2] == b"\xff\xd8"
@@ -355,6 +442,24 @@ def test_apply_writes_the_sidecar_and_times_the_page_drawing_the_new_result(
         assert call(app, "POST", "/api/shown", body)[0] == 400, body
     bad = call(app, "POST", "/api/apply", {"ply": "a_1.ply", "settings": {"depth_scale": 0}})
     assert bad[0] == 400 and "depth_scale must be" in bad[1]["error"]
+
+
+def test_apply_writes_only_the_settings_the_user_changed(app: ViewerApp) -> None:
+    """The old page sent every control's value; only a changed one reaches the sidecar,
+    and one set back to the value shown is not written (nor rerun)."""
+    sidecar = app.place.inputs / "a.toml"
+    shown = {"depth_scale": 1.0, "depth_offset": 0.0, "focal_mm": None,
+             "back_surface_factor": 1.0, "depth_source": "depth-pro"}
+    status, answer, _ = call(app, "POST", "/api/apply",
+                             {"ply": "a_1.ply", "settings": {**shown, "depth_offset": 0.5}})
+    assert status == 200 and sidecar.read_text(encoding="utf-8") == "depth_offset = 0.5\n"
+    assert answer["written"] == ["depth_offset"]
+    assert app.reruns == [app.place.inputs / "a.jpg"]  # type: ignore[attr-defined]
+    status, answer, _ = call(app, "POST", "/api/apply",
+                             {"ply": "a_1.ply", "settings": {**shown, "depth_offset": 0.5}})
+    assert status == 200 and answer["written"] == []
+    assert sidecar.read_text(encoding="utf-8") == "depth_offset = 0.5\n"
+    assert len(app.reruns) == 1  # type: ignore[attr-defined]
 
 
 def test_the_page_gets_the_splat_whole_or_thinned(app: ViewerApp) -> None:

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-PATH = Path(__file__).resolve().parents[1] / "tools" / "windows_wheels.py"
-spec = importlib.util.spec_from_file_location("windows_wheels", PATH)
-assert spec is not None and spec.loader is not None
-ww = importlib.util.module_from_spec(spec)
-sys.modules["windows_wheels"] = ww
-spec.loader.exec_module(ww)
+from tests.conftest import load_tool
+
+ww = load_tool("windows_wheels")
 
 BASE = "https://files.pythonhosted.org/packages/aa/bb/"
 

@@ -169,11 +169,8 @@ class ViewerApp:
         out = result.summary()
         out["tunable"] = self.tunable(result)
         if out["tunable"]:
-            current = tuning.current_settings(result.photo, self.place.defaults,
-                                              self.place.inputs)
-            out["current"] = {k: current.as_dict()[k] for k in tuning.TUNABLE}
-            out["sources"] = tuning.sources(current)
-        out["sliders"] = [vars(s) for s in tuning.SLIDERS]
+            out["controls"] = tuning.controls(tuning.current_settings(
+                result.photo, self.place.defaults, self.place.inputs))
         out["software_budget"] = SOFTWARE_BUDGET
         out["camera"] = self.camera(result)
         return out
@@ -255,15 +252,19 @@ class ViewerApp:
         if not self.tunable(found):
             raise tuning.TuningError(f"{found.photo} is not in the inputs folder "
                                      f"{self.place.inputs}; only photos there can be tuned")
-        path, settings = tuning.apply_tuning(found.photo, changes, self.place.defaults,
-                                             self.place.inputs)
-        pending = Pending(found.photo, settings.as_dict(), time.time())
+        applied = tuning.apply_tuning(found.photo, changes, self.place.defaults,
+                                      self.place.inputs)
+        answer: dict[str, Any] = {"sidecar": applied.path.name, "written": list(applied.written),
+                  "settings": applied.settings.as_dict()}
+        if not applied.written:  # every value is what the photo runs with: nothing to wait for
+            return answer
         with self._lock:
-            self.pending = pending
-        logger.info(f"viewer: wrote {path} ({', '.join(f'{k}={v}' for k, v in changes.items())})")
+            self.pending = Pending(found.photo, answer["settings"], time.time())
+        logger.info(f"viewer: wrote {applied.path} "
+                    f"({', '.join(f'{k}={v}' for k, v in applied.written.items())})")
         if self.rerun is not None:
             self.rerun(found.photo)  # else the daemon's watcher sees the sidecar a second later
-        return {"sidecar": path.name, "settings": pending.settings}
+        return answer
 
     def _watch(self) -> None:
         """Swap in the pending Apply's result as soon as its PLY (and report) exist."""

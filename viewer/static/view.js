@@ -162,69 +162,103 @@ function renderFacts(d) {
       el("td", { class: "warning" }, w))));
 }
 
-function slider(spec, value) {
+// The tuning controls are built from what the server sends for each key (`controls`):
+// its kind, label, help, and range and step or options. Each control remembers the value
+// it first showed, so Apply sends only the keys the user changed (one set back to its
+// shown value is not sent): the others stay out of the sidecar and keep following the
+// config's defaults.
+function sliderControl(spec) {
   const shown = el("span", { class: "value" });
   const input = el("input", { type: "range", id: spec.key, min: spec.low, max: spec.high,
                               step: spec.step });
-  input.value = value ?? spec.low;
-  const update = () => { shown.textContent = Number(input.value).toFixed(2); };
+  input.value = spec.value ?? spec.low;
+  const decimals = Math.max(0, Math.ceil(-Math.log10(spec.step)));
+  const update = () => { shown.textContent = Number(input.value).toFixed(decimals); };
   input.addEventListener("input", update);
   update();
   const row = el("div", { class: "slider" },
     el("label", { for: spec.key }, spec.label, shown), input,
     el("div", { class: "help" }, spec.help));
-  if (spec.key === "focal_mm") {
-    const auto = el("input", { type: "checkbox", id: "focal_auto" });
-    auto.checked = value === null || value === undefined;
-    input.disabled = auto.checked;
-    auto.addEventListener("change", () => { input.disabled = auto.checked; });
-    row.append(el("label", {}, el("span", {}, auto, " from the photo (EXIF / depth model)")));
+  let unset = null;  // a key that may be left unset: a checkbox that unsets it
+  if (spec.unset) {
+    unset = el("input", { type: "checkbox", id: `${spec.key}_unset` });
+    unset.checked = spec.value === null;
+    input.disabled = unset.checked;
+    unset.addEventListener("change", () => { input.disabled = unset.checked; });
+    row.append(el("label", {}, el("span", {}, unset, ` ${spec.unset}`)));
   }
-  return row;
+  const state = () => (unset && unset.checked ? null : input.value);
+  const first = state();
+  return {
+    key: spec.key, row, changed: () => state() !== first,
+    value: () => (state() === null ? null : Number(input.value)),
+  };
 }
+
+function choiceControl(spec) {
+  const input = el("select", { id: spec.key },
+    ...spec.options.map((option) => el("option", { value: option }, option)));
+  input.value = spec.value;
+  const first = input.value;
+  const row = el("div", { class: "slider" }, el("label", { for: spec.key }, spec.label), input,
+    el("div", { class: "help" }, spec.help));
+  return { key: spec.key, row, changed: () => input.value !== first, value: () => input.value };
+}
+
+const CONTROL_KINDS = { slider: sliderControl, choice: choiceControl };
+let controls = [];
 
 function renderControls(d) {
   const box = document.getElementById("controls");
   if (!d.tunable) {
+    controls = [];
     box.replaceChildren(el("div", { class: "dim" },
       "This result's photo is not in the inputs folder, so it cannot be tuned here."));
     return;
   }
-  const sources = el("select", { id: "depth_source" },
-    ...d.sources.map((s) => el("option", { value: s }, s)));
-  sources.value = d.current.depth_source;
+  controls = d.controls.map((spec) => CONTROL_KINDS[spec.kind](spec));
   box.replaceChildren(
-    ...d.sliders.map((s) => slider(s, d.current[s.key])),
-    el("div", { class: "slider" }, el("label", { for: "depth_source" }, "Depth source"), sources),
+    ...controls.map((control) => control.row),
     el("button", { class: "primary", id: "apply", onclick: apply }, "Apply"),
     el("div", { class: "dim", id: "apply-note" },
-      "Apply saves these values in the photo's sidecar (.toml); sharp-watch reruns the photo " +
-      "(SHARP only: the depth is cached) and the new result replaces this view."));
+      "Apply saves the values you changed in the photo's sidecar (.toml); the others keep " +
+      "following the config's defaults. sharp-watch reruns the photo (SHARP only: the depth " +
+      "is cached) and the new result replaces this view."));
 }
 
-function values() {
+function changes() {
   const out = {};
-  for (const spec of detail.sliders) out[spec.key] = Number(document.getElementById(spec.key).value);
-  if (document.getElementById("focal_auto").checked) out.focal_mm = null;
-  out.depth_source = document.getElementById("depth_source").value;
+  for (const control of controls) if (control.changed()) out[control.key] = control.value();
   return out;
 }
 
 async function apply() {
   const button = document.getElementById("apply");
+  const timing = document.getElementById("timing");
+  const settings = changes();
+  timing.hidden = false;
+  if (Object.keys(settings).length === 0) {
+    timing.className = "note";
+    timing.textContent = "Nothing to apply: no setting was changed.";
+    return;
+  }
   button.disabled = true;
   applying = true;
-  const timing = document.getElementById("timing");
   try {
-    const answer = await api("/api/apply", { ply: name, settings: values() });
+    const answer = await api("/api/apply", { ply: name, settings });
     timing.className = "note";
-    timing.textContent = `Saved ${answer.sidecar}; waiting for the new result...`;
+    if (answer.written.length === 0) {
+      timing.textContent = "Nothing to apply: the photo already runs with these values.";
+      applying = false;
+    } else {
+      timing.textContent = `Saved ${answer.written.join(", ")} in ${answer.sidecar}; ` +
+        "waiting for the new result...";
+    }
   } catch (error) {
     timing.className = "note bad";
     timing.textContent = `Not applied: ${error.message}`;
     applying = false;
   }
-  timing.hidden = false;
   button.disabled = false;
 }
 
