@@ -13,8 +13,7 @@ from pipeline.image import SUPPORTED_EXTENSIONS
 from pipeline.settings import DEPTH_FORMATS, DEPTH_SOURCES, EXPORT_FORMATS, PRECISIONS
 
 if TYPE_CHECKING:
-    from daemon.jobs import Job
-    from pipeline import DepthSettings, ModelSettings, Prediction
+    from pipeline import ModelSettings, Prediction
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -120,8 +119,9 @@ def run(args: argparse.Namespace) -> int:
     PLY, its exports and internal depth and a JSON report the gallery lists, all or nothing."""
     from tqdm.auto import tqdm
 
+    from daemon.jobs import origin_of
     from daemon.outputs import OutputFolder
-    from daemon.worker import result_report
+    from daemon.results import Models, build_report, result_names
     from pipeline import DepthSettings, ModelError, OutputError, Pipeline, PipelineError
 
     try:
@@ -151,13 +151,14 @@ def run(args: argparse.Namespace) -> int:
     for photo in tqdm(photos, unit="photo", disable=len(photos) < 2):
         try:
             result = pipe.run(photo, settings)
-            job = _job(photo, settings)
+            origin = origin_of(photo, settings)
             start = time.perf_counter()
-            names = folder.names(photo.stem, preview=False,
+            names = result_names(folder.path, photo.stem, preview=False,
                                  internal_depth=settings.save_internal_depth,
                                  formats=settings.formats)
             # As the daemon's: timed up to the write; the summary line adds the write.
-            report = result_report(pipe, job, result, result.timings, False, names.all())
+            report = build_report(origin, result, models=Models.of(pipe, settings),
+                                  timings=result.timings, from_cache=False, files=names.all())
             try:
                 result.warnings += folder.write_result(names, result, report)
             except OutputError as exc:  # name the photo, not only the folder
@@ -179,18 +180,3 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print(f"{failed} of {len(photos)} photos failed", file=sys.stderr)
     return 1 if failed else 0
-
-
-def _job(photo: Path, settings: DepthSettings) -> Job:
-    """The job the daemon would make of `photo` and `settings`: its report reads the same."""
-    from daemon.jobs import Job, depth_file, file_sha256, job_key
-    from pipeline import InputError
-
-    try:
-        photo_hash = file_sha256(photo)
-        npy = depth_file(settings, photo)
-        key = job_key(photo_hash, settings, file_sha256(npy) if npy else None)
-    except OSError as exc:
-        raise InputError(f"cannot be read again ({exc.strerror or exc})", photo) from exc
-    return Job(key=key, photo=photo.absolute(), photo_hash=photo_hash, settings=settings,
-               state="done", attempts=1, seq=0)
