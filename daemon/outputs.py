@@ -3,7 +3,7 @@
 A reader (a viewer, Explorer's preview, a sync client) never sees a half-written file:
 each file is written under a temp name of ours (`pipeline.atomic.temp_path`) and renamed
 into place; our leftovers from a killed process are removed at start, and no one else's.
-Its names and its report
+A result is written all or nothing, whatever stops the write. Its names and its report
 are `daemon.results`'; error notes are named by `daemon.naming`.
 """
 
@@ -121,15 +121,17 @@ class OutputFolder:
 
     @contextlib.contextmanager
     def _all_or_nothing(self, paths: list[Path]) -> Iterator[None]:
-        """Any failure in the block removes `paths` (what it was writing) and is an
-        `OutputError` naming the outputs folder."""
+        """Whatever ends the block early (a full disk, a bug, Ctrl+C) removes `paths` (what
+        it was writing): no report, preview or export is left without its PLY. An
+        `OSError` becomes an `OutputError` naming the outputs folder; anything else goes on
+        unchanged."""
         try:
             yield
-        except OSError as exc:
+        except BaseException as exc:
             self.remove(paths)
-            raise OutputError(f"cannot write results ({exc.strerror or exc})", self.path) from exc
-        except OutputError:
-            self.remove(paths)
+            if isinstance(exc, OSError):
+                raise OutputError(f"cannot write results ({exc.strerror or exc})",
+                                  self.path) from exc
             raise
 
     @staticmethod

@@ -163,9 +163,6 @@ def run(args: argparse.Namespace) -> int:
                 result.warnings += folder.write_result(names, result, report)
             except OutputError as exc:  # name the photo, not only the folder
                 raise OutputError(f"{exc.reason} in {folder.path}", photo) from exc
-            except BaseException:  # not the writer's to catch (a bug, Ctrl+C): no half result
-                folder.remove(names.all())
-                raise
             result.timings["write"] = time.perf_counter() - start
         except ModelError as exc:
             print(f"error: {exc}", file=sys.stderr)

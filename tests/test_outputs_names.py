@@ -179,6 +179,56 @@ def test_every_result_file_and_note_is_fsynced_before_its_rename(
     assert events == [e for name in written for e in ("fsync", name, "fsync-folder")]
 
 
+class _Bug(Exception):
+    """Not an OSError: a bug in a writer."""
+
+
+@pytest.mark.parametrize("failure", [_Bug, RuntimeError, KeyboardInterrupt, MemoryError])
+@pytest.mark.parametrize("where", ["export", "ply"])
+def test_any_exception_while_writing_leaves_no_file_and_goes_on_unchanged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str,
+        failure: type[BaseException]) -> None:
+    import daemon.outputs
+    from pipeline.exports import EXPORTERS, Exporter
+
+    def broken(path: Path, *_: object) -> Path:
+        Path(path).write_bytes(b"half")  # a partial file under the final name
+        raise failure("the writer broke")
+
+    if where == "export":
+        monkeypatch.setitem(EXPORTERS, "splat", Exporter(".splat", broken))
+    else:  # the last file written: the report and every extra are on disk by then
+        monkeypatch.setattr(daemon.outputs, "write_ply", broken)
+    folder = OutputFolder(tmp_path)
+    names = results.result_names(tmp_path, "p", preview=True, internal_depth=True,
+                                 formats=("ply", "splat"))
+    with pytest.raises(failure, match="the writer broke"):
+        folder.write_result(names, small_prediction(), small_report(names.all()))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("failure", [RuntimeError, KeyboardInterrupt])
+def test_any_exception_while_writing_a_compare_leaves_no_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: type[BaseException]) -> None:
+    import daemon.outputs
+    from pipeline.compare import SourceRun
+
+    real = daemon.outputs.write_ply_bytes
+
+    def second_breaks(path: Path, data: Any) -> Path:
+        if "internal" in Path(path).name:
+            raise failure("the writer broke")
+        return real(path, data)
+
+    monkeypatch.setattr(daemon.outputs, "write_ply_bytes", second_breaks)
+    names = results.compare_names(tmp_path, "p", ("depth-pro", "internal"), internal_depth=True)
+    runs = [SourceRun(s, small_prediction()) for s in ("depth-pro", "internal")]
+    reports = {r.source: small_report(names.all()) for r in runs}
+    with pytest.raises(failure, match="the writer broke"):
+        OutputFolder(tmp_path).write_compare(names, runs, b"png", reports)
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---------------------------------------------------------------- against the daemon
 
 
