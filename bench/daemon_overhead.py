@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from daemon import Config, Daemon
 from daemon.config import DaemonConfig, FolderConfig, ModelConfig
-from pipeline import DepthSettings, Pipeline, timestamped_path, write_ply
+from daemon.results import timestamped_path
+from pipeline import DepthSettings, Pipeline, write_ply
 
 STABLE_SECONDS = 0.2
 WARM_UP_RUNS = 10  # CPU kernels for a new input size take several runs to settle

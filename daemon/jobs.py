@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import DepthSettings
+from pipeline import DepthSettings, InputError
 from pipeline.image import open_regular_file
 from pipeline.schema import schema
+
+from .results import Origin, list_results
 
 _CHUNK = 1 << 20
 _LATER_KEYS: dict[str, Any] = {key.name: DepthSettings().as_dict()[key.name]
@@ -83,6 +85,29 @@ def failure_key(photo_hash: str, reason: str) -> str:
     return hashlib.sha256(f"{photo_hash}\0failed\0{reason}".encode()).hexdigest()
 
 
+def origin_of(photo: Path, settings: DepthSettings) -> Origin:
+    """`photo`'s content hash and job key with `settings`, as the daemon computes them, for
+    a result made outside it (`sharp-watch predict`, `compare`): its report reads the same,
+    and a rebuilt journal knows the photo is done. An unreadable photo or depth map is an
+    `InputError` naming that file."""
+    photo = photo.absolute()
+    try:
+        photo_hash = file_sha256(photo)
+    except OSError as exc:
+        raise InputError(f"cannot be read ({exc.strerror or exc})", photo) from exc
+    npy = depth_file(settings, photo)
+    depth_hash = None
+    if npy is not None:
+        try:
+            depth_hash = file_sha256(npy)
+        except FileNotFoundError as exc:
+            raise InputError("external depth file not found", npy) from exc
+        except OSError as exc:
+            raise InputError(f"external depth file cannot be read ({exc.strerror or exc})",
+                             npy) from exc
+    return Origin(photo, photo_hash, job_key(photo_hash, settings, depth_hash), settings)
+
+
 @dataclass(frozen=True)
 class Job:
     """One row of the journal, as the worker sees it."""
@@ -112,23 +137,18 @@ class Finished:
 def finished_results(folder: Path) -> list[Finished]:
     """The results whose report and PLY are both in `folder` (to rebuild a lost journal).
 
-    A report that cannot be read or does not describe one of our results is skipped.
+    A report that cannot be read (`daemon.results.read_report`), or whose key or settings
+    are not a job's, is skipped.
     """
     found = []
-    try:
-        reports = sorted(folder.glob("*.json"))
-    except OSError:
-        return []
-    for report in reports:
-        try:
-            data = json.loads(report.read_text(encoding="utf-8"))
-            files = tuple(str(folder / name) for name in data["files"])
-            settings = settings_to_json(settings_from_json(json.dumps(data["settings"])))
-            entry = Finished(str(data["job"]), Path(data["photo"]), str(data["photo_sha256"]),
-                             settings, files)
-        except (OSError, ValueError, KeyError, TypeError):
+    for result in list_results(folder):
+        report = result.report
+        if report is None or len(report.job) != 64:
             continue
-        if len(entry.key) == 64 and any(Path(f).suffix == ".ply" and Path(f).is_file()
-                                        for f in files):
-            found.append(entry)
+        try:
+            settings = settings_to_json(settings_from_json(json.dumps(report.settings)))
+        except (ValueError, KeyError, TypeError):
+            continue
+        found.append(Finished(report.job, report.photo, report.photo_hash, settings,
+                              tuple(str(folder / name) for name in report.files)))
     return found

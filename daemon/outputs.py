@@ -3,75 +3,36 @@
 A reader (a viewer, Explorer's preview, a sync client) never sees a half-written file:
 each file is written under a temp name of ours (`pipeline.atomic.temp_path`) and renamed
 into place; our leftovers from a killed process are removed at start, and no one else's.
-Result names carry a timestamp and never overwrite an earlier result (in any letter
-case); every name is valid on Windows (`pipeline.naming`).
+A result is written all or nothing, whatever stops the write. Its names and its report
+are `daemon.results`'; error notes are named by `daemon.naming`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path, PurePath
-from typing import Any
 
 import numpy as np
 
-from pipeline import OutputError, Prediction, timestamped_path, write_ply
+from pipeline import OutputError, Prediction, write_ply
 from pipeline.atomic import atomic_write, temp_files
 from pipeline.compare import SourceRun
-from pipeline.depth.sources import DEPTH_SOURCES
 from pipeline.exports import EXPORTERS
-from pipeline.naming import MAX_STEM_BYTES, note_name, shorten
 from pipeline.ply import ply_bytes, ply_size, write_ply_bytes
 from pipeline.preview import PREVIEW_HEIGHT, preview_png
 
-__all__ = ["PREVIEW_HEIGHT", "CompareNames", "OutputFolder", "ResultNames", "preview_png"]
+from .naming import note_name
+from .results import CompareNames, Report, ResultNames, write_report
 
-_REPORT, _PREVIEW, _INTERNAL = ".json", "_depth.png", "_internal_depth.npy"
-_COMPARE = "_compare"
-_LONGEST_SOURCE = max(len(name) for name in DEPTH_SOURCES)
-
-
-@dataclass(frozen=True)
-class ResultNames:
-    """The files one finished job produces, decided before any is written."""
-
-    ply: Path
-    report: Path
-    preview: Path | None
-    internal_depth: Path | None
-    exports: dict[str, Path] = field(default_factory=dict)
-    """Beside the PLY, by format (`spz`, `splat`)."""
-
-    def all(self) -> list[Path]:
-        return [p for p in (self.ply, self.report, self.preview, self.internal_depth,
-                            *self.exports.values()) if p]
-
-
-@dataclass(frozen=True)
-class CompareNames:
-    """A compare's files, decided before any is written; they sort together:
-    `<stem>_<stamp>_compare.png`, then `<stem>_<stamp>_compare_<source>.json/.ply`."""
-
-    sheet: Path
-    plys: dict[str, Path]
-    reports: dict[str, Path]
-    internal_depth: Path | None
-    exports: dict[str, dict[str, Path]] = field(default_factory=dict)
-    """Per source, beside its PLY, by format (`spz`, `splat`)."""
-
-    def all(self) -> list[Path]:
-        return [self.sheet, *(p for s in self.plys for p in (self.reports[s], self.plys[s],
-                                                             *self.exports.get(s, {}).values())),
-                *([self.internal_depth] if self.internal_depth else [])]
+__all__ = ["PREVIEW_HEIGHT", "OutputFolder", "preview_png"]
 
 
 class OutputFolder:
-    """The outputs folder: result names, atomic writes, error notes.
+    """The outputs folder: results written all or nothing (named by `daemon.results`), and
+    error notes.
 
     `inputs` is the watched folder: a photo's error note is named after its path there,
     so `a/photo.jpg`, `photo.jpg` and `photo.png` each get their own note.
@@ -100,39 +61,8 @@ class OutputFolder:
                 removed.append(tmp)
         return removed
 
-    def names(self, stem: str, preview: bool, internal_depth: bool,
-              formats: tuple[str, ...] = ("ply",)) -> ResultNames:
-        extra = _extra_suffixes(formats)
-        ply = timestamped_path(self.path, stem, ".ply",
-                               companions=(_REPORT, _PREVIEW, _INTERNAL, *extra.values()))
-        base = ply.with_suffix("")
-        return ResultNames(ply=ply, report=ply.with_suffix(_REPORT),
-                           preview=base.with_name(base.name + _PREVIEW) if preview else None,
-                           internal_depth=(base.with_name(base.name + _INTERNAL)
-                                           if internal_depth else None),
-                           exports={f: ply.with_suffix(suffix) for f, suffix in extra.items()})
-
-    def compare_names(self, stem: str, sources: tuple[str, ...], internal_depth: bool,
-                      formats: tuple[str, ...] = ("ply",)) -> CompareNames:
-        """Names for a compare of `sources`, none taken in any letter case."""
-        # Room for the longest source's suffix on top of what every result name needs.
-        stem = shorten(stem, MAX_STEM_BYTES - len(_COMPARE) - 1 - _LONGEST_SOURCE)
-        extra = _extra_suffixes(formats)
-        endings = [f"{_COMPARE}_{s}{suffix}" for s in sources
-                   for suffix in (".ply", _REPORT, *extra.values())]
-        sheet = timestamped_path(self.path, stem, f"{_COMPARE}.png",
-                                 companions=(*endings, f"{_COMPARE}{_INTERNAL}"))
-        base = sheet.name.removesuffix(f"{_COMPARE}.png")
-        return CompareNames(
-            sheet=sheet,
-            plys={s: self.path / f"{base}{_COMPARE}_{s}.ply" for s in sources},
-            reports={s: self.path / f"{base}{_COMPARE}_{s}{_REPORT}" for s in sources},
-            internal_depth=self.path / f"{base}{_COMPARE}{_INTERNAL}" if internal_depth else None,
-            exports={s: {f: self.path / f"{base}{_COMPARE}_{s}{suffix}"
-                         for f, suffix in extra.items()} for s in sources})
-
     def write_compare(self, names: CompareNames, runs: list[SourceRun], sheet_png: bytes,
-                      reports: dict[str, dict[str, Any]]) -> None:
+                      reports: dict[str, Report]) -> None:
         """The contact sheet, then per source its report and its PLY (so a visible PLY
         always has its report); any failure removes what this call wrote.
 
@@ -165,7 +95,7 @@ class OutputFolder:
                 write_ply_bytes(names.plys[run.source], plys.pop(run.source))
 
     def write_result(self, names: ResultNames, result: Prediction,
-                     report: dict[str, Any]) -> list[str]:
+                     report: Report) -> list[str]:
         """Extras, exports and report first, the PLY last: a visible PLY always has its
         report. The report gets `file_bytes` (every file but itself, by name) and any
         warning an export gave; those warnings are returned too.
@@ -191,15 +121,17 @@ class OutputFolder:
 
     @contextlib.contextmanager
     def _all_or_nothing(self, paths: list[Path]) -> Iterator[None]:
-        """Any failure in the block removes `paths` (what it was writing) and is an
-        `OutputError` naming the outputs folder."""
+        """Whatever ends the block early (a full disk, a bug, Ctrl+C) removes `paths` (what
+        it was writing): no report, preview or export is left without its PLY. An
+        `OSError` becomes an `OutputError` naming the outputs folder; anything else goes on
+        unchanged."""
         try:
             yield
-        except OSError as exc:
+        except BaseException as exc:
             self.remove(paths)
-            raise OutputError(f"cannot write results ({exc.strerror or exc})", self.path) from exc
-        except OutputError:
-            self.remove(paths)
+            if isinstance(exc, OSError):
+                raise OutputError(f"cannot write results ({exc.strerror or exc})",
+                                  self.path) from exc
             raise
 
     @staticmethod
@@ -237,16 +169,11 @@ class OutputFolder:
             self.error_path(photo).unlink(missing_ok=True)
 
 
-def _write_report(path: Path, report: dict[str, Any], sizes: dict[str, int],
+def _write_report(path: Path, report: Report, sizes: dict[str, int],
                   warnings: list[str]) -> None:
     """The report with every other file's size and the exports' warnings added."""
-    report = report | {"file_bytes": sizes, "warnings": [*report.get("warnings", []), *warnings]}
-    atomic_write(path, json.dumps(report, indent=2, default=str).encode())
-
-
-def _extra_suffixes(formats: tuple[str, ...]) -> dict[str, str]:
-    """The file endings of the formats written beside the PLY."""
-    return {f: EXPORTERS[f].suffix for f in formats if f != "ply"}
+    write_report(path, report._replace(file_bytes=sizes,
+                                       warnings=(*report.warnings, *warnings)))
 
 
 def _write_exports(paths: dict[str, Path], result: Prediction,

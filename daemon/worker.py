@@ -20,9 +20,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import torch
 from loguru import logger
@@ -39,13 +37,7 @@ from pipeline import (
     RawDepth,
     load_image,
 )
-from pipeline.compare import (
-    DepthProvider,
-    SourceRun,
-    contact_sheet_png,
-    focal_report,
-    run_compare,
-)
+from pipeline.compare import DepthProvider, SourceRun, contact_sheet_png, run_compare
 from pipeline.depth.sources import MODEL_SOURCES
 from pipeline.device import free_device_memory
 from pipeline.settings import DepthSettings
@@ -56,6 +48,7 @@ from .jobs import Job
 from .journal import Journal
 from .outputs import OutputFolder
 from .readiness import file_signature
+from .results import Models, Origin, build_report, compare_names, compare_reports, result_names
 from .sidecar import depth_root
 from .status import Backoff, Board, JobEvent
 
@@ -340,24 +333,26 @@ class Worker:
         """Reserve the names in the journal (adding them to `files`), then write them;
         returns the PLY to announce."""
         job = run.job
+        origin = Origin(job.photo, job.photo_hash, job.key, job.settings)
         if run.compare:
-            compare = self.outputs.compare_names(job.photo.stem, job.settings.compare,
-                                                 job.settings.save_internal_depth,
-                                                 job.settings.formats)
+            compare = compare_names(self.outputs.path, job.photo.stem, job.settings.compare,
+                                    job.settings.save_internal_depth, job.settings.formats)
             files.extend(compare.all())
             self.journal.reserve_outputs(job.key, [str(p) for p in files])
             assert run.image is not None
             sheet = contact_sheet_png(run.image, run.compare)
-            reports = {r.source: self._report(run, files, r, compare.sheet)
-                       for r in run.compare}
+            reports = compare_reports(origin, run.compare, self.pipe, compare, files,
+                                      {"decode": run.timings.get("decode", 0.0)})
             self.outputs.write_compare(compare, run.compare, sheet, reports)
             return compare.plys[job.settings.compare[0]]
         assert run.result is not None
-        names = self.outputs.names(job.photo.stem, self.config.daemon.preview,
-                                   job.settings.save_internal_depth, job.settings.formats)
+        names = result_names(self.outputs.path, job.photo.stem, self.config.daemon.preview,
+                             job.settings.save_internal_depth, job.settings.formats)
         files.extend(names.all())
         self.journal.reserve_outputs(job.key, [str(p) for p in files])
-        self.outputs.write_result(names, run.result, self._report(run, files))
+        report = build_report(origin, run.result, models=Models.of(self.pipe, job.settings),
+                              timings=run.timings, from_cache=run.cache_hit, files=files)
+        self.outputs.write_result(names, run.result, report)
         return names.ply
 
     def _write(self, run: _Run) -> None:
@@ -392,48 +387,6 @@ class Worker:
         logger.debug("{} -> {} ({:.2f} s, {})", job.photo.name, ply.name, seconds,
                      run.timings)
         self.board.emit(JobEvent(str(job.photo), "done", str(ply), None, seconds))
-
-    def _report(self, run: _Run, files: list[Path], source: SourceRun | None = None,
-                sheet: Path | None = None) -> dict[str, Any]:
-        if source is None:
-            assert run.result is not None
-            return result_report(self.pipe, run.job, run.result, run.timings, run.cache_hit,
-                                 files)
-        timings = {"decode": run.timings.get("decode", 0.0)} | source.timings
-        return result_report(self.pipe, run.job, source.prediction, timings, source.from_cache,
-                             files, source.source, sheet)
-
-
-def result_report(pipe: Pipeline, job: Job, result: Prediction, timings: dict[str, float],
-                  from_cache: bool, files: list[Path], source: str | None = None,
-                  sheet: Path | None = None) -> dict[str, Any]:
-    """The JSON beside a result; for a compare, one per `source`, each with a `compare` key
-    naming the set and its contact `sheet`. `settings` is the job's (with its `compare`
-    list), so a lost journal is rebuilt from any of them."""
-    report = {
-        "photo": str(job.photo),
-        "photo_sha256": job.photo_hash,
-        "job": job.key,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "settings": job.settings.as_dict(),
-        "image_size": list(result.image_size),
-        "focal": focal_report(result),
-        "depth": {"source": result.depth_source, "format": result.depth_format,
-                  "model": result.depth_model, "range_m": list(result.depth_range_m),
-                  "from_cache": from_cache},
-        "models": {"depth": pipe.depth_model_id(job.settings.for_source(source) if source
-                                                else job.settings),
-                   "sharp": pipe.sharp.model_id, "device": str(pipe.device),
-                   "sharp_precision": pipe.sharp.precision},
-        "gaussians": int(result.gaussians.mean_vectors.shape[-2]),
-        "timings_s": {k: round(v, 4) for k, v in timings.items()},
-        "warnings": list(result.warnings),
-        "files": [p.name for p in files],
-    }
-    if source is not None:
-        report["compare"] = {"source": source, "sources": list(job.settings.compare),
-                             "contact_sheet": sheet.name if sheet else None}
-    return report
 
 
 def _to_cpu(result: Prediction) -> None:

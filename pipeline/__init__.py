@@ -22,7 +22,6 @@ _EXPORTS = {
     "SUPPORTED_EXTENSIONS": ".image",
     "LoadedImage": ".image",
     "load_image": ".image",
-    "timestamped_path": ".naming",
     "write_ply": ".ply",
     "Pipeline": ".runner",
     "Prediction": ".runner",
@@ -48,7 +47,6 @@ __all__ = [
     "SharpStage",
     "load_image",
     "resolve_focal",
-    "timestamped_path",
     "write_ply",
 ]
 
@@ -57,7 +55,6 @@ if TYPE_CHECKING:
     from .errors import InputError, ModelError, OutOfMemoryError, OutputError, PipelineError
     from .gaussians import Gaussians
     from .image import SUPPORTED_EXTENSIONS, LoadedImage, load_image
-    from .naming import timestamped_path
     from .ply import write_ply
     from .runner import Pipeline, Prediction, resolve_focal
     from .settings import DepthSettings, ModelSettings

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -83,12 +82,6 @@ def run_compare(pipe: Pipeline, image: LoadedImage, settings: DepthSettings, *,
         timings = ({"depth": seconds[source]} if source in seconds else {}) | prediction.timings
         runs.append(SourceRun(source, prediction, cached.get(source, False), timings))
     return runs
-
-
-def focal_report(prediction: Prediction) -> dict[str, Any]:
-    """The report's `focal`: value, origin and, for an estimate, whose it is."""
-    return {"f_px": prediction.f_px, "origin": prediction.focal_origin,
-            "estimated_by": prediction.focal_estimated_by}
 
 
 def contact_sheet_png(image: LoadedImage, runs: list[SourceRun]) -> bytes:

@@ -178,7 +178,7 @@ def write_ply(path: Path | str, gaussians: Any, f_px: float, image_size: tuple[i
     """Write `gaussians` (SHARP's `Gaussians3D` or ours) to `path` atomically.
 
     `image_size` is `(width, height)` of the original photo. Overwrites `path` if it
-    exists; use `pipeline.naming` for names that never collide. GPU tensors are
+    exists: a name that never collides is the caller's to choose. GPU tensors are
     converted on the GPU (`ply_bytes`); CPU tensors chunk by chunk with no full-size copy.
     """
     if gaussians.mean_vectors.device.type != "cpu":

@@ -38,9 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from daemon.jobs import Job, depth_file, file_sha256, job_key
+    from daemon.jobs import origin_of
     from daemon.outputs import OutputFolder
-    from daemon.worker import result_report
+    from daemon.results import compare_names, compare_reports
     from pipeline import Pipeline, PipelineError, load_image
     from pipeline.compare import contact_sheet_png, run_compare
 
@@ -54,20 +54,13 @@ def run(args: argparse.Namespace) -> int:
         settings = opts.settings(args.photo, args.photo.parent)
         settings = settings if settings.compare else settings.replace(compare=DEFAULT_SOURCES)
         image = load_image(args.photo)
-        photo_hash = file_sha256(image.path)
-        npy = depth_file(settings, image.path)
-        # The key the daemon would give this photo and set: its reports read the same.
-        key = job_key(photo_hash, settings, file_sha256(npy) if npy else None)
-        job = Job(key=key, photo=image.path, photo_hash=photo_hash, settings=settings,
-                  state="done", attempts=1, seq=0)
+        origin = origin_of(image.path, settings)  # an unreadable .npy stops here, named
         pipe = Pipeline(opts.models)
         runs = run_compare(pipe, image, settings)
         folder.ensure()
-        names = folder.compare_names(image.path.stem, settings.compare,
-                                     settings.save_internal_depth, settings.formats)
-        files = names.all()
-        reports = {r.source: result_report(pipe, job, r.prediction, r.timings, r.from_cache,
-                                           files, r.source, names.sheet) for r in runs}
+        names = compare_names(folder.path, image.path.stem, settings.compare,
+                              settings.save_internal_depth, settings.formats)
+        reports = compare_reports(origin, runs, pipe, names, names.all())
         folder.write_compare(names, runs, contact_sheet_png(image, runs), reports)
     except PipelineError as exc:
         warn(f"error: {exc}")

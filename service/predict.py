@@ -14,8 +14,7 @@ from . import options
 from .text import printable_lines, warn
 
 if TYPE_CHECKING:
-    from daemon.jobs import Job
-    from pipeline import DepthSettings, Prediction
+    from pipeline import Prediction
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -54,8 +53,9 @@ def run(args: argparse.Namespace) -> int:
     PLY, its exports and internal depth and a JSON report the gallery lists, all or nothing."""
     from tqdm.auto import tqdm
 
+    from daemon.jobs import origin_of
     from daemon.outputs import OutputFolder
-    from daemon.worker import result_report
+    from daemon.results import Models, build_report, result_names
     from pipeline import ModelError, OutputError, Pipeline, PipelineError
 
     try:
@@ -83,20 +83,18 @@ def run(args: argparse.Namespace) -> int:
         try:
             settings = opts.settings(photo, inputs)
             result = pipe.run(photo, settings)
-            job = _job(photo, settings)
+            origin = origin_of(photo, settings)
             start = time.perf_counter()
-            names = folder.names(photo.stem, preview=False,
+            names = result_names(folder.path, photo.stem, preview=False,
                                  internal_depth=settings.save_internal_depth,
                                  formats=settings.formats)
             # As the daemon's: timed up to the write; the summary line adds the write.
-            report = result_report(pipe, job, result, result.timings, False, names.all())
+            report = build_report(origin, result, models=Models.of(pipe, settings),
+                                  timings=result.timings, from_cache=False, files=names.all())
             try:
                 result.warnings += folder.write_result(names, result, report)
             except OutputError as exc:  # name the photo, not only the folder
                 raise OutputError(f"{exc.reason} in {folder.path}", photo) from exc
-            except BaseException:  # not the writer's to catch (a bug, Ctrl+C): no half result
-                folder.remove(names.all())
-                raise
             result.timings["write"] = time.perf_counter() - start
         except ModelError as exc:
             warn(f"error: {exc}")
@@ -111,18 +109,3 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         warn(f"{failed} of {len(photos)} photos failed")
     return 1 if failed else 0
-
-
-def _job(photo: Path, settings: DepthSettings) -> Job:
-    """The job the daemon would make of `photo` and `settings`: its report reads the same."""
-    from daemon.jobs import Job, depth_file, file_sha256, job_key
-    from pipeline import InputError
-
-    try:
-        photo_hash = file_sha256(photo)
-        npy = depth_file(settings, photo)
-        key = job_key(photo_hash, settings, file_sha256(npy) if npy else None)
-    except OSError as exc:
-        raise InputError(f"cannot be read again ({exc.strerror or exc})", photo) from exc
-    return Job(key=key, photo=photo.absolute(), photo_hash=photo_hash, settings=settings,
-               state="done", attempts=1, seq=0)

@@ -25,6 +25,9 @@
 - `wait_for(predicate, timeout)` (plain function, `from tests.conftest import wait_for`).
 - `load_tool(name) -> module`: the script `tools/<name>.py` imported as a module (plain
   function; `tools/` is not a package).
+- `small_prediction()` and `small_report(files, photo)` (plain functions): a 64-Gaussian
+  `pipeline.Prediction` of an 8x8 photo with SHARP's own depth, and its report
+  (`daemon.results.Report`) naming `files`, for writing results without a model.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -45,8 +48,12 @@ from PIL import Image
 
 from daemon import Config, Daemon, JobEvent
 from daemon.config import DaemonConfig, FolderConfig, ModelConfig, ServiceConfig
+from daemon.results import Models, Origin, Report, build_report
 from pipeline import DepthSettings, Pipeline
 from tests.tiny_models import save_tiny_depth_pro
+
+if TYPE_CHECKING:
+    from pipeline import Prediction
 
 SHARP_DOUBLE = "tests.sharp_double:build"
 
@@ -181,3 +188,26 @@ def load_tool(name: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def small_prediction() -> Prediction:
+    import torch
+
+    from pipeline import Gaussians, Prediction
+
+    n = 64
+    gaussians = Gaussians(mean_vectors=torch.full((1, n, 3), 0.5),
+                          singular_values=torch.full((1, n, 3), 0.5),
+                          quaternions=torch.full((1, n, 4), 0.5),
+                          colors=torch.full((1, n, 3), 0.5), opacities=torch.full((1, n), 0.5))
+    depth = np.linspace(1.0, 2.0, 64, dtype=np.float32).reshape(8, 8)
+    return Prediction(gaussians=gaussians, f_px=100.0, focal_origin="default-30mm",
+                      image_size=(8, 8), depth_source="internal", depth_format=None,
+                      depth_model=None, depth_range_m=(1.0, 2.0), used_depth=depth,
+                      internal_depth=np.stack([depth, depth * 2]))
+
+
+def small_report(files: list[Path], photo: Path = Path("p.jpg")) -> Report:
+    origin = Origin(photo, "0" * 64, "1" * 64, DepthSettings(depth_source="internal"))
+    return build_report(origin, small_prediction(), models=Models(device="cpu"),
+                        timings={"sharp": 2.0}, from_cache=False, files=files)

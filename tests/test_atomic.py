@@ -250,7 +250,7 @@ def test_a_failing_writer_function_leaves_no_temp_file(tmp_path) -> None:
 
 
 def test_every_name_we_make_still_fits_with_its_temp_name() -> None:
-    from pipeline.naming import MAX_STEM_BYTES
+    from daemon.results import MAX_STEM_BYTES
 
     longest = "é" * (MAX_STEM_BYTES // 2) + "_20260101-120000-999_internal_depth.npy"
     assert len(longest.encode()) <= atomic.MAX_NAME_BYTES

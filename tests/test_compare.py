@@ -262,18 +262,17 @@ def test_daemon_compare_writes_a_sorted_set_and_reruns_sharp_only(
 
 
 def test_compare_names_fit_windows_and_never_reuse_a_name(tmp_path: Path) -> None:
-    from daemon.outputs import OutputFolder
+    from daemon.naming import windows_name_problem
+    from daemon.results import compare_names
     from pipeline.atomic import MAX_NAME_BYTES
-    from pipeline.naming import windows_name_problem
 
-    folder = OutputFolder(tmp_path)
-    first = folder.compare_names("é" * 200, THREE, internal_depth=True)
+    first = compare_names(tmp_path, "é" * 200, THREE, internal_depth=True)
     assert all(len(p.name.encode()) <= MAX_NAME_BYTES for p in first.all())
     assert len({p.name for p in first.all()}) == 1 + 2 * len(THREE) + 1
     (tmp_path / first.plys[OUTDOOR].name.upper()).write_bytes(b"")  # another case: taken
-    second = folder.compare_names("é" * 200, THREE, internal_depth=False)
+    second = compare_names(tmp_path, "é" * 200, THREE, internal_depth=False)
     assert second.sheet != first.sheet and second.internal_depth is None
-    device = folder.compare_names("con.x", ("depth-pro", "internal"), internal_depth=False)
+    device = compare_names(tmp_path, "con.x", ("depth-pro", "internal"), internal_depth=False)
     assert all(windows_name_problem(p.name) is None for p in device.all())
     assert all(p.name.startswith("con_.x_") for p in device.all())
 
@@ -396,6 +395,21 @@ def test_compare_command_prints_names_escaped(models: ModelConfig, tmp_path: Pat
     printed = capsys.readouterr()
     assert "out\\x1b[2J" in printed.out and "contact sheet ->" in printed.out
     assert "\x1b" not in printed.out + printed.err
+
+
+def test_compare_with_a_missing_depth_map_names_it_and_writes_nothing(
+        models: ModelConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from service.cli import main
+
+    photo = write_photo(tmp_path / "desk.png", width=64, height=64)
+    missing, out = tmp_path / "missing.npy", tmp_path / "out"
+    code = main(["compare", str(photo), "--sources", "depth-pro,npy", "--external-depth",
+                 str(missing), "--device", "cpu", "--depth-model", models.depth_model,
+                 "--sharp-factory", SHARP_DOUBLE, "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1  # as `predict` for a photo that fails
+    assert f"error: {missing}: external depth file not found" in err
+    assert "Traceback" not in err and not out.exists()
 
 
 def test_settings_keep_a_list_from_json_hashable(models: ModelSettings) -> None:

@@ -341,7 +341,7 @@ def test_watched_types(name, watched):
 
 
 def test_long_stems_are_shortened_to_fit_and_stay_distinct():
-    from pipeline.naming import MAX_STEM_BYTES, safe_stem
+    from daemon.results import MAX_STEM_BYTES, safe_stem
 
     assert safe_stem("photo") == "photo"
     a, b = safe_stem("é" * 120 + "a"), safe_stem("é" * 120 + "b")

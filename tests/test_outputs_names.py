@@ -3,7 +3,7 @@ one error note per photo, only our temp files cleaned, durable writes, and Windo
 sharing violations and long paths met with a clear note while the daemon carries on.
 
 Windows is simulated through our own modules (`pipeline.atomic.WINDOWS`, `os.replace` and
-`open` as `pipeline.atomic` calls them, `pipeline.naming`'s clock), never by patching
+`open` as `pipeline.atomic` calls them, `daemon.results`' clock), never by patching
 installed packages.
 """
 
@@ -18,25 +18,17 @@ from datetime import datetime
 from pathlib import Path, PurePath
 from typing import Any
 
-import numpy as np
 import pytest
-import torch
 
+import daemon.results as results
 import pipeline.atomic as atomic
-import pipeline.naming as naming
 from daemon import Config, Daemon, JobEvent
 from daemon.config import FolderConfig
+from daemon.naming import note_name, windows_name_problem, windows_safe_name
 from daemon.outputs import OutputFolder
-from pipeline import Gaussians, Prediction
+from daemon.results import MAX_STEM_BYTES, timestamped_path
 from pipeline.atomic import temp_path
-from pipeline.naming import (
-    MAX_STEM_BYTES,
-    note_name,
-    timestamped_path,
-    windows_name_problem,
-    windows_safe_name,
-)
-from tests.conftest import wait_for, write_photo
+from tests.conftest import small_prediction, small_report, wait_for, write_photo
 
 WHEN = datetime(2026, 11, 24, 3, 15, 0)
 STAMP = "20261124-031500"
@@ -100,7 +92,7 @@ def test_result_names_are_valid_on_windows(tmp_path: Path, stem: str, expected: 
 
 
 def test_long_stems_fit_with_every_companion_and_temp_name(tmp_path: Path) -> None:
-    names = OutputFolder(tmp_path).names("é" * 200, preview=True, internal_depth=True)
+    names = results.result_names(tmp_path, "é" * 200, preview=True, internal_depth=True)
     for path in names.all():
         assert len(path.name.encode()) <= atomic.MAX_NAME_BYTES, path.name
         assert len(temp_path(path).name.encode()) <= 255, path.name
@@ -161,19 +153,6 @@ def test_remove_and_clean_temp_touch_only_our_temp_files(tmp_path: Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(FOREIGN_TEMPS)
 
 
-def _prediction() -> Prediction:
-    n = 64
-    gaussians = Gaussians(mean_vectors=torch.full((1, n, 3), 0.5),
-                          singular_values=torch.full((1, n, 3), 0.5),
-                          quaternions=torch.full((1, n, 4), 0.5),
-                          colors=torch.full((1, n, 3), 0.5), opacities=torch.full((1, n), 0.5))
-    depth = np.linspace(1.0, 2.0, 64, dtype=np.float32).reshape(8, 8)
-    return Prediction(gaussians=gaussians, f_px=100.0, focal_origin="default-30mm",
-                      image_size=(8, 8), depth_source="internal", depth_format=None,
-                      depth_model=None, depth_range_m=(1.0, 2.0), used_depth=depth,
-                      internal_depth=np.stack([depth, depth * 2]))
-
-
 def test_every_result_file_and_note_is_fsynced_before_its_rename(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     events: list[str] = []
@@ -191,13 +170,63 @@ def test_every_result_file_and_note_is_fsynced_before_its_rename(
     monkeypatch.setattr(atomic.os, "replace", replace)
     folder = OutputFolder(tmp_path / "out", tmp_path / "in")
     folder.ensure()
-    names = folder.names("p", preview=True, internal_depth=True)
-    folder.write_result(names, _prediction(), {"photo": "p.jpg"})
+    names = results.result_names(folder.path, "p", preview=True, internal_depth=True)
+    folder.write_result(names, small_prediction(), small_report(names.all()))
     note = folder.write_error(tmp_path / "in" / "q.jpg", "broken")
     assert note is not None
     written = [p.name for p in (names.internal_depth, names.preview, names.report, names.ply,
                                 note) if p is not None]
     assert events == [e for name in written for e in ("fsync", name, "fsync-folder")]
+
+
+class _Bug(Exception):
+    """Not an OSError: a bug in a writer."""
+
+
+@pytest.mark.parametrize("failure", [_Bug, RuntimeError, KeyboardInterrupt, MemoryError])
+@pytest.mark.parametrize("where", ["export", "ply"])
+def test_any_exception_while_writing_leaves_no_file_and_goes_on_unchanged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str,
+        failure: type[BaseException]) -> None:
+    import daemon.outputs
+    from pipeline.exports import EXPORTERS, Exporter
+
+    def broken(path: Path, *_: object) -> Path:
+        Path(path).write_bytes(b"half")  # a partial file under the final name
+        raise failure("the writer broke")
+
+    if where == "export":
+        monkeypatch.setitem(EXPORTERS, "splat", Exporter(".splat", broken))
+    else:  # the last file written: the report and every extra are on disk by then
+        monkeypatch.setattr(daemon.outputs, "write_ply", broken)
+    folder = OutputFolder(tmp_path)
+    names = results.result_names(tmp_path, "p", preview=True, internal_depth=True,
+                                 formats=("ply", "splat"))
+    with pytest.raises(failure, match="the writer broke"):
+        folder.write_result(names, small_prediction(), small_report(names.all()))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("failure", [RuntimeError, KeyboardInterrupt])
+def test_any_exception_while_writing_a_compare_leaves_no_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: type[BaseException]) -> None:
+    import daemon.outputs
+    from pipeline.compare import SourceRun
+
+    real = daemon.outputs.write_ply_bytes
+
+    def second_breaks(path: Path, data: Any) -> Path:
+        if "internal" in Path(path).name:
+            raise failure("the writer broke")
+        return real(path, data)
+
+    monkeypatch.setattr(daemon.outputs, "write_ply_bytes", second_breaks)
+    names = results.compare_names(tmp_path, "p", ("depth-pro", "internal"), internal_depth=True)
+    runs = [SourceRun(s, small_prediction()) for s in ("depth-pro", "internal")]
+    reports = {r.source: small_report(names.all()) for r in runs}
+    with pytest.raises(failure, match="the writer broke"):
+        OutputFolder(tmp_path).write_compare(names, runs, b"png", reports)
+    assert list(tmp_path.iterdir()) == []
 
 
 # ---------------------------------------------------------------- against the daemon
@@ -221,7 +250,7 @@ def _fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
         def now(cls, tz: Any = None) -> Frozen:
             return cls(2026, 11, 24, 3, 15, 0)
 
-    monkeypatch.setattr(naming, "datetime", Frozen)
+    monkeypatch.setattr(results, "datetime", Frozen)
 
 
 def _drop_bad(path: Path) -> None:

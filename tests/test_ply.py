@@ -10,7 +10,8 @@ import pytest
 import torch
 from plyfile import PlyData, PlyElement
 
-from pipeline import Gaussians, OutputError, timestamped_path, write_ply
+from daemon.results import timestamped_path
+from pipeline import Gaussians, OutputError, write_ply
 
 
 def _gaussians(n: int = 500, seed: int = 0) -> Gaussians:

@@ -17,7 +17,7 @@ from pipeline import DepthSettings
 from pipeline.exports import EXPORTERS, Exporter
 from service.cli import main
 from tests.conftest import SHARP_DOUBLE
-from viewer.results import list_results
+from viewer.results import list_results, summary
 
 
 def _predict(photo: Path, out: Path, depth_dir: Path, *argv: str) -> int:
@@ -62,11 +62,11 @@ def test_predict_writes_a_report_that_matches_its_ply_and_the_gallery_lists_it(
 
     (result,) = list_results(out)
     assert result.ply == ply and result.photo == photo.absolute()
-    summary = result.summary()
-    assert summary["settings"]["depth_scale"] == 1.5
-    assert summary["image_size"] == (64, 48)
-    assert summary["focal"] == {"f_px": report["focal"]["f_px"], "origin": "override"}
-    assert summary["seconds"] and summary["seconds"] > 0 and not summary["has_preview"]
+    shown = summary(result)
+    assert shown["settings"]["depth_scale"] == 1.5
+    assert shown["image_size"] == (64, 48)
+    assert shown["focal"] == {"f_px": report["focal"]["f_px"], "origin": "override"}
+    assert shown["seconds"] and shown["seconds"] > 0 and not shown["has_preview"]
 
 
 def test_a_write_failing_mid_way_leaves_no_partial_result_and_names_the_photo(

@@ -295,7 +295,8 @@ def test_results_newest_first_with_failures_and_estimates(tmp_path: Path) -> Non
     found = results.list_results(outputs)
     assert [r.ply for r in found] == [new, old]
     assert found[0].preview == outputs / "a_2_depth.png"
-    assert found[0].seconds == 180.0 and found[0].summary()["focal"]["origin"] == "exif"
+    assert found[0].report.seconds == 180.0
+    assert results.summary(found[0])["focal"]["origin"] == "exif"
     assert results.latest_for(outputs, photo, DepthSettings().as_dict()).ply == old
     assert results.find_result(outputs, "../a_2.ply") is None
     [failure] = results.list_failures(outputs)
@@ -662,12 +663,12 @@ def test_a_compare_set_shows_its_contact_sheet_and_names_its_source(tmp_path: Pa
     assert all(r.preview is None for r in found.values()), "no sheet on disk yet"
     write_photo(sheet)
     for name, result in found.items():
-        summary = result.summary()
+        summary = results.summary(result)
         assert result.preview == sheet and summary["has_preview"]
         assert summary["compare"]["source"] in name
         assert summary["compare"]["contact_sheet"] == sheet.name
     plain = results.read_result(write_result(outputs, photo, "a_2"))
-    assert plain is not None and plain.summary()["compare"] is None
+    assert plain is not None and results.summary(plain)["compare"] is None
     assert plain.preview == outputs / "a_2_depth.png"
 
 

@@ -57,7 +57,8 @@ def daemon_note(status: dict[str, Any] | None, photo: Path | None) -> str:
 def estimate_note(results: list[Result], status: dict[str, Any] | None) -> str:
     """The queue's expected time, from the recent results' own timings."""
     per_photo = seconds_per_photo(results)
-    on_cpu = any(r.device == "cpu" for r in results[:5])
+    on_cpu = any(r.report is not None and r.report.models.device == "cpu"
+                 for r in results[:5])
     lead = CPU_NOTE + " " if on_cpu else ""
     if per_photo is None:
         return lead + "No finished photo yet, so no estimate of the time per photo."

@@ -157,7 +157,7 @@ class ViewerApp:
             modified = self.extra.stat().st_mtime
         except OSError:
             return None
-        return results.Result(self.extra, {"files": [self.extra.name]}, modified)
+        return results.Result(self.extra, None, modified)
 
     def tunable(self, result: results.Result) -> bool:
         """Whether the result's photo is in the inputs folder (only then can it be tuned)."""
@@ -166,7 +166,7 @@ class ViewerApp:
 
     def detail(self, result: results.Result) -> dict[str, Any]:
         """The viewer page's side panel: the report, the tuning controls and their values."""
-        out = result.summary()
+        out = results.summary(result)
         out["tunable"] = self.tunable(result)
         if out["tunable"]:
             out["controls"] = tuning.controls(tuning.current_settings(
@@ -179,9 +179,11 @@ class ViewerApp:
         """SHARP's source camera for the page: vertical field of view (degrees) from the
         report's focal length and image height, and the orbit centre's depth; or the
         reason the PLY cannot be shown."""
-        size = result.image_size
+        report = result.report
+        size = report.image_size if report else None
         try:
-            fov = math.degrees(vertical_fov(result.f_px or 0.0, size[1] if size else 0))
+            fov = math.degrees(vertical_fov((report.focal.f_px if report else None) or 0.0,
+                                            size[1] if size else 0))
         except ValueError:
             fov = None  # no report: the page keeps its default lens
         try:
@@ -200,7 +202,7 @@ class ViewerApp:
 
     def tuned(self, result: results.Result) -> dict[str, Any]:
         """The tunable settings this result was made with that differ from the defaults."""
-        made = result.report.get("settings") or {}
+        made = result.report.settings if result.report else {}
         defaults = self.place.defaults.as_dict()
         return {k: made[k] for k in tuning.TUNABLE if k in made and made[k] != defaults.get(k)}
 
@@ -208,7 +210,7 @@ class ViewerApp:
         found = results.list_results(self.place.outputs)
         status = self.status()
         return {
-            "results": [{**r.summary(), "tuned": self.tuned(r)} for r in found],
+            "results": [{**results.summary(r), "tuned": self.tuned(r)} for r in found],
             "failures": [f.summary() for f in results.list_failures(self.place.outputs)],
             "daemon": status,
             "note": daemon_note(status, None),

@@ -1,29 +1,25 @@
-"""Names we create (results, error notes): valid on Windows, distinct, never over an old one.
+"""Names Windows can create, and the error notes' names.
 
 Windows refuses reserved device names (`CON`, `NUL.txt`, `com1.ply`...), names ending in a
 dot or a space, and the characters `<>:"/\\|?*`; it also sees `Cat_1.ply` and `cat_1.ply`
 as one file. Photos can carry such names on other file systems (a Linux share, a camera
-card), so every name is checked here rather than trusted.
+card), so every name the daemon makes from a photo's is checked here rather than trusted.
+Result names (timestamped, never over an old one) are `daemon.results`'.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-from collections.abc import Sequence
-from datetime import datetime
-from pathlib import Path, PurePath
+from pathlib import PurePath
 
-from .atomic import MAX_NAME_BYTES
+from pipeline.atomic import MAX_NAME_BYTES
 
 _RESERVED = {"CON", "PRN", "AUX", "NUL",
              *(f"{port}{n}" for port in ("COM", "LPT") for n in "0123456789¹²³")}
 _INVALID = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
-STAMP_FORMAT = "%Y%m%d-%H%M%S"
-MAX_STEM_BYTES = MAX_NAME_BYTES - len("_YYYYmmdd-HHMMSS-NNN_internal_depth.npy")
-"""Room for the longest result name (`<stem>_<stamp>-N_internal_depth.npy`)."""
 NOTE_SUFFIX = ".error.txt"
+"""An error note is `<photo name>.error.txt` (see `note_name`)."""
 
 
 def _utf8_len(text: str) -> int:
@@ -66,36 +62,6 @@ def shorten(text: str, max_bytes: int) -> str:
     while _utf8_len(cut) > max_bytes - 9:
         cut = cut[:-1]
     return f"{cut}~{digest}"
-
-
-def safe_stem(stem: str) -> str:
-    """`stem`, shortened so every result name (and its temp name) fits in 255 bytes."""
-    return shorten(stem, MAX_STEM_BYTES)
-
-
-def timestamped_path(folder: Path, stem: str, suffix: str, when: datetime | None = None,
-                     companions: Sequence[str] = ()) -> Path:
-    """`<folder>/<stem>_<YYYYmmdd-HHMMSS><suffix>`, with `-2`, `-3`... if that name is taken.
-
-    A name is taken if any file in `folder` has it in any letter case (Windows sees one
-    file), or has one of the `companions` endings (`.json`, `_depth.png`) in place of
-    `suffix`. The name is made valid on Windows (`windows_safe_name`) and short enough
-    (`safe_stem`).
-    """
-    stamp = (when or datetime.now()).strftime(STAMP_FORMAT)
-    stem = safe_stem(stem)
-    try:
-        taken = {entry.name.casefold() for entry in os.scandir(folder)}
-    except OSError:
-        taken = set()
-    endings = (suffix, *companions)
-    n = 1
-    while True:
-        base = windows_safe_name(f"{stem}_{stamp}" + (f"-{n}" if n > 1 else "") + suffix)
-        base = base.removesuffix(suffix)
-        if not any((base + ending).casefold() in taken for ending in endings):
-            return folder / (base + suffix)
-        n += 1
 
 
 def _escape(part: str) -> str:
