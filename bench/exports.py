@@ -1,20 +1,26 @@
-"""Export sizes and write times for one SHARP-sized scene: PLY, SPZ and .splat.
+"""Export sizes and write times for one SHARP-sized scene: PLY, SPZ, .splat and SOG.
 
     python bench/exports.py [--n 1179648] [--repeat 3] [--scene random|grid]
 
-Every format of `pipeline.exports.EXPORTERS`, measured in one run: the file's size (MB,
-and as a fraction of the PLY's), and the best wall and CPU seconds of `--repeat` writes
-(the formats take turns, as in `bench/ply_write.py`). `random` scatters the Gaussians
-uniformly (the worst case for SPZ's gzip); `grid` lays them on SHARP's two layers of
-pixels with smooth depth and colour, closer to what a photo gives.
+Every format of `pipeline.exports.EXPORTERS`, plus SPZ version 2 (`spz2`, the version
+every SPZ reader opens), measured in one run: the file's size (MB, and as a fraction of
+the PLY's), and the best wall and CPU seconds of `--repeat` writes (the formats take
+turns, as in `bench/ply_write.py`), then where the SOG's bytes go. `random` scatters the
+Gaussians uniformly in space and in file order (the worst case for SPZ's gzip and SOG's
+WebP); `grid` lays them on SHARP's two layers of pixels, in SHARP's order, with smooth
+depth and colour, closer to what a photo gives. Both draw every rotation, and much of
+each size, colour and opacity, at random per Gaussian: noise that no lossless coder
+removes, and which sets a floor under their SOG's size (docs/formats.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import sys
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.ply_write import F_PX, SHARP_N, SIZE, random_gaussians, time_writers
 from pipeline import Gaussians
-from pipeline.exports import EXPORTERS, Exporter
+from pipeline.exports import EXPORTERS, Exporter, write_spz
 
 
 def grid_gaussians(n: int, seed: int = 0) -> Gaussians:
@@ -67,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     g = random_gaussians(args.n) if args.scene == "random" else grid_gaussians(args.n)
     warnings: list[str] = []
     writers = {name: timed(exporter, warnings) for name, exporter in EXPORTERS.items()}
+    writers["spz2"] = lambda path, g, f_px, size: write_spz(path, g, warnings, version=2)
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
         results = time_writers(writers, Path(folder), g, args.repeat)
     ply_size = len(results["ply"][2])
@@ -76,9 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     for name, (wall, cpu, data) in results.items():
         print(f"{name:<8} {len(data) / 1e6:9.2f} {len(data) / ply_size:7.3f} {wall:8.3f} "
               f"{cpu:8.3f}")
+    print(sog_parts(results["sog"][2], args.n))
     for line in dict.fromkeys(warnings):
         print(f"warning: {line}")
     return 0
+
+
+def sog_parts(data: bytes, n: int) -> str:
+    """Bytes per Gaussian of each file in the SOG: where its size goes."""
+    with zipfile.ZipFile(io.BytesIO(data)) as bundle:
+        parts = [f"{info.filename.removesuffix('.webp')} {info.file_size / max(n, 1):.2f}"
+                 for info in bundle.infolist()]
+    return "sog bytes per Gaussian: " + ", ".join(parts)
 
 
 if __name__ == "__main__":

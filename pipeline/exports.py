@@ -1,14 +1,15 @@
 """Compressed exports beside SHARP's PLY: Niantic's `.spz` (a quarter to a third of the
-PLY's size) and the 32-byte-per-Gaussian `.splat` of antimatter15's web viewer (57%).
+PLY's size), the 32-byte-per-Gaussian `.splat` of antimatter15's web viewer (57%) and
+PlayCanvas's `.sog` (`pipeline.sog`, about a sixth).
 
-Both are encoded from exactly the values the PLY stores (`ply.stored_columns`: sRGB colour as
-SH DC, log scales), in SHARP's own axes (OpenCV: x right, y down, z forward), so a viewer
-that reads all three formats shows the same scene from each. SHARP has no higher
-spherical harmonics, so nothing beyond the DC colour is lost to them. Every file goes
-through `atomic_write`. A Gaussian a format cannot encode (a non-finite value, a zero
-quaternion) is written fully transparent at the origin rather than as garbage, and SPZ's
+All are encoded from exactly the values the PLY stores (`pipeline.encodable`), in SHARP's
+own axes (OpenCV: x right, y down, z forward), as every reader we checked expects of
+these formats (none converts their axes on load), so a viewer that reads several of them
+shows the same scene from each. SHARP has no higher spherical harmonics, so nothing
+beyond the DC colour is lost to them. Every file goes through `atomic_write`. SPZ's
 position range (about +-2 km) is handled by moving farther Gaussians in along their line
-of sight; both are reported in the caller's `warnings` list.
+of sight, reported in the caller's `warnings` list. Which viewer reads which format and
+version: docs/formats.md.
 
     EXPORTERS["spz"].write(path, gaussians, f_px, image_size, warnings)
 """
@@ -24,11 +25,19 @@ from typing import Any, BinaryIO, NamedTuple
 import numpy as np
 
 from .atomic import atomic_write
-from .ply import SH_C0, flat_fields, stored_columns, write_ply
+from .encodable import Encodable, encodable, round_half_away, to_u8, warn
+from .ply import SH_C0, write_ply
+from .sog import write_sog
 
 SPZ_VERSION = 3
-"""Gzip container with "smallest three" quaternions: read by Niantic's library, PlayCanvas
-(SuperSplat, splat-transform), Spark and gsply. Version 4 (zstd) is newer and less read."""
+"""The version `write_spz` writes unless told otherwise."""
+SPZ_VERSIONS = (2, 3)
+"""The versions `write_spz` writes: one gzip stream each, with the same header and
+sections but for the rotations. Version 2 stores the quaternion's x, y, z (made
+w-positive) as a byte each and rebuilds w from unit length; it is read by every SPZ reader
+we checked, gaussian-splats-3d included (which rejects 3). Version 3 stores "smallest
+three" in 4 bytes, about 3x finer, but Spark and splat-transform are its only web readers
+of the four (docs/formats.md). Version 4 (zstd) is read by splat-transform alone."""
 SPZ_FRACTIONAL_BITS = 12
 """Positions in 1/4096 m steps (error at most 0.12 mm), as Niantic's writer uses."""
 SPZ_LIMIT_M = ((1 << 23) - 1) / (1 << SPZ_FRACTIONAL_BITS)
@@ -47,57 +56,8 @@ SPLAT_RECORD = np.dtype([("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "
 """One `.splat` Gaussian: 32 bytes, no header."""
 
 
-class _Quantities(NamedTuple):
-    """What both formats encode, as numpy arrays over N Gaussians."""
-
-    positions: np.ndarray
-    log_scales: np.ndarray
-    rotations: np.ndarray
-    """Unit quaternions, wxyz."""
-    colors_dc: np.ndarray
-    """sRGB colour as SH DC, as the PLY stores it."""
-    opacities: np.ndarray
-
-
-def _quantities(gaussians: Any, warnings: list[str] | None, path: Path) -> _Quantities:
-    """The PLY's values, with Gaussians no format can encode made transparent."""
-    g = flat_fields(gaussians)
-    colors_dc, _, log_scales = stored_columns(g)
-    values = _Quantities(g[0].numpy(), log_scales.numpy(), g[2].numpy().astype(np.float64),
-                         colors_dc.numpy(), g[4].numpy())
-    norm = np.linalg.norm(values.rotations, axis=1, keepdims=True)
-    columns = [values.positions, values.log_scales, values.colors_dc, values.opacities[:, None],
-               norm]
-    bad = ~np.isfinite(np.hstack(columns)).all(axis=1) | (norm[:, 0] == 0)
-    if not bad.any():
-        return values._replace(rotations=values.rotations / norm)
-    _warn(warnings, path, f"{int(bad.sum())} of {bad.size} Gaussians have a non-finite value "
-                          "or a zero rotation; written fully transparent at the origin")
-    keep = ~bad[:, None]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rotations = values.rotations / norm
-    return _Quantities(np.where(keep, values.positions, 0), np.where(keep, values.log_scales, 0),
-                       np.where(keep, rotations, [1.0, 0, 0, 0]),
-                       np.where(keep, values.colors_dc, 0), np.where(bad, 0, values.opacities))
-
-
-def _warn(warnings: list[str] | None, path: Path, message: str) -> None:
-    if warnings is not None:
-        warnings.append(f"{path.name}: {message}")
-
-
-def _round(values: np.ndarray) -> np.ndarray:
-    """To the nearest integer, halves away from zero (C's `round`, as Niantic's writer)."""
-    return np.trunc(values + np.copysign(0.5, values))
-
-
-def _to_u8(values: np.ndarray) -> np.ndarray:
-    """Round to the nearest byte value, saturating at 0 and 255."""
-    return np.clip(_round(values), 0, 255).astype(np.uint8)
-
-
-def _spz_within_range(values: _Quantities, warnings: list[str] | None,
-                      path: Path) -> _Quantities:
+def _spz_within_range(values: Encodable, warnings: list[str] | None,
+                      path: Path) -> Encodable:
     """Gaussians beyond SPZ's +-2048 m moved in along their ray from the camera.
 
     Beyond the range a 24-bit coordinate would wrap to the far side of the scene. A
@@ -110,7 +70,7 @@ def _spz_within_range(values: _Quantities, warnings: list[str] | None,
     far = reach > SPZ_LIMIT_M
     if not far.any():
         return values
-    _warn(warnings, path, f"{int(far.sum())} of {far.size} Gaussians lie beyond SPZ's "
+    warn(warnings, path, f"{int(far.sum())} of {far.size} Gaussians lie beyond SPZ's "
                           f"{SPZ_LIMIT_M:.0f} m range (farthest at {reach.max():.0f} m); moved "
                           "in to it along their line of sight, scaled to look the same")
     factor = np.where(far, SPZ_LIMIT_M / np.where(far, reach, 1.0), 1.0)
@@ -121,10 +81,17 @@ def _spz_within_range(values: _Quantities, warnings: list[str] | None,
 def _spz_positions(positions: np.ndarray) -> np.ndarray:
     """`(N, 9)` bytes: each coordinate as a little-endian signed 24-bit fixed-point value."""
     limit = (1 << 23) - 1
-    fixed = np.clip(_round(positions.astype(np.float64) * (1 << SPZ_FRACTIONAL_BITS)), -limit,
-                    limit)
+    fixed = np.clip(round_half_away(positions.astype(np.float64) * (1 << SPZ_FRACTIONAL_BITS)),
+                    -limit, limit)
     as_bytes = fixed.astype("<i4").view(np.uint8).reshape(-1, 3, 4)[:, :, :3]
     return np.ascontiguousarray(as_bytes).reshape(-1, 9)
+
+
+def _spz_rotations_v2(wxyz: np.ndarray) -> np.ndarray:
+    """`(N, 3)` bytes: x, y, z of the quaternion made w-positive, each as `q * 127.5 + 127.5`
+    (Niantic's version 2; the reader takes w as `sqrt(1 - x^2 - y^2 - z^2)`)."""
+    sign = np.where(wxyz[:, :1] < 0, -1.0, 1.0)
+    return to_u8(wxyz[:, 1:] * sign * 127.5 + 127.5)
 
 
 def _spz_rotations(wxyz: np.ndarray) -> np.ndarray:
@@ -136,37 +103,44 @@ def _spz_rotations(wxyz: np.ndarray) -> np.ndarray:
     rows = np.arange(xyzw.shape[0])
     xyzw = xyzw * np.where(xyzw[rows, largest] < 0, -1.0, 1.0)[:, None]
     others = xyzw[rows[:, None], _OTHER_AXES[largest]]
-    magnitude = np.clip(_round(np.abs(others) * (_ROTATION_MASK / _SQRT1_2)), 0, _ROTATION_MASK)
+    magnitude = np.clip(round_half_away(np.abs(others) * (_ROTATION_MASK / _SQRT1_2)), 0,
+                        _ROTATION_MASK)
     fields = (others < 0).astype(np.uint32) << 9 | magnitude.astype(np.uint32)
     packed = (largest.astype(np.uint32) << 30 | fields[:, 0] << 20 | fields[:, 1] << 10
               | fields[:, 2])
     return packed.astype("<u4").view(np.uint8).reshape(-1, 4)
 
 
-def _spz_sections(values: _Quantities) -> list[np.ndarray]:
+def _spz_sections(values: Encodable, version: int) -> list[np.ndarray]:
     """The SPZ payload after its header, in file order: positions, alphas, colours, scales,
     rotations (SHARP has no higher spherical harmonics, so no SH section)."""
+    rotations = _spz_rotations_v2 if version == 2 else _spz_rotations
     return [
         _spz_positions(values.positions),
-        _to_u8(values.opacities * 255.0),
-        _to_u8(values.colors_dc * (SPZ_COLOR_SCALE * 255.0) + 127.5),
-        _to_u8((values.log_scales + 10.0) * 16.0),
-        _spz_rotations(values.rotations),
+        to_u8(values.opacities * 255.0),
+        to_u8(values.colors_dc * (SPZ_COLOR_SCALE * 255.0) + 127.5),
+        to_u8((values.log_scales + 10.0) * 16.0),
+        rotations(values.rotations),
     ]
 
 
-def write_spz(path: Path | str, gaussians: Any, warnings: list[str] | None = None) -> Path:
-    """Write `gaussians` as SPZ version 3 (gzip, SH degree 0) to `path` atomically.
+def write_spz(path: Path | str, gaussians: Any, warnings: list[str] | None = None,
+              version: int = SPZ_VERSION) -> Path:
+    """Write `gaussians` as SPZ `version` (one of `SPZ_VERSIONS`; gzip, SH degree 0) to
+    `path` atomically.
 
     Lossy by design: positions to 1/4096 m, log scales to 1/16, colours and opacity to a
-    byte, rotations to 9 bits per component. What had to be changed to fit is appended to
-    `warnings` (one line each, naming the file).
+    byte, rotations to 9 bits per component (version 3) or a byte per x, y, z (version 2).
+    What had to be changed to fit is appended to `warnings` (one line each, naming the file).
     """
+    if version not in SPZ_VERSIONS:
+        raise ValueError(f"SPZ version {version!r} cannot be written (versions: "
+                         f"{', '.join(map(str, SPZ_VERSIONS))})")
     path = Path(path)
-    values = _spz_within_range(_quantities(gaussians, warnings, path), warnings, path)
+    values = _spz_within_range(encodable(gaussians, warnings, path), warnings, path)
     count = values.positions.shape[0]
-    header = struct.pack("<IIIBBBB", _SPZ_MAGIC, SPZ_VERSION, count, 0, SPZ_FRACTIONAL_BITS, 0, 0)
-    sections = _spz_sections(values)
+    header = struct.pack("<IIIBBBB", _SPZ_MAGIC, version, count, 0, SPZ_FRACTIONAL_BITS, 0, 0)
+    sections = _spz_sections(values, version)
 
     def write(out: BinaryIO) -> None:
         with gzip.GzipFile(filename="", mode="wb", compresslevel=_SPZ_GZIP_LEVEL, fileobj=out,
@@ -177,16 +151,16 @@ def write_spz(path: Path | str, gaussians: Any, warnings: list[str] | None = Non
     return atomic_write(path, write)
 
 
-def _splat_records(values: _Quantities) -> np.ndarray:
+def _splat_records(values: Encodable) -> np.ndarray:
     """`(N, 32)` bytes of `.splat` records, most important (volume times opacity) first,
     as antimatter15's converter orders them: a viewer that draws while the file streams in
     shows the bulk of the scene first. Readers need no order (they sort by depth)."""
     records = np.empty(values.positions.shape[0], dtype=SPLAT_RECORD)
     records["position"] = values.positions
     records["scale"] = np.exp(values.log_scales)
-    records["rgba"][:, :3] = _to_u8((values.colors_dc * SH_C0 + 0.5) * 255.0)
-    records["rgba"][:, 3] = _to_u8(values.opacities * 255.0)
-    records["rotation"] = _to_u8(values.rotations * 128.0 + 128.0)
+    records["rgba"][:, :3] = to_u8((values.colors_dc * SH_C0 + 0.5) * 255.0)
+    records["rgba"][:, 3] = to_u8(values.opacities * 255.0)
+    records["rotation"] = to_u8(values.rotations * 128.0 + 128.0)
     importance = np.exp(values.log_scales.astype(np.float64).sum(axis=1)) * values.opacities
     order = np.argsort(-importance, kind="stable")
     return np.take(records.view(np.uint8).reshape(-1, SPLAT_RECORD.itemsize), order, axis=0)
@@ -199,7 +173,7 @@ def write_splat(path: Path | str, gaussians: Any, warnings: list[str] | None = N
     byte per component (`q * 128 + 128`). The Gaussians are reordered (`_splat_records`).
     """
     path = Path(path)
-    records = _splat_records(_quantities(gaussians, warnings, path))
+    records = _splat_records(encodable(gaussians, warnings, path))
 
     def write(out: BinaryIO) -> None:
         out.write(records.data)
@@ -232,9 +206,15 @@ def _splat(path: Path, gaussians: Any, _f_px: float, _size: tuple[int, int],
     return write_splat(path, gaussians, warnings)
 
 
+def _sog(path: Path, gaussians: Any, _f_px: float, _size: tuple[int, int],
+         warnings: list[str]) -> Path:
+    return write_sog(path, gaussians, warnings)
+
+
 EXPORTERS: dict[str, Exporter] = {
     "ply": Exporter(".ply", _ply),
     "spz": Exporter(".spz", _spz),
     "splat": Exporter(".splat", _splat),
+    "sog": Exporter(".sog", _sog),
 }
 """Every format by the name a `formats = [...]` setting uses."""

@@ -22,6 +22,13 @@
 - `overlap` (parametrized False/True): on a CPU the worker decodes, runs and writes in
   turn; with True the GPU-style prefetch and writer threads run too
   (`daemon.worker.OVERLAP_ON_CPU`). Ask for it in tests that should cover both paths.
+- `splat_transform` (session): the command line of PlayCanvas's splat-transform (npm,
+  installed once into the user cache; skips without node/npm), `tests.splat_reader`.
+- `to_ply(source) -> (N, 14) array`: an export converted back to PLY by splat-transform,
+  its vertex columns (`tests.splat_reader.COLUMNS`).
+- `spark_read(path) -> (N, 14) array` (module): the file read by the viewer's vendored
+  Spark in headless Chromium, as PLY columns (`tests.web_readers`); skips without
+  Chromium or playwright.
 - `wait_for(predicate, timeout)` (plain function, `from tests.conftest import wait_for`).
 - `load_tool(name) -> module`: the script `tools/<name>.py` imported as a module (plain
   function; `tools/` is not a package).
@@ -50,7 +57,10 @@ from daemon import Config, Daemon, JobEvent
 from daemon.config import DaemonConfig, FolderConfig, ModelConfig, ServiceConfig
 from daemon.results import Models, Origin, Report, build_report
 from pipeline import DepthSettings, Pipeline
+from tests.splat_reader import read_back, splat_transform_command
 from tests.tiny_models import save_tiny_depth_pro
+from tests.viewer_browser import browser, chromium_path
+from tests.web_readers import SPARK, SPARK_MODULES, reader_page, spark_columns
 
 if TYPE_CHECKING:
     from pipeline import Prediction
@@ -167,6 +177,32 @@ def running_daemon(daemon_config: Config,
     yield start
     for daemon in started:
         daemon.stop(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def splat_transform() -> list[str]:
+    return splat_transform_command()
+
+
+@pytest.fixture
+def to_ply(splat_transform: list[str], tmp_path: Path) -> Callable[[Path], np.ndarray]:
+    return lambda source: read_back(splat_transform, source, tmp_path)
+
+
+@pytest.fixture(scope="module")  # not longer: one Playwright at a time, and others use it
+def spark_read() -> Iterator[Callable[[Path], np.ndarray]]:
+    pytest.importorskip("playwright", reason="playwright is not installed (test extra)")
+    if chromium_path() is None:
+        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
+    files: dict[str, Path] = {}
+    with browser() as chrome:
+        page = reader_page(chrome, SPARK_MODULES, SPARK, files)
+
+        def read(path: Path) -> np.ndarray:
+            name = f"{len(files)}-{path.name}"  # the suffix tells Spark the format
+            files[name] = path
+            return spark_columns(page.evaluate("name => readSplats(name)", name))
+        yield read
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 30.0) -> bool:

@@ -70,7 +70,7 @@ def test_exports_bench_prints_size_and_time_for_every_format() -> None:
     out = _run("exports.py", "--n", "20000", "--repeat", "1")
     assert "N = 20000 Gaussians (random scene)" in out
     rows = {}
-    for name in ("ply", "spz", "splat"):
+    for name in ("ply", "spz", "splat", "sog", "spz2"):
         row = re.search(rf"^{name}\s+(\d+\.\d+)\s+(\d\.\d+)\s+(\d+\.\d+)\s+(\d+\.\d+)$", out, re.M)
         assert row, f"no row for {name}:\n{out}"
         rows[name] = [float(value) for value in row.groups()]
@@ -78,6 +78,11 @@ def test_exports_bench_prints_size_and_time_for_every_format() -> None:
     assert rows["ply"][1] == 1.0
     assert rows["spz"][0] < rows["splat"][0] < rows["ply"][0]
     assert rows["spz"][1] < 0.5
+    assert rows["spz2"][0] < rows["spz"][0] and rows["sog"][0] < rows["splat"][0]
+    parts = re.search(r"^sog bytes per Gaussian: meta.json \d+\.\d\d, means_l (\d+\.\d\d), "
+                      r"means_u \d+\.\d\d, quats (\d+\.\d\d), scales \d+\.\d\d, sh0 \d+\.\d\d$",
+                      out, re.M)
+    assert parts and float(parts.group(1)) > 0 and 2 < float(parts.group(2)) <= 4
 
 
 def test_durability_bench_prints_both_costs_per_photo() -> None:

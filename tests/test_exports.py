@@ -1,47 +1,37 @@
 """SPZ and .splat exports, read back by a real reader: PlayCanvas' splat-transform.
 
-Each export is converted back to PLY by splat-transform (npm, installed once per test
-session into the user cache) and compared with what our PLY stores, within the format's
-own quantisation: SPZ's 24-bit fixed point with 12 fractional bits, its byte colours
-scaled by 0.15, byte opacity, log scales in 1/16 steps and 9-bit "smallest three"
-rotations; .splat's float32 positions and scales, byte colour and opacity, byte
-quaternion components. Without node or npm (or without network for the install) those
-tests are skipped with the reason; the checks on the files' layout run everywhere.
+Each export is converted back to PLY by splat-transform (`tests.splat_reader`) and
+compared with what our PLY stores, within the format's own quantisation: SPZ's 24-bit
+fixed point with 12 fractional bits, its byte colours scaled by 0.15, byte opacity, log
+scales in 1/16 steps and 9-bit "smallest three" rotations (version 3) or byte x, y, z with
+w rebuilt (version 2); .splat's float32 positions and scales, byte colour and opacity,
+byte quaternion components. Without node or npm (or without network for the install)
+those tests are skipped with the reason; the checks on the files' layout run everywhere.
+SOG has its own file, `test_sog.py`.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import math
-import os
-import shutil
 import struct
 import subprocess
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import platformdirs
 import pytest
 import torch
-from filelock import FileLock
-from plyfile import PlyData
 
-from pipeline import Gaussians, OutputError, write_ply
+from pipeline import OutputError, write_ply
 from pipeline.atomic import temp_files
 from pipeline.exports import EXPORTERS, SPZ_LIMIT_M, write_splat, write_spz
 from pipeline.ply import vertex_rows
-
-SPLAT_TRANSFORM = "@playcanvas/splat-transform"
-SPLAT_TRANSFORM_VERSION = "3.7.0"
-SPLAT_TRANSFORM_ENV = "SHARP_WATCH_SPLAT_TRANSFORM"
-"""A splat-transform to use instead: its executable, or its `bin/cli.mjs`."""
-F_PX, SIZE = 1200.0, (1600, 1200)
-COLUMNS = (["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity"]
-           + [f"scale_{i}" for i in range(3)] + [f"rot_{i}" for i in range(4)])
-SH_C0 = math.sqrt(1 / (4 * math.pi))
-EPS = 1e-5
-"""float32 arithmetic on either side (values here stay below about 20 in magnitude)."""
+from pipeline.sog import write_sog
+from tests.splat_reader import EPS, F_PX, SH_C0, SIZE, assert_decoded, scene, sigmoid, stored
+from tests.web_readers import assert_read_by_spark
 
 SPZ_POSITION = 0.5 / 4096
 """Half a step of 12 fractional bits; float32 times 4096 is exact, so nothing more."""
@@ -51,116 +41,17 @@ SPZ_LOG_SCALE = 0.5 / 16
 SPZ_ROTATION = 3 * 0.5 * math.sqrt(0.5) / 511
 """Each stored component is within h = (1/sqrt 2) / 511 / 2; the rebuilt largest (at
 least 1/2) within sum(|q_i|) h / q_largest <= 3h."""
-OPACITY = 0.5 / 255
+SPZ2_XYZ = 0.5 / 127.5
+"""Version 2: x, y, z each within half a byte step of `q * 127.5 + 127.5`."""
+SPZ2_W = math.sqrt((2 + math.sqrt(3) * SPZ2_XYZ) * math.sqrt(3) * SPZ2_XYZ)
+"""...and w = sqrt(1 - |xyz'|^2) within sqrt(| |xyz|^2 - |xyz'|^2 |) <= sqrt((|xyz| +
+|xyz'|) |xyz - xyz'|) <= sqrt((2 + sqrt 3 h) sqrt 3 h) = 0.117, reached where w is near 0:
+the price of version 2's 3 bytes."""
 SPLAT_DC = 0.5 / 255 / SH_C0
 SPLAT_ROTATION = 4 / 127.5
 """splat-transform decodes a byte b as b / 127.5 - 1 (antimatter15's viewer: (b - 128) /
 128), so its raw quaternion is 1.0039 q + d with |d_i| <= 1 / 127.5; normalising it moves
 it from q by at most 2 |d| <= 4 / 127.5."""
-
-
-def scene(n: int = 3000, seed: int = 0) -> Gaussians:
-    """Metric Gaussians around the camera: colours over all of [0, 1] (the linear sRGB
-    segment included), sizes over four decades, quaternions neither unit nor w-positive."""
-    g = torch.Generator().manual_seed(seed)
-    means = (torch.rand(1, n, 3, generator=g) * 2 - 1) * torch.tensor([8.0, 6.0, 15.0])
-    means[..., 2] += 15.5
-    return Gaussians(
-        mean_vectors=means,
-        singular_values=torch.exp(torch.rand(1, n, 3, generator=g) * 9 - 9),
-        quaternions=torch.randn(1, n, 4, generator=g) * 3,
-        colors=torch.rand(1, n, 3, generator=g) ** 3,
-        opacities=torch.rand(1, n, generator=g) * 0.98 + 0.01,
-    )
-
-
-def _node_command(cli: Path) -> list[str]:
-    if cli.suffix in {".mjs", ".js"}:
-        node = shutil.which("node")
-        if node is None:
-            pytest.skip("node is not installed: cannot run splat-transform")
-        return [node, str(cli)]
-    return [str(cli)]
-
-
-def _problem(command: list[str]) -> str | None:
-    """None when `command --version` names our version, else what it said instead."""
-    try:
-        done = subprocess.run([*command, "--version"], capture_output=True, text=True,
-                              timeout=120)
-    except OSError as exc:
-        return f"cannot run {command}: {exc}"
-    said = (done.stdout + done.stderr).strip()
-    return None if done.returncode == 0 and f"v{SPLAT_TRANSFORM_VERSION}" in said else said
-
-
-@pytest.fixture(scope="session")
-def splat_transform() -> list[str]:
-    """The command line that runs splat-transform.
-
-    From $SHARP_WATCH_SPLAT_TRANSFORM when set; otherwise installed with npm, once, into
-    the user cache (a file lock keeps parallel sessions from installing at once).
-    """
-    if os.environ.get(SPLAT_TRANSFORM_ENV):
-        return _node_command(Path(os.environ[SPLAT_TRANSFORM_ENV]))
-    npm = shutil.which("npm")
-    if npm is None or shutil.which("node") is None:
-        pytest.skip("node/npm not installed: splat-transform (npm) cannot be installed")
-    folder = Path(platformdirs.user_cache_dir("sharp-watch")) / "test-tools" / (
-        f"splat-transform-{SPLAT_TRANSFORM_VERSION}")
-    command = _node_command(folder / "node_modules" / SPLAT_TRANSFORM / "bin" / "cli.mjs")
-    folder.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):
-        if _problem(command) is not None:
-            done = subprocess.run(
-                [npm, "install", "--prefix", str(folder), "--no-audit", "--no-fund",
-                 "--ignore-scripts", "--fetch-retries=1", "--fetch-retry-mintimeout=2000",
-                 f"{SPLAT_TRANSFORM}@{SPLAT_TRANSFORM_VERSION}"],
-                capture_output=True, text=True, timeout=600)
-            if done.returncode != 0:
-                pytest.skip(f"npm could not install {SPLAT_TRANSFORM} (no network?): "
-                            f"{done.stderr.strip()[:300]}")
-    problem = _problem(command)
-    if problem is not None:
-        pytest.skip(f"splat-transform does not run here: {problem[-500:]}")
-    return command
-
-
-@pytest.fixture
-def to_ply(splat_transform: list[str], tmp_path: Path) -> Callable[[Path], np.ndarray]:
-    """Convert a file to PLY with splat-transform; its vertex columns as `(N, 14)` floats."""
-    def convert(source: Path) -> np.ndarray:
-        target = tmp_path / f"{source.name}.read.ply"
-        done = subprocess.run([*splat_transform, "-q", "-w", str(source), str(target)],
-                              capture_output=True, text=True, timeout=240)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-        vertex = PlyData.read(str(target))["vertex"]
-        return np.stack([np.asarray(vertex[name], dtype=np.float64) for name in COLUMNS], 1)
-    return convert
-
-
-def stored(g: Gaussians) -> np.ndarray:
-    """What our PLY stores: positions, SH DC of the sRGB colour, opacity logit, log
-    scales, the quaternion normalised to unit length (as both formats store it)."""
-    rows = vertex_rows(g).numpy().astype(np.float64)
-    rows[:, 10:] /= np.linalg.norm(rows[:, 10:], axis=1, keepdims=True)
-    return rows
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1 / (1 + np.exp(-x))
-
-
-def assert_decoded(got: np.ndarray, want: np.ndarray, position: float, dc: float,
-                   log_scale: float, rotation: float) -> None:
-    """Every column of `got` within the format's quantisation of `want`; -q is q."""
-    assert got.shape == want.shape
-    assert np.abs(got[:, 0:3] - want[:, 0:3]).max() <= position
-    assert np.abs(got[:, 3:6] - want[:, 3:6]).max() <= dc + EPS
-    assert np.abs(sigmoid(got[:, 6]) - sigmoid(want[:, 6])).max() <= OPACITY + EPS
-    assert np.abs(got[:, 7:10] - want[:, 7:10]).max() <= log_scale + EPS
-    sign = np.sign((got[:, 10:] * want[:, 10:]).sum(axis=1, keepdims=True))
-    assert np.abs(got[:, 10:] * sign - want[:, 10:]).max() <= rotation + EPS
 
 
 def spz_payload(path: Path) -> tuple[tuple[int, ...], bytes]:
@@ -177,6 +68,37 @@ def test_spz_reads_back_in_splat_transform_as_the_ply_within_its_quantisation(
     got = to_ply(write_spz(tmp_path / "scene.spz", g, warnings))
     assert_decoded(got, stored(g), SPZ_POSITION, SPZ_DC, SPZ_LOG_SCALE, SPZ_ROTATION)
     assert warnings == []
+
+
+def test_spz_version_2_reads_back_in_splat_transform_as_the_ply_within_its_quantisation(
+        tmp_path: Path, to_ply: Callable[[Path], np.ndarray]) -> None:
+    """The version gaussian-splats-3d reads too: x, y, z of the w-positive quaternion as
+    bytes, w rebuilt by the reader; everything else as version 3."""
+    g = scene()
+    got = to_ply(write_spz(tmp_path / "v2.spz", g, version=2))
+    want = stored(g)
+    assert_decoded(got, want, SPZ_POSITION, SPZ_DC, SPZ_LOG_SCALE, SPZ2_W)
+    w_positive = want[:, 10:] * np.where(want[:, 10:11] < 0, -1.0, 1.0)
+    assert np.abs(got[:, 11:] - w_positive[:, 1:]).max() <= SPZ2_XYZ + EPS
+    assert (got[:, 10] >= 0).all()
+
+
+def test_spark_reads_our_ply_to_its_own_precision(
+        tmp_path: Path, spark_read: Callable[[Path], np.ndarray]) -> None:
+    """The viewer's Spark, on the PLY: only Spark's own precision in the way, which
+    `assert_read_by_spark` adds to every format's bounds."""
+    g = scene()
+    assert_read_by_spark(spark_read(write_ply(tmp_path / "scene.ply", g, F_PX, SIZE)),
+                         stored(g), 0.0, 0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_spark_reads_both_spz_versions_as_the_ply_within_their_quantisation(
+        tmp_path: Path, spark_read: Callable[[Path], np.ndarray], version: int) -> None:
+    g = scene()
+    got = spark_read(write_spz(tmp_path / "scene.spz", g, version=version))
+    rotation = SPZ2_W if version == 2 else SPZ_ROTATION
+    assert_read_by_spark(got, stored(g), SPZ_POSITION, SPZ_DC, SPZ_LOG_SCALE, rotation)
 
 
 def test_splat_reads_back_in_splat_transform_as_the_ply_most_important_first(
@@ -240,10 +162,13 @@ def test_spz_moves_gaussians_beyond_its_range_in_along_their_ray(
     assert_decoded(got[3:], want[3:], SPZ_POSITION, SPZ_DC, SPZ_LOG_SCALE, SPZ_ROTATION)
 
 
-@pytest.mark.parametrize(("writer", "suffix"), [(write_spz, ".spz"), (write_splat, ".splat")])
+@pytest.mark.parametrize(("writer", "suffix", "origin"), [
+    (write_spz, ".spz", 0.0), (write_splat, ".splat", 0.0),
+    (write_sog, ".sog", 1e-3),  # 16 bits of the log over this scene's range: 0.5e-4 at 0
+])
 def test_gaussians_a_format_cannot_encode_are_transparent_at_the_origin(
         tmp_path: Path, to_ply: Callable[[Path], np.ndarray], writer: Callable[..., Path],
-        suffix: str) -> None:
+        suffix: str, origin: float) -> None:
     g = scene(100)
     g.mean_vectors[0, 0, 1] = math.inf
     g.colors[0, 1, 2] = math.nan
@@ -253,24 +178,46 @@ def test_gaussians_a_format_cannot_encode_are_transparent_at_the_origin(
     got = to_ply(path)
     assert warnings == [f"{path.name}: 3 of 100 Gaussians have a non-finite value or a zero "
                         "rotation; written fully transparent at the origin"]
-    hidden = np.linalg.norm(got[:, :3], axis=1) == 0
+    hidden = sigmoid(got[:, 6]) < 1e-5
     assert hidden.sum() == 3
-    assert (sigmoid(got[hidden, 6]) < 1e-5).all()
+    assert np.abs(got[hidden, :3]).max() <= origin
     assert np.isfinite(got).all()
     if writer is write_spz:
         want = stored(scene(100))[3:]
         assert_decoded(got[3:], want, SPZ_POSITION, SPZ_DC, SPZ_LOG_SCALE, SPZ_ROTATION)
 
 
-def test_spz_header_and_payload_follow_the_format(tmp_path: Path) -> None:
-    path = write_spz(tmp_path / "scene.spz", scene(500))
+@pytest.mark.parametrize(("version", "rotation_bytes"), [(3, 4), (2, 3)])
+def test_spz_header_and_payload_follow_the_format(tmp_path: Path, version: int,
+                                                  rotation_bytes: int) -> None:
+    path = write_spz(tmp_path / "scene.spz", scene(500), version=version)
     data = path.read_bytes()
     assert data[:3] == b"\x1f\x8b\x08"
     assert data[3] & 0x08 == 0, "no file name (ours is a temp name) in the gzip header"
     header, payload = spz_payload(path)
-    assert header == (0x5053474E, 3, 500, 0, 12, 0, 0)
-    assert len(payload) == 500 * (9 + 1 + 3 + 3 + 4)
-    assert write_spz(tmp_path / "again.spz", scene(500)).read_bytes() == data
+    assert header == (0x5053474E, version, 500, 0, 12, 0, 0)
+    assert len(payload) == 500 * (9 + 1 + 3 + 3 + rotation_bytes)
+    assert write_spz(tmp_path / "again.spz", scene(500), version=version).read_bytes() == data
+
+
+def test_spz_version_2_rotations_are_the_w_positive_xyz_as_bytes(tmp_path: Path) -> None:
+    """Checked on bytes, where node is missing too: Niantic's `q * 127.5 + 127.5` of the
+    quaternion made w-positive, rounded half away from zero, saturated."""
+    g = scene(6)
+    g.quaternions[0] = torch.tensor([[1.0, 0, 0, 0], [-1.0, 0, 0, 0], [0, 1.0, 0, 0],
+                                     [-0.5, 0.5, -0.5, 0.5], [0.28, -0.96, 0, 0], [0, 0, 0, -2.0]])
+    _, payload = spz_payload(write_spz(tmp_path / "v2.spz", g, version=2))
+    rotations = np.frombuffer(payload[-6 * 3:], np.uint8).reshape(6, 3)
+    assert rotations.tolist() == [[128, 128, 128], [128, 128, 128], [255, 128, 128],
+                                  [64, 191, 64], [5, 128, 128], [128, 128, 0]]
+
+
+@pytest.mark.parametrize("version", [1, 4, "3"])
+def test_an_spz_version_we_do_not_write_is_refused_by_name(tmp_path: Path,
+                                                           version: object) -> None:
+    with pytest.raises(ValueError, match=r"SPZ version .* cannot be written \(versions: 2, 3\)"):
+        write_spz(tmp_path / "x.spz", scene(5), version=version)  # type: ignore[arg-type]
+    assert not (tmp_path / "x.spz").exists()
 
 
 def test_splat_records_hold_the_srgb_colour_and_the_exact_positions(tmp_path: Path) -> None:
@@ -298,7 +245,8 @@ def test_no_gaussians_give_an_empty_but_valid_spz_and_an_empty_splat(tmp_path: P
     assert write_splat(tmp_path / "none.splat", g).read_bytes() == b""
 
 
-@pytest.mark.parametrize("writer", [write_spz, write_splat], ids=["spz", "splat"])
+@pytest.mark.parametrize("writer", [write_spz, write_splat, write_sog],
+                         ids=["spz", "splat", "sog"])
 def test_an_unwritable_export_raises_output_error_naming_it_and_leaves_nothing(
         tmp_path: Path, writer: Callable[..., Path]) -> None:
     target = tmp_path / "gone" / "scene.out"
@@ -322,9 +270,11 @@ def test_exporters_write_each_format_under_its_suffix_and_pass_warnings_on(
                                     warnings)
                for name, exporter in EXPORTERS.items()}
     assert {name: path.name for name, path in written.items()} == {
-        "ply": "scene.ply", "spz": "scene.spz", "splat": "scene.splat"}
+        "ply": "scene.ply", "spz": "scene.spz", "splat": "scene.splat", "sog": "scene.sog"}
     assert written["ply"].read_bytes().startswith(b"ply\nformat binary_little_endian 1.0\n")
     assert spz_payload(written["spz"])[0][2] == 50
     assert written["splat"].stat().st_size == 50 * 32
+    with zipfile.ZipFile(written["sog"]) as bundle:
+        assert json.loads(bundle.read("meta.json"))["count"] == 50
     assert len(warnings) == 1
     assert warnings[0].startswith("scene.spz: 1 of 50 Gaussians lie beyond SPZ's 2048 m range")
