@@ -490,7 +490,7 @@ def test_each_finished_or_failed_photo_is_one_line_in_the_log(
 def test_config_key_rescan_seconds_is_checked_and_documented() -> None:
     assert parse_config({"daemon": {"rescan_seconds": 5}}).daemon.rescan_seconds == 5.0
     for bad in (0, -1):
-        with pytest.raises(ConfigError, match=r"\[daemon\] rescan_seconds must be > 0"):
+        with pytest.raises(ConfigError, match=r"\[daemon\] rescan_seconds must be a finite number > 0"):
             parse_config({"daemon": {"rescan_seconds": bad}})
     shipped = (Path(__file__).resolve().parents[1] / "config.toml").read_text(encoding="utf-8")
     assert "\nrescan_seconds = 30.0\n" in shipped

@@ -161,8 +161,8 @@ def test_unexpected_error_in_the_worker_loop_is_a_problem_not_a_dead_thread(
             raise ValueError("boom in the worker loop")
         real()
 
-    d.worker._maybe_unload = broken  # type: ignore[method-assign]
-    with log_lines() as lines:
+    with log_lines() as lines:  # capturing before the first failure can be logged
+        d.worker._maybe_unload = broken  # type: ignore[method-assign]
         assert wait_for(lambda: any("worker: ValueError: boom in the worker loop" in p
                                     for p in problems_of(d)), 10)
         assert wait_for(lambda: left["n"] == 0 and problems_of(d) == (), 20), problems_of(d)
