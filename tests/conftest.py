@@ -3,7 +3,7 @@
 - `tiny_depth_dir` (session): a tiny random transformers Depth Pro saved once to a
   local folder; use it as `depth_model`.
 - `tiny_pipeline` (session): one `pipeline.Pipeline` on CPU with that model and the SHARP
-  double (`tests.sharp_double:build`), models loaded; pass it to `Daemon(config, pipe)`
+  double (`tests.support.sharp_double:build`), models loaded; pass it to `Daemon(config, pipe)`
   to skip loading and warm-up. Its SHARP double counts forwards in
   `tiny_pipeline.sharp.predictor.calls`.
 - `make_daemon_config(**changes)`: a `daemon.Config` on `tmp_path/inputs`,
@@ -50,12 +50,12 @@ from daemon import Config, Daemon, JobEvent
 from daemon.config import DaemonConfig, FolderConfig, ModelConfig, ServiceConfig
 from daemon.results import Models, Origin, Report, build_report
 from pipeline import DepthSettings, Pipeline
-from tests.tiny_models import save_tiny_depth_pro
+from tests.support.tiny_models import save_tiny_depth_pro
 
 if TYPE_CHECKING:
     from pipeline import Prediction
 
-SHARP_DOUBLE = "tests.sharp_double:build"
+SHARP_DOUBLE = "tests.support.sharp_double:build"
 
 
 @pytest.fixture(scope="session")
