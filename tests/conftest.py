@@ -1,4 +1,6 @@
-"""Shared fixtures for daemon, service and hardening tests.
+"""Fixtures shared by the tests of every layer (tests/pipeline, daemon, viewer, service,
+project), and the plain helpers they all use. Helpers for one kind of test live in
+tests/support/ (listed at the end); a layer's own fixtures may go in its conftest.py.
 
 - `tiny_depth_dir` (session): a tiny random transformers Depth Pro saved once to a
   local folder; use it as `depth_model`.
@@ -16,7 +18,8 @@
 - `config_toml(config) -> Path`: the config written as a TOML file (for
   `python -m daemon --config FILE` subprocesses).
 - `make_photo(path, width=64, height=48, seed=0) -> Path`: a small random JPEG/PNG
-  (format from the suffix) written atomically into place.
+  (format from the suffix) written atomically into place (as a plain function:
+  `write_photo`).
 - `running_daemon(config=None, pipeline=tiny_pipeline)`: a started `Daemon`, stopped at
   the end of the test.
 - `overlap` (parametrized False/True): on a CPU the worker decodes, runs and writes in
@@ -28,6 +31,19 @@
 - `small_prediction()` and `small_report(files, photo)` (plain functions): a 64-Gaussian
   `pipeline.Prediction` of an 8x8 photo with SHARP's own depth, and its report
   (`daemon.results.Report`) naming `files`, for writing results without a model.
+- `usual_umask`: the umask set to 022 for the test, so owner-only modes are our doing.
+
+tests/support/ (plain modules, imported as `tests.support.<name>`):
+- `sharp_double`: the SHARP stand-in (`build`, the factory in test configs);
+  `tiny_models`: tiny random Depth Pro / Depth Anything saved locally or into a hub
+  cache; `fake_hub`: a Hugging Face Hub on 127.0.0.1; `viewer_browser`: headless
+  Chromium and telling a drawn scene from a blank one.
+- `daemon_runs`: `settle(daemon)`, `plys(outputs, stem)`, `reports(outputs)`,
+  `events_of(daemon)`, `log_lines()`, `sharp_calls(pipe)`, for a daemon in this process.
+- `running_program`: `status_of(state_dir)`, `raw(port, method, path, headers)` and
+  `wait_or_fail(predicate, seconds, what, process)`, for `sharp-watch run` in a subprocess.
+- `files`: `save_sidecar(path, text)` (atomic, as editors save), `write_config(folder,
+  text)`, `npy_bytes(array)`.
 """
 
 from __future__ import annotations
@@ -148,6 +164,14 @@ def overlap(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr(daemon.worker, "OVERLAP_ON_CPU", request.param)
     return request.param
+
+
+@pytest.fixture
+def usual_umask() -> Iterator[None]:
+    """The umask most systems start with (022), so owner-only modes are our doing."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
 
 
 @pytest.fixture

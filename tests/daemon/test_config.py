@@ -9,14 +9,9 @@ import pytest
 import daemon.config
 from daemon import Config, ConfigError, load_config
 from pipeline import DepthSettings, ModelSettings
+from tests.support.files import write_config
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.toml"
-
-
-def _write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "config.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def test_repo_config_documents_exactly_the_defaults():
@@ -39,7 +34,7 @@ def test_every_key_is_documented_in_repo_config():
 
 
 def test_values_are_read_and_paths_resolved_against_the_config_folder(tmp_path):
-    cfg = load_config(_write(tmp_path, """
+    cfg = load_config(write_config(tmp_path, """
 [folders]
 inputs = "in"
 outputs = "/abs/out"
@@ -80,7 +75,7 @@ max_pixels = 1000
     ("daemon = 3\n", ["[daemon] must be a table"]),
 ])
 def test_bad_config_is_one_clear_error_naming_file_and_key(tmp_path, text, needles):
-    path = _write(tmp_path, text)
+    path = write_config(tmp_path, text)
     with pytest.raises(ConfigError) as info:
         load_config(path)
     message = str(info.value)
@@ -97,7 +92,7 @@ def test_missing_explicit_config_is_an_error(tmp_path):
 def test_no_user_config_means_all_defaults(tmp_path, monkeypatch):
     monkeypatch.setattr(daemon.config, "default_config_path", lambda: tmp_path / "absent.toml")
     assert load_config(None) == Config()
-    _write(tmp_path, "[daemon]\npreview = false\n")
+    write_config(tmp_path, "[daemon]\npreview = false\n")
     monkeypatch.setattr(daemon.config, "default_config_path", lambda: tmp_path / "config.toml")
     assert load_config(None).daemon.preview is False
 
@@ -105,5 +100,5 @@ def test_no_user_config_means_all_defaults(tmp_path, monkeypatch):
 def test_main_reports_bad_config_and_exits_2(tmp_path, capsys):
     from daemon.__main__ import main
 
-    assert main(["--config", str(_write(tmp_path, "[daemon]\nbogus = 1\n"))]) == 2
+    assert main(["--config", str(write_config(tmp_path, "[daemon]\nbogus = 1\n"))]) == 2
     assert "bogus" in capsys.readouterr().err

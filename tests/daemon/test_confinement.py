@@ -33,6 +33,7 @@ from pipeline import DepthSettings, InputError, load_image
 from pipeline.depth.external import load_depth_npy
 from pipeline.image import open_regular_file
 from tests.conftest import wait_for, write_photo
+from tests.support.daemon_runs import plys, settle
 
 SECRET_KEY = "aws_access_key_id"
 CREDENTIALS = f'{SECRET_KEY} = "AKIAIOSFODNN7EXAMPLE"\n'
@@ -200,15 +201,6 @@ def test_without_a_folder_to_stay_in_links_are_followed(places: tuple[Path, Path
 # ---------------------------------------------------------------- the daemon
 
 
-def _settle(d: Daemon, timeout: float = 60.0) -> None:
-    time.sleep(0.4)
-    assert d.wait_until_idle(timeout)
-
-
-def _plys(config: Config) -> list[Path]:
-    return sorted(config.outputs.glob("*.ply")) if config.outputs.is_dir() else []
-
-
 def _error_note(config: Config, stem: str) -> str:
     notes = list(config.outputs.glob(f"{stem}*.error.txt"))
     assert len(notes) == 1, notes
@@ -229,7 +221,7 @@ def test_daemon_refuses_a_linked_photo_and_sidecar_and_runs_the_rest(
     events: list[JobEvent] = []
     d = running_daemon(events=events)
     write_photo(inputs / "plain.jpg", seed=7)
-    _settle(d)
+    settle(d)
     outcome = {Path(e.photo).name: e for e in events}
     assert {n: e.outcome for n, e in outcome.items()} == {
         "stolen.jpg": "failed", "tuned.jpg": "failed", "alias.jpg": "done", "plain.jpg": "done"}
@@ -238,7 +230,7 @@ def test_daemon_refuses_a_linked_photo_and_sidecar_and_runs_the_rest(
     for stem in ("stolen", "tuned"):
         note = _error_note(daemon_config, stem)
         assert "outside" in note and SECRET_KEY not in note and "AKIA" not in note
-    reports = [json.loads(p.with_suffix(".json").read_text()) for p in _plys(daemon_config)]
+    reports = [json.loads(p.with_suffix(".json").read_text()) for p in plys(daemon_config.outputs)]
     assert sorted(Path(r["photo"]).name for r in reports) == ["alias.jpg", "plain.jpg"]
     private_hash = hashlib.sha256((private / "holiday.jpg").read_bytes()).hexdigest()
     assert d.journal is not None and d.journal.all()
@@ -260,17 +252,17 @@ def test_daemon_recursive_refuses_a_sub_folder_linked_out_of_inputs(
     (inputs / "album").symlink_to(private, target_is_directory=True)
     events: list[JobEvent] = []
     d = running_daemon(config, events=events)
-    _settle(d)
+    settle(d)
     assert d.intake is not None
     d.intake.note(inputs / "album")
-    _settle(d)
+    settle(d)
     outcome = {Path(e.photo).name: e for e in events}
     assert outcome["mine.jpg"].outcome == "done"
     assert outcome["holiday.jpg"].outcome == "failed"
     assert (f"{inputs / 'album' / 'holiday.jpg'}: is a link to a file outside"
             in outcome["holiday.jpg"].error)
     assert [json.loads(p.with_suffix(".json").read_text())["photo"]
-            for p in _plys(config)] == [str(inputs / "own" / "mine.jpg")]
+            for p in plys(config.outputs)] == [str(inputs / "own" / "mine.jpg")]
 
 
 @pytest.mark.timeout(120)
@@ -296,9 +288,9 @@ def test_daemon_refuses_a_file_swapped_for_a_link_after_it_was_queued(
     os.replace(inputs / ".link.tmp", victim)
     time.sleep(1.0)  # let the intake see the swap (it queues nothing new: same content)
     d.resume()
-    _settle(d)
+    settle(d)
     # A swapped depth map is also refused when the intake re-reads the sidecar; the job
     # queued before the swap is refused by the worker, at the moment it opens the file.
     assert events and all(e.outcome == "failed" for e in events)
     assert any(f"{victim}: is a link to a file outside" in (e.error or "") for e in events)
-    assert _plys(daemon_config) == []
+    assert plys(daemon_config.outputs) == []

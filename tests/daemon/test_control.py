@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import socket
@@ -20,6 +19,7 @@ from daemon.instance import (
     Instance,
     read_endpoint,
 )
+from tests.support.running_program import raw
 
 
 @pytest.fixture
@@ -42,19 +42,6 @@ def served(tmp_path):
     yield tmp_path, server, calls
     server.close()
     instance.release()
-
-
-def raw(port: int, method: str, path: str, headers: dict[str, str]) -> tuple[int, dict]:
-    """A request with exactly the given headers (http.client adds Host unless told not to)."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    connection.putrequest(method, path, skip_host=True)
-    for key, value in headers.items():
-        connection.putheader(key, value)
-    connection.endheaders()
-    response = connection.getresponse()
-    body = json.loads(response.read())
-    connection.close()
-    return response.status, body
 
 
 def test_client_round_trip(served):

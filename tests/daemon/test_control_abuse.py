@@ -24,7 +24,7 @@ import pytest
 from daemon import control
 from daemon.instance import INFO_NAME, SECRET_NAME, Endpoint, read_endpoint
 from service import cli
-from tests.daemon.test_control import raw
+from tests.support.running_program import raw, status_of
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX modes and umask")
 
@@ -35,13 +35,6 @@ def _config_text(tmp: Path, depth_dir: Path) -> str:
             'sharp_factory = "tests.support.sharp_double:build"\n'
             f'[daemon]\nstate_dir = "{tmp / "state"}"\nstable_seconds = 0.2\n'
             f'[service]\nlog_dir = "{tmp / "logs"}"\nnotifications = false\n')
-
-
-def _status(state: Path) -> dict:
-    try:
-        return control.request(state, "GET", "/status", timeout=2)
-    except (control.NotRunning, control.ControlError):
-        return {}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +52,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, tiny_depth_dir: Path
     state = tmp / "state"
     try:
         deadline = time.monotonic() + 120
-        while _status(state).get("state") not in ("idle", "working"):
+        while status_of(state).get("state") not in ("idle", "working"):
             assert process.poll() is None, f"sharp-watch run exited with {process.returncode}"
             assert time.monotonic() < deadline, "sharp-watch run did not come up"
             time.sleep(0.2)
@@ -106,7 +99,7 @@ def test_requests_without_the_right_secret_are_refused_and_change_nothing(live) 
         assert code == 401, f"{attempt!r} got {code}"
         assert endpoint.secret not in str(body)
     assert raw(endpoint.port, "GET", "/status", {"Host": host})[0] == 401
-    assert _status(state)["state"] == "idle", "a refused pause paused the daemon"
+    assert status_of(state)["state"] == "idle", "a refused pause paused the daemon"
 
 
 @pytest.mark.timeout(180)
@@ -119,7 +112,7 @@ def test_foreign_host_is_refused_even_with_the_secret(live, host: str) -> None:
     value = host.format(port=endpoint.port, other=endpoint.port + 1)
     code, _ = raw(endpoint.port, "POST", "/pause", {**_good(endpoint), "Host": value})
     assert code == 403
-    assert _status(state)["state"] == "idle"
+    assert status_of(state)["state"] == "idle"
 
 
 @pytest.mark.timeout(180)
@@ -132,7 +125,7 @@ def test_any_origin_is_refused_even_with_the_secret(live, origin: str) -> None:
     headers = {**_good(endpoint), "Origin": origin.format(port=endpoint.port)}
     assert raw(endpoint.port, "POST", "/pause", headers)[0] == 403
     assert raw(endpoint.port, "GET", "/status", headers)[0] == 403
-    assert _status(state)["state"] == "idle"
+    assert status_of(state)["state"] == "idle"
 
 
 @pytest.mark.timeout(180)
@@ -152,7 +145,7 @@ def test_garbage_on_the_port_does_not_stop_the_channel(live) -> None:
                     pass
             except OSError:
                 pass
-    assert _status(state)["state"] == "idle"
+    assert status_of(state)["state"] == "idle"
     assert raw(endpoint.port, "GET", "/status", _good(endpoint))[0] == 200
 
 
@@ -200,5 +193,5 @@ def test_idle_and_slow_clients_hold_no_thread_and_status_still_answers(live, cap
     finally:
         for conn in idle:
             conn.close()
-    assert _status(state)["state"] == "idle"
+    assert status_of(state)["state"] == "idle"
     assert daemon.num_threads() - threads_before <= control.WORKERS

@@ -13,6 +13,7 @@ import daemon.outputs
 from pipeline import OutOfMemoryError, Pipeline
 from pipeline.atomic import temp_path
 from tests.conftest import wait_for
+from tests.support.files import npy_bytes
 
 
 def _good_jpeg_bytes(make_photo, tmp_path) -> bytes:
@@ -23,14 +24,6 @@ def _drop(path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
-
-
-def _npy_bytes(array, allow_pickle=False) -> bytes:
-    from io import BytesIO
-
-    buf = BytesIO()
-    np.save(buf, array, allow_pickle=allow_pickle)
-    return buf.getvalue()
 
 
 class _Boom:
@@ -92,7 +85,7 @@ def test_bad_npy_fails_photo_without_running_pickles(running_daemon, daemon_conf
     monkeypatch.chdir(tmp_path)
     inputs = daemon_config.inputs
     inputs.mkdir(parents=True)
-    (inputs / "d.npy").write_bytes(_npy_bytes(array, allow_pickle=True))
+    (inputs / "d.npy").write_bytes(npy_bytes(array, allow_pickle=True))
     (inputs / "n.toml").write_text('external_depth = "d.npy"\n')
     make_photo(inputs / "n.jpg")
     events = []
@@ -102,7 +95,7 @@ def test_bad_npy_fails_photo_without_running_pickles(running_daemon, daemon_conf
     assert "d.npy" in (daemon_config.outputs / "n.jpg.error.txt").read_text()
     assert not (tmp_path / "PWNED").exists()
     # Fixing the .npy re-runs the photo that uses it.
-    _drop(inputs / "d.npy", _npy_bytes(np.full((48, 64), 2.0, dtype=np.float32)))
+    _drop(inputs / "d.npy", npy_bytes(np.full((48, 64), 2.0, dtype=np.float32)))
     assert wait_for(lambda: len(events) == 2) and d.wait_until_idle(30)
     assert events[1].outcome == "done"
     assert not (daemon_config.outputs / "n.jpg.error.txt").exists()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 import struct
 from pathlib import Path
 
@@ -26,12 +25,7 @@ from pipeline.exports import EXPORTERS, SPLAT_RECORD
 from pipeline.ply import ply_size
 from pipeline.settings import EXPORT_FORMATS
 from tests.conftest import wait_for
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+from tests.support.files import save_sidecar
 
 
 def _spz_count(path: Path) -> int:
@@ -66,7 +60,7 @@ def test_sidecar_formats_write_every_export_beside_the_ply(running_daemon, daemo
                                                            make_photo) -> None:
     inputs, outputs = daemon_config.inputs, daemon_config.outputs
     inputs.mkdir(parents=True)
-    _write(inputs / "cat.toml", 'formats = ["ply", "spz", "splat"]\n')
+    save_sidecar(inputs / "cat.toml", 'formats = ["ply", "spz", "splat"]\n')
     make_photo(inputs / "cat.jpg")
     make_photo(inputs / "dog.jpg", seed=1)  # no sidecar: the default, PLY only
     events: list = []
@@ -100,7 +94,7 @@ def test_adding_a_format_to_the_sidecar_is_new_work(running_daemon, daemon_confi
     daemon = running_daemon(events=events)
     assert wait_for(lambda: len(events) == 1) and daemon.wait_until_idle(30)
     assert not list(outputs.glob("*.spz"))
-    _write(inputs / "cat.toml", 'formats = ["ply", "spz"]\n')
+    save_sidecar(inputs / "cat.toml", 'formats = ["ply", "spz"]\n')
     assert wait_for(lambda: len(events) == 2) and daemon.wait_until_idle(30)
     assert [e.outcome for e in events] == ["done", "done"]
     assert len(list(outputs.glob("cat_*.ply"))) == 2
@@ -112,7 +106,7 @@ def test_a_compare_writes_the_exports_of_every_source(running_daemon, daemon_con
                                                       make_photo) -> None:
     inputs, outputs = daemon_config.inputs, daemon_config.outputs
     inputs.mkdir(parents=True)
-    _write(inputs / "cat.toml",
+    save_sidecar(inputs / "cat.toml",
            'compare = ["depth-pro", "internal"]\nformats = ["ply", "splat"]\n')
     make_photo(inputs / "cat.jpg")
     events: list = []

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import threading
 from collections.abc import Callable
@@ -33,19 +32,8 @@ from daemon.jobs import settings_to_json
 from daemon.journal import Journal
 from pipeline import DepthSettings, Pipeline
 from service import logs
-from tests.conftest import write_photo
-from tests.daemon.test_stress import events_of, plys, settle, wait_for
-from tests.daemon.test_threads_survive import log_lines
-
-
-def reports(outputs: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.with_suffix(".json").read_text(encoding="utf-8"))
-            for p in plys(outputs)]
-
-
-def sharp_calls(pipe: Pipeline) -> int:
-    return int(pipe.sharp.predictor.calls)
-
+from tests.conftest import wait_for, write_photo
+from tests.support.daemon_runs import events_of, log_lines, plys, reports, settle, sharp_calls
 
 # ---------------------------------------------------------------- (a) our own results
 

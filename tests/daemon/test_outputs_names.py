@@ -29,6 +29,7 @@ from daemon.outputs import OutputFolder
 from daemon.results import MAX_STEM_BYTES, timestamped_path
 from pipeline.atomic import temp_path
 from tests.conftest import small_prediction, small_report, wait_for, write_photo
+from tests.support.daemon_runs import settle
 
 WHEN = datetime(2026, 11, 24, 3, 15, 0)
 STAMP = "20261124-031500"
@@ -235,12 +236,9 @@ def test_any_exception_while_writing_a_compare_leaves_no_file(
 def _settle(d: Daemon, events: list[JobEvent] | None = None, count: int = 0) -> None:
     """Wait for `count` events in `events` (generous: the machine may be loaded), then for
     the daemon to go idle."""
-    import time
-
     if events is not None:
         assert wait_for(lambda: len(events) >= count, 90), f"{len(events)} of {count} events"
-    time.sleep(0.4)
-    assert d.wait_until_idle(60), "daemon did not go idle"
+    settle(d)
 
 
 def _fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:

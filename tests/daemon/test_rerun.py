@@ -7,7 +7,6 @@ that arrives within the test's timeout can only have come through the rerun.
 
 from __future__ import annotations
 
-import http.client
 import json
 import threading
 import urllib.parse
@@ -20,6 +19,8 @@ from daemon import control
 from daemon.instance import Instance
 from service.runner import control_actions
 from tests.conftest import wait_for
+from tests.support.daemon_runs import plys
+from tests.support.running_program import raw
 
 SLOW_SETTLE = 60.0
 
@@ -27,10 +28,6 @@ SLOW_SETTLE = 60.0
 @pytest.fixture
 def slow_settling(make_daemon_config):
     return make_daemon_config(stable_seconds=SLOW_SETTLE)
-
-
-def _plys(folder: Path, stem: str) -> list[Path]:
-    return sorted(folder.glob(f"{stem}_*.ply"), key=lambda p: p.stat().st_mtime_ns)
 
 
 def test_rerun_queues_a_photo_and_its_new_sidecar_without_the_settle_wait(
@@ -54,11 +51,11 @@ def test_rerun_queues_a_photo_and_its_new_sidecar_without_the_settle_wait(
         assert wait_for(lambda: len(events) == 2, 30), "the rerun did not use the new sidecar"
         assert [e.outcome for e in events] == ["done", "done"]
         reports = [json.loads(p.with_suffix(".json").read_text(encoding="utf-8"))
-                   for p in _plys(config.outputs, "cat")]
+                   for p in plys(config.outputs, "cat")]
         assert [r["settings"]["depth_scale"] for r in reports] == [1.0, 0.5]
     finally:
         daemon.stop()
-    assert len(_plys(config.outputs, "cat")) == 2
+    assert len(plys(config.outputs, "cat")) == 2
 
 
 def test_rerun_refuses_what_is_not_a_photo_of_the_inputs_folder(
@@ -104,12 +101,8 @@ class _Daemon:
 
 
 def _post(port: int, secret: str, path: str) -> tuple[int, dict]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    connection.request("POST", path, headers={"Authorization": f"Bearer {secret}"})
-    response = connection.getresponse()
-    body = json.loads(response.read())
-    connection.close()
-    return response.status, body
+    return raw(port, "POST", path, {"Host": f"127.0.0.1:{port}",
+                                    "Authorization": f"Bearer {secret}"})
 
 
 def test_the_control_channel_passes_the_photo_and_answers_a_bad_one_with_400(

@@ -4,9 +4,7 @@ cannot exist."""
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,40 +12,25 @@ import pytest
 
 from daemon import Config, Daemon, JobEvent
 from tests.conftest import wait_for, write_photo
-
-
-def _settle(d: Daemon, timeout: float = 60.0) -> None:
-    time.sleep(0.4)
-    assert d.wait_until_idle(timeout)
-
-
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _reports(config: Config) -> list[dict]:
-    plys = sorted(config.outputs.glob("*.ply"), key=lambda p: p.stat().st_mtime_ns)
-    return [json.loads(p.with_suffix(".json").read_text(encoding="utf-8")) for p in plys]
+from tests.support.daemon_runs import reports, settle
+from tests.support.files import save_sidecar
 
 
 @pytest.mark.timeout(90)
 def test_an_upper_case_sidecar_is_used_and_editing_it_reruns_the_photo(
         running_daemon: Callable[..., Daemon], daemon_config: Config) -> None:
     inputs = daemon_config.inputs
-    _write(inputs / "ROOM.TOML", "depth_scale = 0.8\n")
+    save_sidecar(inputs / "ROOM.TOML", "depth_scale = 0.8\n")
     write_photo(inputs / "room.jpg", seed=11)
     events: list[JobEvent] = []
     d = running_daemon(events=events)
     assert wait_for(lambda: len(events) == 1)
-    _settle(d)
-    _write(inputs / "ROOM.TOML", "depth_scale = 0.5\n")
+    settle(d)
+    save_sidecar(inputs / "ROOM.TOML", "depth_scale = 0.5\n")
     assert wait_for(lambda: len(events) == 2)
-    _settle(d)
+    settle(d)
     assert [e.outcome for e in events] == ["done", "done"]
-    assert [r["settings"]["depth_scale"] for r in _reports(daemon_config)] == [0.8, 0.5]
+    assert [r["settings"]["depth_scale"] for r in reports(daemon_config.outputs)] == [0.8, 0.5]
 
 
 @pytest.mark.timeout(60)
@@ -61,7 +44,7 @@ def test_a_fifo_named_like_a_sidecar_fails_its_photo_and_blocks_nothing(
     d = running_daemon(events=events)
     write_photo(inputs / "piped.jpg", seed=12)
     write_photo(inputs / "plain.jpg", seed=13)
-    _settle(d, 30)
+    settle(d, 30)
     outcome = {Path(e.photo).name: e for e in events}
     assert outcome["piped.jpg"].outcome == "failed"
     assert f"{inputs / 'piped.toml'}: not a regular file" in (outcome["piped.jpg"].error or "")
@@ -77,5 +60,5 @@ def test_a_photo_with_the_longest_name_runs_without_a_sidecar(
     d = running_daemon(events=events)
     write_photo(tmp_path / "staging" / "p.jpg", seed=14)
     os.replace(tmp_path / "staging" / "p.jpg", daemon_config.inputs / name)
-    _settle(d)
+    settle(d)
     assert [(Path(e.photo).name, e.outcome, e.error) for e in events] == [(name, "done", None)]

@@ -11,20 +11,12 @@ from plyfile import PlyData
 
 from pipeline import DepthSettings
 from tests.conftest import wait_for
+from tests.support.daemon_runs import plys
+from tests.support.files import save_sidecar
 
 
 def _ply_z(path) -> np.ndarray:
     return np.asarray(PlyData.read(str(path))["vertex"]["z"], dtype=np.float64)
-
-
-def _write(path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _plys(folder, stem):
-    return sorted(folder.glob(f"{stem}_*.ply"), key=lambda p: p.stat().st_mtime_ns)
 
 
 def test_sidecar_edit_gives_second_ply_scaled_by_depth_scale(running_daemon, daemon_config,
@@ -33,16 +25,18 @@ def test_sidecar_edit_gives_second_ply_scaled_by_depth_scale(running_daemon, dae
     inputs.mkdir(parents=True)
     depth = np.linspace(1.0, 4.0, 48 * 64, dtype=np.float32).reshape(48, 64)
     np.save(inputs / "room_depth.npy", depth)
-    _write(inputs / "room.toml", 'external_depth = "room_depth.npy"\ndepth_format = "metric"\n')
+    save_sidecar(inputs / "room.toml",
+                 'external_depth = "room_depth.npy"\ndepth_format = "metric"\n')
     make_photo(inputs / "room.jpg")
     events = []
     daemon = running_daemon(events=events)
     assert wait_for(lambda: len(events) == 1) and daemon.wait_until_idle(30)
-    _write(inputs / "room.toml", 'external_depth = "room_depth.npy"\ndepth_format = "metric"\n'
-                                 "depth_scale = 0.5\n")
+    save_sidecar(inputs / "room.toml",
+                 'external_depth = "room_depth.npy"\ndepth_format = "metric"\n'
+                 "depth_scale = 0.5\n")
     assert wait_for(lambda: len(events) == 2) and daemon.wait_until_idle(30)
     assert [e.outcome for e in events] == ["done", "done"]
-    first, second = _plys(daemon_config.outputs, "room")
+    first, second = plys(daemon_config.outputs, "room")
     z1, z2 = _ply_z(first), _ply_z(second)
     np.testing.assert_allclose(z2, 0.5 * z1, rtol=1e-4)
     report = json.loads(second.with_suffix(".json").read_text())
@@ -65,7 +59,7 @@ def test_sidecar_saved_twice_quickly_runs_once(running_daemon, daemon_config, ma
     (inputs / "p.toml").write_text("depth_scale = 0.8\n")
     assert wait_for(lambda: len(events) == 2) and daemon.wait_until_idle(30)
     assert tiny_pipeline.sharp.predictor.calls - calls == 1
-    newest = _plys(daemon_config.outputs, "p")[-1]
+    newest = plys(daemon_config.outputs, "p")[-1]
     assert json.loads(newest.with_suffix(".json").read_text())["settings"]["depth_scale"] == 0.8
 
 
@@ -81,7 +75,7 @@ def test_photo_and_sidecar_dropped_together_run_once_with_the_sidecar(running_da
     os.replace(staging / "duo.toml", daemon_config.inputs / "duo.toml")
     assert wait_for(lambda: events) and daemon.wait_until_idle(30)
     assert len(events) == 1
-    (ply,) = _plys(daemon_config.outputs, "duo")
+    (ply,) = plys(daemon_config.outputs, "duo")
     report = json.loads(ply.with_suffix(".json").read_text())
     assert report["settings"]["depth_scale"] == 1.5
     assert report["focal"]["origin"] == "override"
@@ -96,7 +90,7 @@ def test_retune_uses_the_depth_cache(running_daemon, make_daemon_config, make_ph
     (daemon_config.inputs / "c.toml").write_text("depth_offset = 0.25\n")
     assert wait_for(lambda: len(events) == 2) and daemon.wait_until_idle(30)
     first, second = (json.loads(p.with_suffix(".json").read_text())
-                     for p in _plys(daemon_config.outputs, "c"))
+                     for p in plys(daemon_config.outputs, "c"))
     assert first["depth"]["from_cache"] is False and "depth" in first["timings_s"]
     assert second["depth"]["from_cache"] is True and "depth" not in second["timings_s"]
     assert daemon.cache.hits == 1
@@ -111,7 +105,7 @@ def test_bad_sidecar_fails_photo_then_fix_clears_it(running_daemon, daemon_confi
     inputs = daemon_config.inputs
     inputs.mkdir(parents=True)
     (inputs.parent / "outside.npy").write_bytes(b"x")
-    _write(inputs / "s.toml", text)
+    save_sidecar(inputs / "s.toml", text)
     make_photo(inputs / "s.jpg")
     events = []
     daemon = running_daemon(events=events)
@@ -119,7 +113,7 @@ def test_bad_sidecar_fails_photo_then_fix_clears_it(running_daemon, daemon_confi
     assert events[0].outcome == "failed" and needle in events[0].error
     error_file = daemon_config.outputs / "s.jpg.error.txt"
     assert "s.toml" in error_file.read_text() and needle in error_file.read_text()
-    _write(inputs / "s.toml", "depth_scale = 2.0\n")
+    save_sidecar(inputs / "s.toml", "depth_scale = 2.0\n")
     assert wait_for(lambda: len(events) == 2) and daemon.wait_until_idle(30)
     assert events[1].outcome == "done"
     assert not error_file.exists()

@@ -20,8 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +33,11 @@ import daemon.outputs
 import daemon.readiness
 import daemon.worker
 import pipeline.atomic
-from daemon import Config, Daemon, JobEvent
+from daemon import Config
 from daemon.config import FolderConfig
 from pipeline import DepthSettings, OutOfMemoryError, Pipeline
-from tests.conftest import write_photo
+from tests.conftest import wait_for, write_photo
+from tests.support.daemon_runs import events_of, plys, settle, sharp_calls, stem_of
 
 REPO = Path(__file__).resolve().parents[2]
 GAUSSIANS = 2 * 32 * 32  # the SHARP double at resolution 64
@@ -45,31 +45,6 @@ RESULT_SUFFIXES = (".ply", ".json", ".png", ".npy")
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return condition()
-
-
-def settle(daemon: Daemon, timeout: float = 60.0) -> None:
-    """Let watchdog deliver recent events, then wait for the daemon to go idle."""
-    time.sleep(0.4)
-    assert daemon.wait_until_idle(timeout), f"daemon not idle after {timeout} s"
-
-
-def plys(outputs: Path, stem: str | None = None) -> list[Path]:
-    return sorted(p for p in outputs.glob("*.ply") if stem is None or _stem_of(p) == stem)
-
-
-def _stem_of(ply: Path) -> str:
-    """The photo stem a result was named after (`<stem>_<YYYYmmdd-HHMMSS>[-n]`)."""
-    return json.loads(ply.with_suffix(".json").read_text(encoding="utf-8"))["photo"].rsplit(
-        "/", 1)[-1].rsplit(".", 1)[0]
 
 
 def plys_quiet(outputs: Path) -> list[Path]:
@@ -86,17 +61,6 @@ def check_complete_ply(path: Path) -> None:
     assert ply["vertex"].count == GAUSSIANS, path
     report = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
     assert path.name in report["files"]
-
-
-@contextmanager
-def events_of(daemon: Daemon) -> Iterator[list[JobEvent]]:
-    seen: list[JobEvent] = []
-    daemon.subscribe(seen.append)
-    yield seen
-
-
-def sharp_calls(pipe: Pipeline) -> int:
-    return int(pipe.sharp.predictor.calls)
 
 
 class FaultyOpen:
@@ -713,7 +677,7 @@ def kill_rounds(config_file: Path, outputs: Path, log: Path, kills: int, rng: ra
         try:
             if rng.random() < 0.25:
                 time.sleep(rng.uniform(0.5, 8.0))
-            elif wait_for(lambda b=before: len(plys_quiet(outputs)) > b, 60, 0.02):
+            elif wait_for(lambda b=before: len(plys_quiet(outputs)) > b, 60):
                 time.sleep(rng.uniform(0.0, 0.6))
         finally:
             proc.send_signal(signal.SIGKILL)
@@ -726,7 +690,7 @@ def run_to_completion(config_file: Path, log: Path, done: Callable[[], bool],
                       timeout: float) -> None:
     proc = start_daemon(config_file, log)
     try:
-        assert wait_for(done, timeout, 0.2), f"not finished after {timeout} s; see {log}"
+        assert wait_for(done, timeout), f"not finished after {timeout} s; see {log}"
         time.sleep(1.0)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -748,7 +712,7 @@ def tally_outputs(config: Config, versions: dict[str, int]) -> dict[str, Any]:
         except (AssertionError, OSError, ValueError, KeyError) as exc:
             incomplete.append(f"{ply.name}: {exc!r}")
             continue
-        by_stem.setdefault(_stem_of(ply), []).append(ply)
+        by_stem.setdefault(stem_of(ply), []).append(ply)
     db = sqlite3.connect(config.daemon.state_dir / "journal.sqlite3")
     rows = db.execute("SELECT state, outputs FROM jobs").fetchall()
     db.close()

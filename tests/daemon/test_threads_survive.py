@@ -18,13 +18,11 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from loguru import logger
 
 import daemon.intake
 import daemon.journal
@@ -34,27 +32,8 @@ from daemon.intake import Intake
 from daemon.journal import Journal
 from daemon.status import Board, JobEvent
 from daemon.watcher import scan
-from tests.conftest import write_photo
-from tests.daemon.test_stress import events_of, plys, settle, wait_for
-
-
-@contextmanager
-def log_lines() -> Iterator[list[str]]:
-    """Every log record while the block runs, as `LEVEL message` (with any traceback)."""
-    lines: list[str] = []
-
-    def sink(message: Any) -> None:
-        record = message.record
-        text = f"{record['level'].name} {record['message']}"
-        if record["exception"] is not None:
-            text += " Traceback"
-        lines.append(text)
-
-    handle = logger.add(sink, level="DEBUG")
-    try:
-        yield lines
-    finally:
-        logger.remove(handle)
+from tests.conftest import wait_for, write_photo
+from tests.support.daemon_runs import events_of, log_lines, plys, settle
 
 
 def problems_of(d: Daemon) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ from daemon.journal import Journal
 from daemon.readiness import Settler
 from daemon.watcher import ignored_name, is_watched
 from pipeline import DepthSettings, RawDepth
+from tests.support.files import npy_bytes
 
 
 def test_job_key_depends_on_content_settings_and_depth_content_only():
@@ -109,36 +110,29 @@ def _npy_with_header(header: dict, body: bytes, version: bytes = b"\x01\x00") ->
     return prefix + len(text).to_bytes(size, "little") + text + body
 
 
-def _npy(array) -> bytes:
-    from io import BytesIO
-
-    buf = BytesIO()
-    np.save(buf, array, allow_pickle=True)
-    return buf.getvalue()
-
-
 _GOOD = _raw(0).values
 _HEADER = {"descr": "<f4", "fortran_order": False, "shape": (64, 64)}
 _DAMAGED_NPY = {
     "zero length": b"",
     "magic only": b"\x93NUMPY",
     "garbage": b"\x93NUMPY garbage",
-    "truncated body": _npy(_GOOD)[:-100],
-    "truncated header": _npy(_GOOD)[:40],
-    "trailing bytes": _npy(_GOOD) + b"\0" * 16,
+    "truncated body": npy_bytes(_GOOD)[:-100],
+    "truncated header": npy_bytes(_GOOD)[:40],
+    "trailing bytes": npy_bytes(_GOOD) + b"\0" * 16,
     "huge shape, tiny body": _npy_with_header({**_HEADER, "shape": (10**6, 10**6)}, b"\0" * 64),
     "negative shape": _npy_with_header({**_HEADER, "shape": (-64, -64)}, b"\0" * 64),
-    "float64": _npy(_GOOD.astype(np.float64)),
-    "int32": _npy(_GOOD.astype(np.int32)),
-    "float16": _npy(_GOOD.astype(np.float16)),
-    "big endian": _npy(_GOOD.astype(">f4")),
-    "object (pickle)": _npy(np.array([None] * 4096, dtype=object).reshape(64, 64)),
-    "fortran order": _npy(np.asfortranarray(_GOOD)),
-    "three dims": _npy(_GOOD.reshape(1, 64, 64)),
-    "one dim": _npy(_GOOD.ravel()),
-    "other shape": _npy(_GOOD.reshape(32, 128)),
-    "NaN": _npy(np.where(_GOOD > 0.5, np.nan, _GOOD).astype(np.float32)),
-    "inf": _npy(np.where(_GOOD > 0.5, np.inf, _GOOD).astype(np.float32)),
+    "float64": npy_bytes(_GOOD.astype(np.float64)),
+    "int32": npy_bytes(_GOOD.astype(np.int32)),
+    "float16": npy_bytes(_GOOD.astype(np.float16)),
+    "big endian": npy_bytes(_GOOD.astype(">f4")),
+    "object (pickle)": npy_bytes(np.array([None] * 4096, dtype=object).reshape(64, 64),
+                                 allow_pickle=True),
+    "fortran order": npy_bytes(np.asfortranarray(_GOOD)),
+    "three dims": npy_bytes(_GOOD.reshape(1, 64, 64)),
+    "one dim": npy_bytes(_GOOD.ravel()),
+    "other shape": npy_bytes(_GOOD.reshape(32, 128)),
+    "NaN": npy_bytes(np.where(_GOOD > 0.5, np.nan, _GOOD).astype(np.float32)),
+    "inf": npy_bytes(np.where(_GOOD > 0.5, np.inf, _GOOD).astype(np.float32)),
     "version 3 header": _npy_with_header(_HEADER, _GOOD.tobytes(), b"\x03\x00"),
     "header not a dict": _npy_with_header([1, 2], _GOOD.tobytes()),  # type: ignore[arg-type]
 }
@@ -198,7 +192,7 @@ def _damaged_cache(tmp_path: Path, npy: bytes | None, meta: bytes | None) -> Dep
 
 
 def test_depth_cache_entry_written_by_put_is_the_one_read_back(tmp_path):
-    cache = _damaged_cache(tmp_path, _npy(_GOOD), _meta())
+    cache = _damaged_cache(tmp_path, npy_bytes(_GOOD), _meta())
     got = cache.get("a", "k")
     assert got is not None and cache.hits == 1
     np.testing.assert_array_equal(got.values, _GOOD)
@@ -227,21 +221,21 @@ def test_cache_header_declaring_a_huge_array_allocates_nothing(tmp_path):
 
 @pytest.mark.parametrize("variant", sorted(_DAMAGED_JSON))
 def test_damaged_cache_json_is_a_miss_and_is_deleted(tmp_path, variant):
-    cache = _damaged_cache(tmp_path, _npy(_GOOD), _DAMAGED_JSON[variant])
+    cache = _damaged_cache(tmp_path, npy_bytes(_GOOD), _DAMAGED_JSON[variant])
     assert cache.get("a", "k") is None
     assert cache.misses == 1 and list((tmp_path / "cache").iterdir()) == []
 
 
 @pytest.mark.parametrize("missing", ["npy", "json"])
 def test_cache_entry_with_one_file_missing_is_a_miss(tmp_path, missing):
-    cache = _damaged_cache(tmp_path, None if missing == "npy" else _npy(_GOOD),
+    cache = _damaged_cache(tmp_path, None if missing == "npy" else npy_bytes(_GOOD),
                            None if missing == "json" else _meta())
     assert cache.get("a", "k") is None
     assert list((tmp_path / "cache").iterdir()) == []
 
 
 def test_cache_entry_that_is_a_folder_is_a_miss(tmp_path):
-    cache = _damaged_cache(tmp_path, _npy(_GOOD), _meta())
+    cache = _damaged_cache(tmp_path, npy_bytes(_GOOD), _meta())
     for npy in (tmp_path / "cache").glob("*.npy"):
         npy.unlink()
         npy.mkdir()
@@ -252,7 +246,7 @@ def test_fuzzed_cache_entries_are_a_miss_or_exactly_what_was_stored(tmp_path):
     """Random truncations and byte flips of both files: never an exception, never a map of
     another shape, kind or content."""
     rng = np.random.default_rng(0)
-    good_npy, good_meta = _npy(_GOOD), _meta()
+    good_npy, good_meta = npy_bytes(_GOOD), _meta()
     outcomes = {"hit": 0, "miss": 0}
     for trial in range(300):
         npy, meta = bytearray(good_npy), bytearray(good_meta)

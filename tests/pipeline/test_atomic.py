@@ -8,7 +8,6 @@ import errno
 import io
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -259,13 +258,6 @@ def test_every_name_we_make_still_fits_with_its_temp_name() -> None:
 
 
 # ---------------------------------------------------------------- owner only
-
-
-@pytest.fixture
-def usual_umask() -> Iterator[None]:
-    old = os.umask(0o022)
-    yield
-    os.umask(old)
 
 
 @pytest.mark.skipif(atomic.WINDOWS, reason="POSIX modes")

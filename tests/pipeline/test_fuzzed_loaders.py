@@ -27,6 +27,7 @@ from PIL import Image
 
 from pipeline import InputError, load_image
 from pipeline.depth.external import load_depth_npy
+from tests.support.files import npy_bytes
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow on corrupt EXIF
 
@@ -311,12 +312,6 @@ class Payload:
         return (open, (str(self.marker), "w"))
 
 
-def _npy_bytes(array: np.ndarray, allow_pickle: bool = False) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=allow_pickle)
-    return buffer.getvalue()
-
-
 def _npy_header(descr: str, shape: tuple[int, ...], version: int = 1) -> bytes:
     """A hand-written `.npy` header (no data): any descr, any declared shape."""
     header = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}"
@@ -340,50 +335,50 @@ def npy_corpus(folder: Path, count: int, marker: Path, seed: int = NPY_SEED) -> 
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
     kinds: list[tuple[str, str, Callable[[], bytes]]] = [
-        ("valid", "ok", lambda: _npy_bytes(_good_depth(rng))),
-        ("valid-int", "ok", lambda: _npy_bytes(np.arange(1, 769, dtype=np.uint16).reshape(24, 32))),
-        ("valid-hw1", "ok", lambda: _npy_bytes(_good_depth(rng)[..., None])),
-        ("fortran", "ok", lambda: _npy_bytes(np.asfortranarray(_good_depth(rng)))),
-        ("big-endian", "ok", lambda: _npy_bytes(_good_depth(rng).astype(">f4"))),
+        ("valid", "ok", lambda: npy_bytes(_good_depth(rng))),
+        ("valid-int", "ok", lambda: npy_bytes(np.arange(1, 769, dtype=np.uint16).reshape(24, 32))),
+        ("valid-hw1", "ok", lambda: npy_bytes(_good_depth(rng)[..., None])),
+        ("fortran", "ok", lambda: npy_bytes(np.asfortranarray(_good_depth(rng)))),
+        ("big-endian", "ok", lambda: npy_bytes(_good_depth(rng).astype(">f4"))),
         ("pickled-object-array", "error",
-         lambda: _npy_bytes(np.array([Payload(marker), 1.0], dtype=object), allow_pickle=True)),
+         lambda: npy_bytes(np.array([Payload(marker), 1.0], dtype=object), allow_pickle=True)),
         ("raw-pickle", "error", lambda: pickle.dumps(Payload(marker))),
         ("pickle-after-header", "error",
          lambda: _npy_header("|O", (2,)) + pickle.dumps([Payload(marker)])),
         ("object-2d", "error",
-         lambda: _npy_bytes(np.full((4, 4), Payload(marker), dtype=object), allow_pickle=True)),
-        ("nan", "error", lambda: _npy_bytes(_with(_good_depth(rng), np.nan, rng))),
-        ("inf", "error", lambda: _npy_bytes(_with(_good_depth(rng), np.inf, rng))),
-        ("negative", "error", lambda: _npy_bytes(_with(_good_depth(rng), -1.0, rng))),
-        ("zeros", "error", lambda: _npy_bytes(np.zeros((24, 32), np.float32))),
-        ("overflow-to-inf", "error", lambda: _npy_bytes(np.full((4, 4), 1e300))),
-        ("rank-1", "error", lambda: _npy_bytes(np.ones(50, np.float32))),
-        ("rank-0", "error", lambda: _npy_bytes(np.float32(3.0))),
-        ("rank-3", "error", lambda: _npy_bytes(np.ones((24, 32, 3), np.float32))),
-        ("rank-4", "error", lambda: _npy_bytes(np.ones((2, 2, 3, 3), np.float32))),
-        ("empty", "error", lambda: _npy_bytes(np.ones((0, 5), np.float32))),
-        ("complex", "error", lambda: _npy_bytes(np.ones((4, 4), np.complex64))),
-        ("bool", "error", lambda: _npy_bytes(np.ones((4, 4), bool))),
-        ("string", "error", lambda: _npy_bytes(np.full((4, 4), "1.0"))),
+         lambda: npy_bytes(np.full((4, 4), Payload(marker), dtype=object), allow_pickle=True)),
+        ("nan", "error", lambda: npy_bytes(_with(_good_depth(rng), np.nan, rng))),
+        ("inf", "error", lambda: npy_bytes(_with(_good_depth(rng), np.inf, rng))),
+        ("negative", "error", lambda: npy_bytes(_with(_good_depth(rng), -1.0, rng))),
+        ("zeros", "error", lambda: npy_bytes(np.zeros((24, 32), np.float32))),
+        ("overflow-to-inf", "error", lambda: npy_bytes(np.full((4, 4), 1e300))),
+        ("rank-1", "error", lambda: npy_bytes(np.ones(50, np.float32))),
+        ("rank-0", "error", lambda: npy_bytes(np.float32(3.0))),
+        ("rank-3", "error", lambda: npy_bytes(np.ones((24, 32, 3), np.float32))),
+        ("rank-4", "error", lambda: npy_bytes(np.ones((2, 2, 3, 3), np.float32))),
+        ("empty", "error", lambda: npy_bytes(np.ones((0, 5), np.float32))),
+        ("complex", "error", lambda: npy_bytes(np.ones((4, 4), np.complex64))),
+        ("bool", "error", lambda: npy_bytes(np.ones((4, 4), bool))),
+        ("string", "error", lambda: npy_bytes(np.full((4, 4), "1.0"))),
         ("structured", "error",
-         lambda: _npy_bytes(np.zeros((4, 4), dtype=[("d", "<f4"), ("c", "<f4")]))),
-        ("datetime", "error", lambda: _npy_bytes(np.zeros((4, 4), "datetime64[s]"))),
+         lambda: npy_bytes(np.zeros((4, 4), dtype=[("d", "<f4"), ("c", "<f4")]))),
+        ("datetime", "error", lambda: npy_bytes(np.zeros((4, 4), "datetime64[s]"))),
         ("huge-shape", "error", lambda: _npy_header("<f4", (100000, 100000))),
         ("huge-shape-v2", "error", lambda: _npy_header("<f8", (2 ** 40, 2 ** 40), version=2)),
         ("negative-shape", "error", lambda: _npy_header("<f4", (-5, 40))),
         ("declared-large-truncated", "error",
          lambda: _npy_header("<f8", (8192, 8192)) + b"\0" * 4096),
-        ("truncated-data", "error", lambda: _cut(rng, _npy_bytes(_good_depth(rng)), 128)),
-        ("truncated-header", "error", lambda: _cut(rng, _npy_bytes(_good_depth(rng)), 0, 128)),
-        ("bit-flip", "either", lambda: _flip(rng, _npy_bytes(_good_depth(rng)), 3)),
-        ("header-flip", "either", lambda: _flip(rng, _npy_bytes(_good_depth(rng)), 3, 128)),
+        ("truncated-data", "error", lambda: _cut(rng, npy_bytes(_good_depth(rng)), 128)),
+        ("truncated-header", "error", lambda: _cut(rng, npy_bytes(_good_depth(rng)), 0, 128)),
+        ("bit-flip", "either", lambda: _flip(rng, npy_bytes(_good_depth(rng)), 3)),
+        ("header-flip", "either", lambda: _flip(rng, npy_bytes(_good_depth(rng)), 3, 128)),
         ("deep-nesting-header", "error",
          lambda: _raw_header("{'descr': '<f4', 'fortran_order': False, 'shape': "
                              + "(" * 3000 + ")" * 3000 + "}")),
         ("unbalanced-header", "error", lambda: _raw_header("{'descr': '<f4', 'shape': ((((")),
         ("non-dict-header", "error", lambda: _raw_header("[1, 2, 3]")),
         ("huge-header-length", "error", lambda: b"\x93NUMPY\x02\x00\xff\xff\xff\x7f{}"),
-        ("bad-version", "error", lambda: b"\x93NUMPY\x09\x00" + _npy_bytes(_good_depth(rng))[8:]),
+        ("bad-version", "error", lambda: b"\x93NUMPY\x09\x00" + npy_bytes(_good_depth(rng))[8:]),
         ("header-code", "error",
          lambda: _npy_header("<f4', 'x': __import__('os').system('true'), 'y': '", (4, 4))),
         ("npz-renamed", "error", lambda: _npz_bytes(_good_depth(rng))),
@@ -442,7 +437,7 @@ def test_payload_is_live(tmp_path: Path) -> None:
     """The control: the same bytes do run code when numpy is allowed to unpickle them."""
     marker = tmp_path / "ran"
     path = tmp_path / "evil.npy"
-    path.write_bytes(_npy_bytes(np.array([Payload(marker)], dtype=object), allow_pickle=True))
+    path.write_bytes(npy_bytes(np.array([Payload(marker)], dtype=object), allow_pickle=True))
     np.load(path, allow_pickle=True)
     assert marker.exists()
 

@@ -14,6 +14,7 @@ import pytest
 from daemon import DaemonError, JobEvent, Status, control
 from daemon.instance import INFO_NAME, Instance, read_endpoint
 from service import cli, runner, system
+from tests.conftest import wait_for
 
 
 @pytest.fixture
@@ -115,25 +116,19 @@ def test_follow_tails_and_survives_rotation(tmp_path):
     thread = threading.Thread(target=cli.follow, args=(log, lines.append, stop, 0.02, 5))
     thread.start()
 
-    def wait_for(count: int) -> None:
-        deadline = time.monotonic() + 10
-        while len(lines) < count:
-            assert time.monotonic() < deadline, lines
-            time.sleep(0.01)
-
     try:
-        wait_for(5)
+        assert wait_for(lambda: len(lines) >= 5, 10), lines
         with log.open("a") as out:
             out.write("new 1\nnew 2 without end")
-        wait_for(6)
+        assert wait_for(lambda: len(lines) >= 6, 10), lines
         time.sleep(0.1)
         assert lines == ["old 25", "old 26", "old 27", "old 28", "old 29", "new 1"]
         with log.open("a") as out:
             out.write("\n")
-        wait_for(7)
+        assert wait_for(lambda: len(lines) >= 7, 10), lines
         log.rename(tmp_path / "sharp-watch.2026-01-01.log")
         log.write_text("after rotation\n")
-        wait_for(8)
+        assert wait_for(lambda: len(lines) >= 8, 10), lines
     finally:
         stop.set()
         thread.join(5)
@@ -186,10 +181,7 @@ def test_serve_runs_until_stop_and_stops_the_daemon_once(daemon_config, tmp_path
     thread, codes, instance = serve(daemon, daemon_config, tmp_path)
     try:
         state_dir = daemon_config.daemon.state_dir
-        deadline = time.monotonic() + 10
-        while read_endpoint(state_dir) is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        assert wait_for(lambda: read_endpoint(state_dir) is not None, 10)
         assert control.request(state_dir, "POST", "/pause")["state"] == "paused"
         assert control.request(state_dir, "POST", "/resume")["state"] == "idle"
         assert control.request(state_dir, "POST", "/stop") == {"stopping": True}
@@ -253,10 +245,7 @@ def test_status_prints_problems_and_escapes_names(toml, daemon_config, tmp_path,
     daemon.problems = ("intake: stalled on /in/\x1b]0;owned\x07.jpg",)
     thread, _, instance = serve(daemon, daemon_config, tmp_path)
     try:
-        deadline = time.monotonic() + 10
-        while read_endpoint(daemon_config.daemon.state_dir) is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        assert wait_for(lambda: read_endpoint(daemon_config.daemon.state_dir) is not None, 10)
         capsys.readouterr()
         assert cli.main(["status", "--config", toml]) == 0
         text = capsys.readouterr().out

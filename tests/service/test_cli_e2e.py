@@ -9,38 +9,15 @@ import stat
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-from daemon import control
 from daemon.instance import INFO_NAME, SECRET_NAME, read_endpoint
 from service import cli
-from tests.daemon.test_control import raw
+from tests.support.running_program import raw, status_of, wait_or_fail
 
 STARTUP_SECONDS = 180
-
-
-def wait_for(predicate, seconds: float, what: str, process: subprocess.Popen | None = None):
-    deadline = time.monotonic() + seconds
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if process is not None and process.poll() is not None:
-            pytest.fail(f"sharp-watch run exited ({process.returncode}) while waiting for {what}:"
-                        f"\n{process.stdout.read()}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-def status_of(state_dir: Path) -> dict:
-    try:
-        return control.request(state_dir, "GET", "/status")
-    except control.NotRunning:
-        return {}
 
 
 def cli_run(args: list[str], capsys) -> tuple[int, str, str]:
@@ -65,8 +42,8 @@ def test_run_status_pause_resume_stop(make_daemon_config, config_toml, make_phot
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, env=service_env)
     try:
-        wait_for(lambda: status_of(state_dir).get("state") == "idle", STARTUP_SECONDS,
-                 "the daemon to be idle", process)
+        wait_or_fail(lambda: status_of(state_dir).get("state") == "idle", STARTUP_SECONDS,
+                     "the daemon to be idle", process)
         endpoint = read_endpoint(state_dir)
         assert endpoint is not None and endpoint.pid == process.pid
 
@@ -77,20 +54,20 @@ def test_run_status_pause_resume_stop(make_daemon_config, config_toml, make_phot
         assert "autostart: not installed" in out
 
         make_photo(config.folders.inputs / "first.jpg")
-        wait_for(lambda: status_of(state_dir).get("done") == 1, 120, "the first photo")
+        wait_or_fail(lambda: status_of(state_dir).get("done") == 1, 120, "the first photo")
         assert len(list(config.folders.outputs.glob("first*.ply"))) == 1
 
         code, out, _ = cli_run(["pause", "--config", toml], capsys)
         assert (code, out.strip()) == (0, "sharp-watch is paused")
         make_photo(config.folders.inputs / "second.jpg", seed=1)
-        wait_for(lambda: status_of(state_dir).get("queue_length") == 1, 60, "a queued photo")
+        wait_or_fail(lambda: status_of(state_dir).get("queue_length") == 1, 60, "a queued photo")
         time.sleep(1.0)
         paused = status_of(state_dir)
         assert (paused["state"], paused["done"], paused["queue_length"]) == ("paused", 1, 1)
 
         code, out, _ = cli_run(["resume", "--config", toml], capsys)
         assert code == 0 and "sharp-watch is" in out
-        wait_for(lambda: status_of(state_dir).get("done") == 2, 120, "the queued photo")
+        wait_or_fail(lambda: status_of(state_dir).get("done") == 2, 120, "the queued photo")
 
         code, out, err = cli_run(["status", "--json", "--config", toml], capsys)
         assert json.loads(out)["done"] == 2

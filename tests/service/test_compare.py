@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from pipeline.depth.transformers_backend import TransformersDepth
 from pipeline.settings import DepthSettings as Settings
 from tests.conftest import SHARP_DOUBLE, wait_for, write_photo
 from tests.support.fake_hub import base_url, serve_repo
+from tests.support.files import save_sidecar
 from tests.support.tiny_models import install_in_hub_cache, save_tiny_depth_anything
 
 OUTDOOR = "depth-anything-outdoor"
@@ -201,12 +201,6 @@ def test_compare_loads_each_model_once_and_keeps_only_the_kept_one(models: Model
 
 # --- the daemon: one job, one set of files, the depth cache ------------------------------
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _set(outputs: Path, stem: str) -> list[str]:
     return sorted(p.name for p in outputs.iterdir() if p.name.startswith(stem + "_"))
 
@@ -218,7 +212,7 @@ def test_daemon_compare_writes_a_sorted_set_and_reruns_sharp_only(
     pipe = Pipeline(config.model_settings())
     inputs, outputs = config.inputs, config.outputs
     inputs.mkdir(parents=True)
-    _write(inputs / "room.toml", f"compare = {json.dumps(list(THREE))}\n")
+    save_sidecar(inputs / "room.toml", f"compare = {json.dumps(list(THREE))}\n")
     write_photo(inputs / "room.jpg", width=80, height=48)
     events: list = []
     daemon = running_daemon(config, pipe, events=events)
@@ -247,7 +241,8 @@ def test_daemon_compare_writes_a_sorted_set_and_reruns_sharp_only(
     assert len({r["focal"]["f_px"] for r in reports.values()}) == 1
     assert Image.open(outputs / f"{base}_compare.png").width > 4 * 64
 
-    _write(inputs / "room.toml", f"compare = {json.dumps(list(THREE))}\ndepth_scale = 0.5\n")
+    save_sidecar(inputs / "room.toml",
+                 f"compare = {json.dumps(list(THREE))}\ndepth_scale = 0.5\n")
     assert wait_for(lambda: len(events) == 2) and daemon.wait_until_idle(30)
     assert events[1].outcome == "done", events[1].error
     assert depth_calls.total() == 2  # both depths from the cache: SHARP ran, no depth model

@@ -16,18 +16,17 @@ import os
 import re
 import subprocess
 import sys
-import time
 import unicodedata
 from pathlib import Path
 
 import pytest
 
-from daemon import control
 from pipeline import DepthSettings
 from service import cli, system
 from service.logs import LOG_NAME, TRACE_INDENT
 from service.text import printable
 from tests.support.fake_hub import base_url, serve_file, serve_repo
+from tests.support.running_program import status_of, wait_or_fail
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="starts POSIX subprocesses")
 
@@ -51,23 +50,6 @@ def _environment(tmp_path: Path, **extra: str) -> dict[str, str]:
            if key not in ("DISPLAY", "WAYLAND_DISPLAY") and not key.startswith("HF_")}
     return {**env, "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "PYTHONPATH": str(ROOT),
             "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1", **extra}
-
-
-def _status(state_dir: Path) -> dict:
-    try:
-        return control.request(state_dir, "GET", "/status", timeout=5)
-    except (control.NotRunning, control.ControlError):
-        return {}
-
-
-def _wait(predicate, seconds: float, what: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if process.poll() is not None:
-            pytest.fail(f"sharp-watch exited ({process.returncode}) while waiting for {what}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def _unsafe(text: str) -> list[str]:
@@ -106,16 +88,17 @@ def test_tray_launcher_without_console_downloads_logs_and_makes_splats(
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                env=_environment(tmp_path, HF_ENDPOINT=base_url(hub)))
     try:
-        _wait(lambda: _status(state_dir).get("state") == "idle", 240, "idle", process)
+        wait_or_fail(lambda: status_of(state_dir).get("state") == "idle", 240, "idle", process)
         assert any(r.startswith("GET") and r.endswith("/model.safetensors")
                    for r in hub.requests), "the depth model came from the (fake) hub"
         names = ["first.jpg", UNICODE_PHOTO, *HOSTILE_PHOTOS]
         for seed, name in enumerate(names):
             make_photo(inputs / name, seed=seed)
         (inputs / "broken\x1b[2J\nFAKE LINE.jpg").write_bytes(b"not a jpeg at all")
-        _wait(lambda: _status(state_dir).get("done", 0) + _status(state_dir).get("failed", 0)
-              >= len(names) + 1, 240, "every photo", process)
-        status = _status(state_dir)
+        wait_or_fail(lambda: status_of(state_dir).get("done", 0)
+                     + status_of(state_dir).get("failed", 0) >= len(names) + 1, 240,
+                     "every photo", process)
+        status = status_of(state_dir)
         assert status["done"] >= 2 and status["failed"] >= 1, status
 
         capsys.readouterr()
@@ -166,8 +149,8 @@ def test_autostart_command_runs_with_no_standard_handles(make_daemon_config, con
     process = subprocess.Popen(argv, cwd=ROOT, env=_environment(tmp_path),
                                preexec_fn=no_handles)
     try:
-        _wait(lambda: _status(config.daemon.state_dir).get("state") == "idle", 180, "idle",
-              process)
+        wait_or_fail(lambda: status_of(config.daemon.state_dir).get("state") == "idle", 180,
+                     "idle", process)
     finally:
         _stop(process, str(toml))
     assert process.returncode == 0

@@ -12,6 +12,7 @@ from plyfile import PlyData
 
 from service import predict
 from tests.conftest import write_photo
+from tests.support.files import write_config
 from tests.support.tiny_models import save_tiny_depth_pro
 
 EXAMPLE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "example.jpg"
@@ -102,12 +103,6 @@ def test_bad_options_are_refused_before_any_work(tmp_path: Path, depth_dir: Path
     assert not list(tmp_path.glob("*.ply"))
 
 
-def _config(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "config.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
 def _reports(folder: Path) -> dict[str, dict]:
     import json
 
@@ -120,7 +115,7 @@ def test_the_config_gives_models_and_defaults_under_sidecars_and_flags(
     """No model flag: the config's [models] (local depth model, SHARP factory, a device
     the flag replaces) are used, not downloads; settings are flags over the photo's
     sidecar over the config's [defaults]."""
-    config = _config(tmp_path, f"""
+    config = write_config(tmp_path, f"""
 [models]
 device = "cuda:7"
 depth_model = {str(depth_dir)!r}
@@ -150,7 +145,7 @@ depth_offset = 0.25
 
 def test_a_bad_config_stops_predict_before_any_work(tmp_path: Path, depth_dir: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    config = _config(tmp_path, "[defaults]\ndepth_scael = 2\n")
+    config = write_config(tmp_path, "[defaults]\ndepth_scael = 2\n")
     code, _, err = _run(capsys, "-i", str(EXAMPLE), "-o", str(tmp_path / "o"), "--config",
                         str(config), *_models(depth_dir))
     assert code == 2 and "depth_scael" in err and "did you mean 'depth_scale'" in err

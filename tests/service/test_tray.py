@@ -24,6 +24,7 @@ from daemon import JobEvent, Status
 from service import icons
 from service.text import utf16_units
 from service.tray import describe, notification
+from tests.conftest import wait_for
 
 
 def status(**changes) -> Status:
@@ -324,10 +325,7 @@ def run_with(tray, clicks) -> list[BaseException]:
 
 
 def wait_until(done, icon) -> None:
-    deadline = time.monotonic() + 20
-    while not done():
-        assert time.monotonic() < deadline, f"tray still shows {icon.title!r}"
-        time.sleep(0.01)
+    assert wait_for(done, 20), f"tray still shows {icon.title!r}"
 
 
 def item_named(icon, text: str):
@@ -382,20 +380,20 @@ def test_tooltip_follows_the_daemon_and_download_progress(x_tray, tmp_path):
     tray, stop_event = make_tray(tmp_path, daemon, [])
     titles: list[str] = []
 
-    def wait_for(text: str, icon) -> None:
+    def wait_for_title(text: str, icon) -> None:
         wait_until(lambda: icon.title == text, icon)
         titles.append(icon.title)
 
     def clicks(icon):
         daemon.current = status(state="loading", stage="downloading", download_progress=0.13)
-        wait_for("sharp-watch: Downloading models 13%, 0 queued", icon)
+        wait_for_title("sharp-watch: Downloading models 13%, 0 queued", icon)
         assert icon.icon.getpixel((32, 4))[:3] == icons.COLOURS["loading"]
         daemon.current = status(state="working", current_file="/in/cat.jpg", stage="depth",
                                 queue_length=4)
-        wait_for("sharp-watch: Working on cat.jpg (depth), 4 queued", icon)
+        wait_for_title("sharp-watch: Working on cat.jpg (depth), 4 queued", icon)
         assert icon.icon.getpixel((32, 4))[:3] == icons.COLOURS["working"]
         daemon.current = status(state="error", last_error="GPU out of memory during sharp")
-        wait_for("sharp-watch: Error: GPU out of memory during sharp, 0 queued", icon)
+        wait_for_title("sharp-watch: Error: GPU out of memory during sharp, 0 queued", icon)
         assert icon.icon.getpixel((32, 4))[:3] == icons.COLOURS["error"]
         stop_event.set()
 
