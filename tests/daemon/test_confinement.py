@@ -1,4 +1,4 @@
-"""Nothing outside the inputs folder is read (issue 9 item 2).
+"""Nothing outside the inputs folder is read.
 
 Photos, sidecars and `.npy` depth maps are opened with the inputs folder to stay within,
 and the check is made on the file actually opened, so a link leading out of the folder,

@@ -1,4 +1,4 @@
-"""Control abuse against the real program (issue 5, promise 7).
+"""Control abuse against the real program.
 
 `sharp-watch run --no-tray` runs in a subprocess started with umask 000, so nothing
 protects the secret but the program itself. Then: requests without the secret, with a

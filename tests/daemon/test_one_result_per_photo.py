@@ -1,4 +1,4 @@
-"""Every photo gets exactly one result for its content and settings (issue 9 items 3-4).
+"""Every photo gets exactly one result for its content and settings.
 
 Our own results are never read back as photos; a job follows a surviving copy or a new
 name; new content that kept the old size and time is new work; a photo is given up as
@@ -35,7 +35,7 @@ from service import logs
 from tests.conftest import wait_for, write_photo
 from tests.support.daemon_runs import events_of, log_lines, plys, reports, settle, sharp_calls
 
-# ---------------------------------------------------------------- (a) our own results
+# ---------------------------------------------------------------- our own results
 
 
 def _folders(inputs: str, outputs: str, recursive: bool = False) -> dict[str, Any]:
@@ -102,7 +102,7 @@ def test_intake_never_reads_the_outputs_folder_inside_a_watched_tree(
     journal.close()
 
 
-# ---------------------------------------------------------------- (b) copies and renames
+# ---------------------------------------------------------------- copies and renames
 
 
 @pytest.mark.timeout(60)
@@ -198,7 +198,7 @@ def test_photo_overwritten_while_its_prefetched_decode_waits_gets_one_result_for
         ("a first.jpg", False), ("second.jpg", True)]
 
 
-# ---------------------------------------------------------------- (c) same size, same time
+# ---------------------------------------------------------------- same size, same time
 
 
 def _tiff(path: Path, seed: int) -> bytes:
@@ -260,7 +260,7 @@ def test_new_content_with_the_old_size_and_time_while_stopped_is_new_work(
         hashlib.sha256(data).hexdigest() for data in (old, new))
 
 
-# ---------------------------------------------------------------- (d) when to give up on a photo
+# ---------------------------------------------------------------- when to give up on a photo
 
 
 def _journal_with_one_job(tmp_path: Path) -> Journal:
@@ -359,7 +359,7 @@ def test_graceful_stops_that_abandon_a_photo_never_count_against_it(
     assert list(config.outputs.glob("*.error.txt")) == []
 
 
-# ---------------------------------------------------------------- (e, f) the journal file
+# ---------------------------------------------------------------- the journal file
 
 
 @pytest.mark.timeout(90)
@@ -416,7 +416,7 @@ def test_path_that_is_not_valid_unicode_is_stored_losslessly(tmp_path: Path) -> 
     journal.close()
 
 
-# ---------------------------------------------------------------- 4. retries without a restart
+# ---------------------------------------------------------------- retries without a restart
 
 
 class _PlyWriteFault:
@@ -455,7 +455,7 @@ def test_write_failure_that_goes_away_is_retried_without_a_restart(
     assert not note.exists()
 
 
-# ---------------------------------------------------------------- 5. one log line per photo
+# ---------------------------------------------------------------- one log line per photo
 
 
 @pytest.mark.timeout(60)

@@ -1,4 +1,4 @@
-"""Names and writes in the outputs folder (issues 9 and 10): valid and distinct on Windows,
+"""Names and writes in the outputs folder: valid and distinct on Windows,
 one error note per photo, only our temp files cleaned, durable writes, and Windows'
 sharing violations and long paths met with a clear note while the daemon carries on.
 

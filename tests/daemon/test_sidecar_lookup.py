@@ -1,6 +1,5 @@
-"""How the running daemon finds sidecars (issue 9 items 1 and 4): in any letter case, never
-blocking on a pipe named like one, and never failing a photo over a sidecar name that
-cannot exist."""
+"""How the running daemon finds sidecars: in any letter case, never blocking on a pipe
+named like one, and never failing a photo over a sidecar name that cannot exist."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The daemon's state folder (issue 9): owner-only modes for the journal and the depth
+"""The daemon's state folder: owner-only modes for the journal and the depth
 cache, and a depth cache keyed by everything that changes the depth (model, precision,
 weights), checked on a real daemon."""
 

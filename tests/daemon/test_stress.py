@@ -1,4 +1,4 @@
-"""The daemon under stress (issue 5): bursts, slow writers, file-system and model faults,
+"""The daemon under stress: bursts, slow writers, file-system and model faults,
 path abuse, and SIGKILL at random moments. CI-sized; `bench/soak.py` runs the long versions.
 
 Faults are injected only into our own code paths (the `open` our writers use, the
@@ -136,7 +136,7 @@ class RssSampler:
         self._thread.join()
 
 
-# ---------------------------------------------------------------- 2. burst
+# ---------------------------------------------------------------- burst
 
 
 @pytest.mark.timeout(240)
@@ -167,7 +167,7 @@ def test_burst_each_photo_processed_exactly_once_with_bounded_memory(
     assert burst.peak <= single.peak * 1.25 + 64 * 2**20
 
 
-# ---------------------------------------------------------------- 3. slow writers
+# ---------------------------------------------------------------- slow writers
 
 
 def _jpeg_bytes(tmp: Path, width: int, height: int, seed: int) -> bytes:
@@ -282,7 +282,7 @@ def test_file_that_stays_locked_is_reported_then_processed(
     assert len(plys(config.outputs)) == 1
 
 
-# ---------------------------------------------------------------- 5. file-system faults
+# ---------------------------------------------------------------- file-system faults
 
 
 @pytest.mark.timeout(90)
@@ -455,7 +455,7 @@ def test_paths_over_the_windows_260_character_limit_work(
     check_complete_ply(plys(config.outputs)[0])
 
 
-# ---------------------------------------------------------------- 6. model faults
+# ---------------------------------------------------------------- model faults
 
 
 def _fail_for(name: str, times: int, error: Callable[[], BaseException],
@@ -539,7 +539,7 @@ def test_sharp_raising_fails_that_job_clearly_and_the_model_stays_usable(
     assert d.status().state == "idle" and d.status().failed == 1
 
 
-# ---------------------------------------------------------------- 7. path abuse
+# ---------------------------------------------------------------- path abuse
 
 
 def _depth_npy(path: Path) -> Path:
@@ -597,7 +597,7 @@ def test_external_depth_inside_inputs_is_used(running_daemon, daemon_config: Con
     assert report["depth"]["source"] == "npy"
 
 
-# ---------------------------------------------------------------- 4. bad inputs at daemon level
+# ---------------------------------------------------------------- bad inputs at daemon level
 
 
 BAD_SIDECARS = [b"depth_scael = 2.0\n", b"depth_scale = nan\n", b"depth_scale = -inf\n",
@@ -650,7 +650,7 @@ def test_fuzzed_inputs_each_fail_alone_and_the_next_good_photo_succeeds(
     assert not (tmp_path / "marker").exists()
 
 
-# ---------------------------------------------------------------- 1. crash anywhere
+# ---------------------------------------------------------------- crash anywhere
 
 
 def start_daemon(config_file: Path, log: Path) -> subprocess.Popen[bytes]:

@@ -1,4 +1,4 @@
-"""The daemon's long-lived threads never die and never go quiet (issue 9 item 1, issue 10).
+"""The daemon's long-lived threads never die and never go quiet.
 
 A locked or full journal, a bug in a loop, a failing event subscriber, an inputs folder
 replaced by a file: each is one line in `Status.problems` (and one in the log), the

@@ -1,6 +1,6 @@
-"""Depth correctness (issue 9 item 6): `auto` tells depth from disparity in any value range,
-the report describes the surface SHARP was actually given where its two layers cross, and
-a depth map shaped unlike the upright photo is flagged (or refused when it is turned)."""
+"""Depth correctness: `auto` tells depth from disparity in any value range, the report
+describes the surface SHARP was actually given where its two layers cross, and a depth
+map shaped unlike the upright photo is flagged (or refused when it is turned)."""
 
 from __future__ import annotations
 

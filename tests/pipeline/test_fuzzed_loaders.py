@@ -1,4 +1,4 @@
-"""Fuzzed photos and depth maps through the pipeline's loaders (issue 5, promise 4).
+"""Fuzzed photos and depth maps through the pipeline's loaders.
 
 Every mutated file either decodes to a valid result or raises `InputError` naming the
 file; nothing else escapes, nothing hangs, and a pickled `.npy` never runs. The corpus is
