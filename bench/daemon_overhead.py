@@ -15,7 +15,7 @@ and times drop -> PLY. Prints, from one run:
   one-off `stable_seconds` wait before the first photo is read.
 - retune speed-up: one photo's compute time (its report's timings) on first run over
   its time after a sidecar edit, when Depth Pro's output comes from the depth cache.
-Default: tiny random models on CPU (tests/tiny_models.py, the SHARP test double).
+Default: tiny random models on CPU (tests/support/tiny_models.py, the SHARP test double).
 `--full`: the real Depth Pro and SHARP on the default device (a GPU machine).
 """
 
@@ -54,11 +54,11 @@ def _config(root: Path, full: bool) -> Config:
     if full:
         models = ModelConfig(load_at_start=True)
     else:
-        from tests.tiny_models import save_tiny_depth_pro
+        from tests.support.tiny_models import save_tiny_depth_pro
 
         depth = save_tiny_depth_pro(root / "tiny-depth-pro")
         models = ModelConfig(device="cpu", depth_model=str(depth),
-                             sharp_factory="tests.sharp_double:build")
+                             sharp_factory="tests.support.sharp_double:build")
     return Config(folders=FolderConfig(root / "inputs", root / "outputs"), models=models,
                   defaults=DepthSettings(),
                   daemon=DaemonConfig(stable_seconds=STABLE_SECONDS, preview=False,

@@ -137,8 +137,8 @@ def load_models(device: torch.device, tiny: bool, sharp_checkpoint: Path | None,
     depth_dtype = torch.float16 if device.type == "cuda" else torch.float32
     load_s: dict[str, float] = {}
     if tiny:
-        from tests.sharp_double import build
-        from tests.tiny_models import save_tiny_depth_pro
+        from tests.support.sharp_double import build
+        from tests.support.tiny_models import save_tiny_depth_pro
 
         folder = save_tiny_depth_pro(workdir / "tiny-depth-pro")
         start = time.perf_counter()
@@ -149,7 +149,7 @@ def load_models(device: torch.device, tiny: bool, sharp_checkpoint: Path | None,
         sharp = SharpStage(build().to(device))
         sync(device)
         load_s["sharp"] = time.perf_counter() - start
-        kind = "tiny test models (tests.tiny_models + tests.sharp_double)"
+        kind = "tiny test models (tests.support.tiny_models + tests.support.sharp_double)"
     else:
         start = time.perf_counter()
         depth, depth_kind = _full_depth_pro(device, depth_dtype)
@@ -527,7 +527,8 @@ def main(argv: list[str] | None = None) -> int:
     tiny = args.tiny or device.type != "cuda"
     if device.type != "cuda":
         print("No CUDA device: running the same code with the tiny test models "
-              "(tests.tiny_models + tests.sharp_double); the numbers only show it works.")
+              "(tests.support.tiny_models + tests.support.sharp_double); the numbers only "
+              "show it works.")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         if args.vram_gb:

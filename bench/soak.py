@@ -44,26 +44,26 @@ sys.path.insert(0, str(REPO))
 
 from daemon import Config, load_config  # noqa: E402
 from tests.conftest import write_photo  # noqa: E402
-from tests.test_hardening_daemon import (  # noqa: E402
+from tests.daemon.test_stress import (  # noqa: E402
     crash_run,
     plys_quiet,
     start_daemon,
     tally_outputs,
 )
-from tests.test_hardening_fuzz import (  # noqa: E402
+from tests.pipeline.test_fuzzed_loaders import (  # noqa: E402
     check_image,
     check_npy,
     image_corpus,
     npy_corpus,
     run_corpus,
 )
-from tests.tiny_models import save_tiny_depth_pro  # noqa: E402
+from tests.support.tiny_models import save_tiny_depth_pro  # noqa: E402
 
 
 def write_config(root: Path, depth_dir: Path, stable_seconds: float = 0.2) -> tuple[Config, Path]:
     text = (f'[folders]\ninputs = "{root / "inputs"}"\noutputs = "{root / "outputs"}"\n'
             f'[models]\ndevice = "cpu"\ndepth_model = "{depth_dir}"\n'
-            'sharp_factory = "tests.sharp_double:build"\n'
+            'sharp_factory = "tests.support.sharp_double:build"\n'
             f'[daemon]\nstate_dir = "{root / "state"}"\nstable_seconds = {stable_seconds}\n'
             'depth_cache_mb = 64.0\n'
             f'[service]\nlog_dir = "{root / "logs"}"\nnotifications = false\n')
@@ -196,7 +196,7 @@ def fuzz(root: Path, depth_dir: Path, count: int) -> dict[str, Any]:
     for line in (problems + npy_problems)[:10]:
         print("  " + line)
     sidecars = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                               "tests/test_hardening_fuzz.py", "-k", "sidecar"], cwd=REPO,
+                               "tests/daemon/test_fuzzed_sidecars.py"], cwd=REPO,
                               capture_output=True, text=True)
     print(f"fuzz sidecars (300, hypothesis): {'ok' if sidecars.returncode == 0 else 'FAILED'}",
           flush=True)

@@ -6,7 +6,7 @@
 1. Time to visible: a SHARP-sized scene (2 x 768 x 768 = 1,179,648 Gaussians, laid out
    like SHARP's output: two layers on the pixel grid, each Gaussian about one pixel's
    footprint) written with `pipeline.write_ply`; then headless Chromium opens the viewer
-   page, and every frame its compositor produces is recorded (`tests.viewer_browser.
+   page, and every frame its compositor produces is recorded (`tests.support.viewer_browser.
    Screencast`): visible is the first frame whose 3D view is no longer the empty scene's
    colour (`drawn_fraction`). Its parts: the page's own report that the splat is drawn
    (`/api/shown`), and the same with a 2,048-Gaussian scene (the page's fixed cost).
@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import DepthSettings, Gaussians, write_ply  # noqa: E402
-from tests.viewer_browser import SCENE_BOX, Screencast, browser, chromium_path  # noqa: E402
+from tests.support.viewer_browser import SCENE_BOX, Screencast, browser, chromium_path  # noqa: E402
 from viewer.server import SOFTWARE_BUDGET, Place, ViewerApp  # noqa: E402
 
 F_PX = 3100.5
@@ -78,7 +78,7 @@ def sharp_like(side: int = 768, f_px: float = F_PX, size: tuple[int, int] = SIZE
 
 def full_size_double() -> Any:
     """The SHARP test double at SHARP's own 1536 grid (`sharp_factory` for the daemon)."""
-    from tests.sharp_double import build
+    from tests.support.sharp_double import build
 
     return build(resolution=1536)
 
@@ -186,7 +186,7 @@ def apply_overhead(folder: Path, timeout: float, gpu: bool, device: str) -> None
     from daemon import Config, Daemon
     from daemon.config import DaemonConfig, FolderConfig, ModelConfig, ServiceConfig
     from tests.conftest import write_photo
-    from tests.tiny_models import save_tiny_depth_pro
+    from tests.support.tiny_models import save_tiny_depth_pro
 
     depth_dir = save_tiny_depth_pro(folder / "tiny-depth-pro")
     inputs, outputs = folder / "inputs", folder / "outputs"

@@ -1,9 +1,11 @@
-"""Shared fixtures for daemon, service and hardening tests.
+"""Fixtures shared by the tests of every layer (tests/pipeline, daemon, viewer, service,
+project), and the plain helpers they all use. Helpers for one kind of test live in
+tests/support/ (listed at the end); a layer's own fixtures may go in its conftest.py.
 
 - `tiny_depth_dir` (session): a tiny random transformers Depth Pro saved once to a
   local folder; use it as `depth_model`.
 - `tiny_pipeline` (session): one `pipeline.Pipeline` on CPU with that model and the SHARP
-  double (`tests.sharp_double:build`), models loaded; pass it to `Daemon(config, pipe)`
+  double (`tests.support.sharp_double:build`), models loaded; pass it to `Daemon(config, pipe)`
   to skip loading and warm-up. Its SHARP double counts forwards in
   `tiny_pipeline.sharp.predictor.calls`.
 - `make_daemon_config(**changes)`: a `daemon.Config` on `tmp_path/inputs`,
@@ -16,18 +18,19 @@
 - `config_toml(config) -> Path`: the config written as a TOML file (for
   `python -m daemon --config FILE` subprocesses).
 - `make_photo(path, width=64, height=48, seed=0) -> Path`: a small random JPEG/PNG
-  (format from the suffix) written atomically into place.
+  (format from the suffix) written atomically into place (as a plain function:
+  `write_photo`).
 - `running_daemon(config=None, pipeline=tiny_pipeline)`: a started `Daemon`, stopped at
   the end of the test.
 - `overlap` (parametrized False/True): on a CPU the worker decodes, runs and writes in
   turn; with True the GPU-style prefetch and writer threads run too
   (`daemon.worker.OVERLAP_ON_CPU`). Ask for it in tests that should cover both paths.
 - `splat_transform` (session): the command line of PlayCanvas's splat-transform (npm,
-  installed once into the user cache; skips without node/npm), `tests.splat_reader`.
+  installed once into the user cache; skips without node/npm), `tests.support.splat_reader`.
 - `to_ply(source) -> (N, 14) array`: an export converted back to PLY by splat-transform,
-  its vertex columns (`tests.splat_reader.COLUMNS`).
+  its vertex columns (`tests.support.splat_reader.COLUMNS`).
 - `spark_read(path) -> (N, 14) array` (module): the file read by the viewer's vendored
-  Spark in headless Chromium, as PLY columns (`tests.web_readers`); skips without
+  Spark in headless Chromium, as PLY columns (`tests.support.web_readers`); skips without
   Chromium or playwright.
 - `wait_for(predicate, timeout)` (plain function, `from tests.conftest import wait_for`).
 - `load_tool(name) -> module`: the script `tools/<name>.py` imported as a module (plain
@@ -35,6 +38,19 @@
 - `small_prediction()` and `small_report(files, photo)` (plain functions): a 64-Gaussian
   `pipeline.Prediction` of an 8x8 photo with SHARP's own depth, and its report
   (`daemon.results.Report`) naming `files`, for writing results without a model.
+- `usual_umask`: the umask set to 022 for the test, so owner-only modes are our doing.
+
+tests/support/ (plain modules, imported as `tests.support.<name>`):
+- `sharp_double`: the SHARP stand-in (`build`, the factory in test configs);
+  `tiny_models`: tiny random Depth Pro / Depth Anything saved locally or into a hub
+  cache; `fake_hub`: a Hugging Face Hub on 127.0.0.1; `viewer_browser`: headless
+  Chromium and telling a drawn scene from a blank one.
+- `daemon_runs`: `settle(daemon)`, `plys(outputs, stem)`, `reports(outputs)`,
+  `events_of(daemon)`, `log_lines()`, `sharp_calls(pipe)`, for a daemon in this process.
+- `running_program`: `status_of(state_dir)`, `raw(port, method, path, headers)` and
+  `wait_or_fail(predicate, seconds, what, process)`, for `sharp-watch run` in a subprocess.
+- `files`: `save_sidecar(path, text)` (atomic, as editors save), `write_config(folder,
+  text)`, `npy_bytes(array)`.
 """
 
 from __future__ import annotations
@@ -57,15 +73,15 @@ from daemon import Config, Daemon, JobEvent
 from daemon.config import DaemonConfig, FolderConfig, ModelConfig, ServiceConfig
 from daemon.results import Models, Origin, Report, build_report
 from pipeline import DepthSettings, Pipeline
-from tests.splat_reader import read_back, splat_transform_command
-from tests.tiny_models import save_tiny_depth_pro
-from tests.viewer_browser import browser, chromium_path
-from tests.web_readers import SPARK, SPARK_MODULES, reader_page, spark_columns
+from tests.support.splat_reader import read_back, splat_transform_command
+from tests.support.tiny_models import save_tiny_depth_pro
+from tests.support.viewer_browser import browser, chromium_path
+from tests.support.web_readers import SPARK, SPARK_MODULES, reader_page, spark_columns
 
 if TYPE_CHECKING:
     from pipeline import Prediction
 
-SHARP_DOUBLE = "tests.sharp_double:build"
+SHARP_DOUBLE = "tests.support.sharp_double:build"
 
 
 @pytest.fixture(scope="session")
@@ -158,6 +174,14 @@ def overlap(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr(daemon.worker, "OVERLAP_ON_CPU", request.param)
     return request.param
+
+
+@pytest.fixture
+def usual_umask() -> Iterator[None]:
+    """The umask most systems start with (022), so owner-only modes are our doing."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 Every key of every config section (`daemon.config.SECTIONS`) is declared once, with its
 type, default, range or choices, help and viewer control (`pipeline.schema.setting`).
 The tables between the markers in docs/configuration.md are generated from those
-declarations, and tests/test_config_doc.py fails when they differ. After adding or
+declarations, and tests/project/test_config_doc.py fails when they differ. After adding or
 changing a key, run from the repository root:
 
     python tools/config_doc.py           # rewrite the tables

@@ -35,7 +35,7 @@ from bench.viewer_compare import ENTRY_POINTS, NPM_CANDIDATES, ensure_npm
 from pipeline import write_ply
 from pipeline.exports import write_spz
 from pipeline.sog import write_sog
-from tests.splat_reader import (
+from tests.support.splat_reader import (
     F_PX,
     SIZE,
     SPLAT_TRANSFORM_VERSION,
@@ -43,8 +43,8 @@ from tests.splat_reader import (
     scene,
     splat_transform_command,
 )
-from tests.viewer_browser import browser
-from tests.web_readers import SPARK, SPARK_MODULES, reader_page
+from tests.support.viewer_browser import browser
+from tests.support.web_readers import SPARK, SPARK_MODULES, reader_page
 
 COUNT_SPARK = SPARK + """
 window.count = async (name) => (await window.readSplats(name)).length;

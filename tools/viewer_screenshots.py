@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline import DepthSettings, Gaussians, write_ply  # noqa: E402
 from pipeline.preview import preview_png  # noqa: E402
-from tests.viewer_browser import (  # noqa: E402
+from tests.support.viewer_browser import (  # noqa: E402
     BACKGROUND,
     SCENE_BOX,
     browser,

@@ -1,0 +1,97 @@
+"""The two benchmarks run end to end on a CPU and print what they promise.
+
+`bench/ply_write.py` with a small N; `bench/gpu.py` on the CPU, where it must fall back
+to the tiny test models and say so. Each runs as a user would run it: a subprocess.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+_TIME = r"(\d+ ms|\d+\.\d s)"
+
+
+def _run(script: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done.stdout
+
+
+def _seconds(text: str) -> float:
+    value, unit = text.split()
+    return float(value) / 1000 if unit == "ms" else float(value)
+
+
+def test_ply_write_bench_times_every_writer_on_identical_bytes() -> None:
+    out = _run("ply_write.py", "--n", "20000", "--repeat", "1")
+    assert "N = 20000 Gaussians" in out
+    for name in ("pipeline.write_ply", "plyfile writer", "ndarray.tofile"):
+        row = re.search(rf"^{re.escape(name)}\s+(\d+\.\d+)\s+(\d+\.\d+)\s+(\w+)$", out, re.M)
+        assert row, f"no row for {name}:\n{out}"
+        assert float(row.group(1)) > 0
+        assert row.group(3) == "identical"
+    assert re.search(r"^sharp save_ply\s+(\d+\.\d+\s+\d+\.\d+\s+identical|.*skipped)", out, re.M)
+    ratio = re.search(r"^wall:.*ours/tofile (\d+\.\d+)x", out, re.M)
+    assert ratio and float(ratio.group(1)) > 0
+    assert re.search(r"^targets (met|MISSED)$", out, re.M)
+
+
+def test_gpu_bench_runs_the_pipeline_with_tiny_models_on_cpu() -> None:
+    out = _run("gpu.py", "--photos", "1", "--device", "cpu")
+    assert "No CUDA device: running the same code with the tiny test models" in out
+    assert f"CPU (no CUDA), torch {torch.__version__}" in out
+    assert "Models: tiny test models" in out
+    stages = {}
+    for label in ("decode", "depth (Depth Pro)", "SHARP", "unprojection", "PLY write",
+                  "total drop-to-PLY"):
+        row = re.search(rf"^\| {re.escape(label)} \| {_TIME} \|$", out, re.M)
+        assert row, f"no stage row {label!r}:\n{out}"
+        stages[label] = _seconds(row.group(1))
+    assert stages["total drop-to-PLY"] >= stages["depth (Depth Pro)"] + stages["SHARP"] > 0
+    busy = re.search(r"^\| GPU busy over the batch \| (\d+\.\d)% \|", out, re.M)
+    assert busy and 0 < float(busy.group(1)) <= 100
+    retune = re.search(rf"^\| retune \(cached depth\) vs full \| {_TIME} vs {_TIME}: "
+                       r"(\d+\.\d+)x \|", out, re.M)
+    assert retune and float(retune.group(3)) > 0
+    for precision in ("float32", "bfloat16", "float16"):
+        assert re.search(rf"^\| {precision} \| ({_TIME}|failed)", out, re.M), precision
+    assert re.search(r"^\| float16 \| .* \| \d\.\d\de-?\d+ / \d\.\d\de-?\d+ \|", out, re.M)
+    assert "| VRAM, both resident, idle | n/a (no CUDA) |" in out
+
+
+def test_exports_bench_prints_size_and_time_for_every_format() -> None:
+    out = _run("exports.py", "--n", "20000", "--repeat", "1")
+    assert "N = 20000 Gaussians (random scene)" in out
+    rows = {}
+    for name in ("ply", "spz", "splat", "sog", "spz2"):
+        row = re.search(rf"^{name}\s+(\d+\.\d+)\s+(\d\.\d+)\s+(\d+\.\d+)\s+(\d+\.\d+)$", out, re.M)
+        assert row, f"no row for {name}:\n{out}"
+        rows[name] = [float(value) for value in row.groups()]
+        assert rows[name][0] > 0 and rows[name][2] > 0
+    assert rows["ply"][1] == 1.0
+    assert rows["spz"][0] < rows["splat"][0] < rows["ply"][0]
+    assert rows["spz"][1] < 0.5
+    assert rows["spz2"][0] < rows["spz"][0] and rows["sog"][0] < rows["splat"][0]
+    parts = re.search(r"^sog bytes per Gaussian: meta.json \d+\.\d\d, means_l (\d+\.\d\d), "
+                      r"means_u \d+\.\d\d, quats (\d+\.\d\d), scales \d+\.\d\d, sh0 \d+\.\d\d$",
+                      out, re.M)
+    assert parts and float(parts.group(1)) > 0 and 2 < float(parts.group(2)) <= 4
+
+
+def test_durability_bench_prints_both_costs_per_photo() -> None:
+    out = _run("durability.py", "--n", "20000", "--repeat", "1", "--photos", "3")
+    assert re.search(r"^N = 20000 Gaussians, PLY 1\.1 MB, .* on .+", out, re.M), out
+    for label in (r"result files \(fsync vs none\)",
+                  r"journal, 7 transactions \(FULL vs NORMAL\)"):
+        row = re.search(rf"^\| {label} \| (\d+\.\d) ms \| (\d+\.\d) ms \| \+(\d+\.\d) ms \| "
+                        r"(\d+\.\d\d)x \|$", out, re.M)
+        assert row, f"no row {label!r}:\n{out}"
+        assert float(row.group(1)) > 0 and float(row.group(2)) > 0 and float(row.group(4)) > 0
+    assert re.search(r"^durability in all: \+\d+\.\d ms per photo$", out, re.M)
