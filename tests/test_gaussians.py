@@ -180,6 +180,19 @@ def test_unprojection_on_an_accelerator_keeps_float32_covariances_within_1e_6(
         < 1e-6
 
 
+def test_unprojection_on_an_accelerator_keeps_to_its_device() -> None:
+    """The accelerator path (float32 solver, large chunks, the last one short) run on
+    torch's data-less "meta" device: any tensor made on the CPU by mistake, as a GPU
+    would refuse it, fails here."""
+    n = (1 << 18) + 5
+    shapes = ((1, n, 3), (1, n, 3), (1, n, 4), (1, n, 3), (1, n))
+    g = Gaussians(*(torch.empty(shape, device="meta") for shape in shapes))
+    metric = unproject(g, 3100.5, 4032, 3024)
+    for field, shape in zip(metric, shapes, strict=True):
+        assert field.device.type == "meta" and field.shape == shape
+        assert field.dtype == torch.float32
+
+
 def test_unprojection_in_chunks_matches_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     """Counts that are not a multiple of the chunk: every Gaussian lands in its own place."""
     g = _random(2503)
