@@ -201,8 +201,9 @@ def unproject(gaussians: Gaussians, f_px: float, width: int, height: int) -> Gau
     s_in = gaussians.singular_values.reshape(-1, 3)
     means, q_out, s_out = (torch.empty_like(t) for t in (means_in, q_in, s_in))
     step, solver = chunk_size(device), _solver_dtype(device)
-    q = torch.empty(4, min(step, q_in.shape[0]), dtype=torch.float64, device=device)
-    s, m = torch.empty_like(q[:3]), torch.empty_like(q[:3]).T
+    span = min(step, q_in.shape[0])  # a chunk's scratch: NDC rows and metric means
+    q, s = (torch.empty(k, span, dtype=torch.float64, device=device) for k in (4, 3))
+    m = torch.empty(span, 3, dtype=torch.float64, device=device)
     for start in range(0, q_in.shape[0], step):
         part = slice(start, start + step)
         n = q_in[part].shape[0]
