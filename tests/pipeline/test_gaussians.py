@@ -9,7 +9,6 @@ import pipeline.gaussians as gaussians_module
 from pipeline.gaussians import (
     Gaussians,
     covariances,
-    eigh,
     quaternions_from_rotations,
     rotations_from_quaternions,
     unproject,
@@ -137,29 +136,87 @@ def test_unprojection_keeps_metric_covariances_of_degenerate_gaussians() -> None
     assert q.shape == g.quaternions.shape and s.shape == g.singular_values.shape
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3, 7])
-def test_eigh_in_slices_gives_exactly_the_batched_answer(monkeypatch: pytest.MonkeyPatch,
-                                                        threads: int) -> None:
-    """The slices (one per torch thread, the last one shorter) hold the same numbers, in
-    order, as one batched call; `_degenerate` adds repeated and zero eigenvalues."""
-    monkeypatch.setattr(gaussians_module, "MIN_EIGH_SLICE", 1000)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
-    matrices = torch.cat([covariances(_degenerate(3001))[0], covariances(_random(4000))[0]])
-    called: list[int] = []
-    real = torch.linalg.eigh
-    monkeypatch.setattr(torch.linalg, "eigh", lambda m: called.append(m.shape[0]) or real(m))
-    values, vectors = eigh(matrices)
-    assert called == ([matrices.shape[0]] if threads == 1
-                      else [len(c) for c in matrices.chunk(threads)])
-    expected_values, expected_vectors = real(matrices)
-    assert torch.equal(values, expected_values) and torch.equal(vectors, expected_vectors)
+def _metric(g: Gaussians, f_px: float = 3100.5, size: tuple[int, int] = (4032, 3024)
+            ) -> tuple[Gaussians, torch.Tensor]:
+    """`g` unprojected, and the metric covariances it should have (float64)."""
+    d = torch.diag(torch.tensor([size[0] / (2 * f_px), size[1] / (2 * f_px), 1.0],
+                                dtype=torch.float64))
+    return unproject(g, f_px, *size), d @ covariances(g) @ d
 
 
-def test_eigh_keeps_small_batches_in_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
-    matrices = covariances(_random(gaussians_module.MIN_EIGH_SLICE * 2 - 1)).reshape(-1, 3, 3)
-    called: list[int] = []
-    real = torch.linalg.eigh
-    monkeypatch.setattr(torch.linalg, "eigh", lambda m: called.append(m.shape[0]) or real(m))
-    eigh(matrices)
-    assert called == [matrices.shape[0]]
+def _covariance_error(metric: Gaussians, expected: torch.Tensor) -> float:
+    """Largest error of `metric`'s covariances, relative to each one's norm."""
+    error = (covariances(metric) - expected).norm(dim=(-2, -1))
+    return float((error / expected.norm(dim=(-2, -1))).max())
+
+
+def test_unprojection_needs_no_batched_eigensolver(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's batched `eigh` solves one small matrix after another, on one thread."""
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a batched torch eigensolver was called")
+
+    for name in ("eigh", "eigvalsh", "eig", "svd"):
+        monkeypatch.setattr(torch.linalg, name, refuse)
+    metric, expected = _metric(_degenerate(600))
+    assert _covariance_error(metric, expected) < 1e-13
+
+
+def test_unprojection_on_an_accelerator_keeps_float32_covariances_within_1e_6(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPU splits the covariances in float32 (`_solver_dtype`): SHARP's float32
+    Gaussians come back within 1e-6 of their float64 metric covariances, as proper
+    rotations and descending, non-negative scales."""
+    monkeypatch.setattr(gaussians_module, "_solver_dtype", lambda device: torch.float32)
+    g = Gaussians(*(t.float() for t in _degenerate(6000)))
+    metric, expected = _metric(g)
+    assert _covariance_error(metric, expected) < 1e-6
+    q, s = metric.quaternions, metric.singular_values
+    assert q.dtype == s.dtype == torch.float32
+    assert bool((s[..., :-1] >= s[..., 1:]).all()) and bool((s >= 0).all())
+    assert bool((q[..., 0] >= 0).all())
+    rotations = rotations_from_quaternions(q.double())
+    assert float((torch.linalg.det(rotations) - 1).abs().max()) < 1e-6
+    assert float((rotations.mT @ rotations - torch.eye(3, dtype=torch.float64)).abs().max()) \
+        < 1e-6
+
+
+def test_unprojection_on_an_accelerator_keeps_to_its_device() -> None:
+    """The accelerator path (float32 solver, large chunks, the last one short) run on
+    torch's data-less "meta" device: any tensor made on the CPU by mistake, as a GPU
+    would refuse it, fails here."""
+    n = (1 << 18) + 5
+    shapes = ((1, n, 3), (1, n, 3), (1, n, 4), (1, n, 3), (1, n))
+    g = Gaussians(*(torch.empty(shape, device="meta") for shape in shapes))
+    metric = unproject(g, 3100.5, 4032, 3024)
+    for field, shape in zip(metric, shapes, strict=True):
+        assert field.device.type == "meta" and field.shape == shape
+        assert field.dtype == torch.float32
+
+
+def test_unprojection_in_chunks_matches_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counts that are not a multiple of the chunk: every Gaussian lands in its own place."""
+    g = _random(2503)
+    whole = unproject(g, 1500.0, 4000, 3000)
+    monkeypatch.setattr(gaussians_module, "CPU_CHUNK", 1000)
+    chunked = unproject(g, 1500.0, 4000, 3000)
+    for a, b in zip(whole, chunked, strict=True):
+        assert a.shape == b.shape and torch.allclose(a, b, rtol=0, atol=1e-6)
+    metric, expected = _metric(g, 1500.0, (4000, 3000))
+    assert _covariance_error(chunked, expected) < 1e-6
+    assert torch.equal(metric.mean_vectors, chunked.mean_vectors)
+
+
+def test_a_non_finite_gaussian_spoils_only_itself() -> None:
+    """SHARP output with a NaN or an infinity (the PLY writers make such Gaussians
+    transparent) leaves its neighbours' numbers as they were."""
+    g = _random(50)
+    clean = unproject(g, 1500.0, 4000, 3000)
+    for bad in (float("nan"), float("inf")):
+        quaternions = g.quaternions.clone()
+        quaternions[0, 7, 2] = bad
+        spoilt = unproject(g._replace(quaternions=quaternions), 1500.0, 4000, 3000)
+        assert not bool(torch.isfinite(spoilt.singular_values[0, 7]).all())
+        keep = torch.arange(50) != 7
+        for a, b in ((clean.quaternions, spoilt.quaternions),
+                     (clean.singular_values, spoilt.singular_values)):
+            assert torch.allclose(a[0, keep], b[0, keep], rtol=0, atol=1e-7)

@@ -1,4 +1,4 @@
-"""The two benchmarks run end to end on a CPU and print what they promise.
+"""The benchmarks run end to end on a CPU and print what they promise.
 
 `bench/ply_write.py` with a small N; `bench/gpu.py` on the CPU, where it must fall back
 to the tiny test models and say so. Each runs as a user would run it: a subprocess.
@@ -95,3 +95,21 @@ def test_durability_bench_prints_both_costs_per_photo() -> None:
         assert row, f"no row {label!r}:\n{out}"
         assert float(row.group(1)) > 0 and float(row.group(2)) > 0 and float(row.group(4)) > 0
     assert re.search(r"^durability in all: \+\d+\.\d ms per photo$", out, re.M)
+
+
+def test_unproject_bench_times_the_eigensolvers_side_by_side() -> None:
+    out = _run("unproject.py", "--n", "30000", "--repeat", "1")
+    assert re.search(r"^N = 30,000 Gaussians on cpu, \d+ threads, best of 1$", out, re.M), out
+    errors = {}
+    for name in ("unproject", "covariance_eigen, float64", "covariance_eigen, float32",
+                 "eigh float64, sliced", "torch.linalg.eigh float64"):
+        row = re.search(rf"^  {re.escape(name)} +(\d+\.\d+) +(\d+\.\d+)  (\d\.\de-\d\d)$",
+                        out, re.M)
+        assert row, f"no row for {name}:\n{out}"
+        assert float(row.group(1)) > 0
+        errors[name] = float(row.group(3))
+    assert errors["covariance_eigen, float64"] < 1e-13
+    assert errors["covariance_eigen, float32"] < 1e-6 and errors["unproject"] < 1e-6
+    ratio = re.search(r"^  sliced eigh / covariance_eigen \(float64\), wall: (\d+\.\d+)x "
+                      r"\(target 5x: (met|MISSED)\); CPU: (\d+\.\d+)x$", out, re.M)
+    assert ratio and float(ratio.group(1)) > 0 and float(ratio.group(3)) > 0, out
