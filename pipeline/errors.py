@@ -10,6 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def install_hint(extra: str) -> str:
+    """How to add an optional part: sharp-watch is installed from its folder, not from PyPI."""
+    return (f'in the sharp-watch folder, run `python -m pip install -e ".[{extra}]"` in '
+            "sharp-watch's environment")
+
+
 class PipelineError(Exception):
     """Base class: a failure with a message a person can act on."""
 

@@ -30,7 +30,7 @@ DEFAULT_FOCAL_35MM = 30.0
 
 @dataclass(frozen=True)
 class DepthSettings:
-    """How one photo's depth is made and tuned (the seed's CLI options)."""
+    """How one photo's depth is made and tuned (SHARP Custom's command-line options)."""
 
     depth_scale: float = setting(
         1.0, low=0.0, low_open=True,

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .device import autocast, device_errors
-from .errors import ModelError
+from .errors import ModelError, install_hint
 from .gaussians import Gaussians
 from .weights import SHARP_URL, Progress, fetch_checkpoint, load_state_dict
 
@@ -73,8 +73,7 @@ class SharpStage:
             try:
                 from sharp.models import PredictorParams, create_predictor
             except ImportError as exc:
-                raise ModelError('SHARP is not installed: pip install "sharp-watch[sharp]" '
-                                 "(see README)") from exc
+                raise ModelError("SHARP is not installed: " + install_hint("sharp")) from exc
             path = Path(checkpoint) if checkpoint else fetch_checkpoint(SHARP_URL, cache_dir,
                                                                          progress)
             predictor = create_predictor(PredictorParams())

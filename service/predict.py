@@ -1,4 +1,4 @@
-"""`sharp-watch predict`: the seed's one-shot CLI, on resident models, for a photo or a folder."""
+"""`sharp-watch predict`: SHARP Custom's one-shot command on resident models, photo or folder."""
 
 from __future__ import annotations
 

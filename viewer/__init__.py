@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import importlib.util
 
-MISSING = ("the viewer is not installed: run `pip install \"sharp-watch[viewer]\"` in "
-           "sharp-watch's environment")
+from pipeline.errors import install_hint
+
+MISSING = "the viewer is not installed: " + install_hint("viewer")
 
 
 def available() -> bool:

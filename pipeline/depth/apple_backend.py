@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..device import device_errors
-from ..errors import ModelError
+from ..errors import ModelError, install_hint
 from ..weights import DEPTH_PRO_URL, Progress, fetch_checkpoint
 from .base import RawDepth, normalized_square
 
@@ -32,7 +32,7 @@ class AppleDepthPro:
             from depth_pro.depth_pro import DEFAULT_MONODEPTH_CONFIG_DICT
         except ImportError as exc:
             raise ModelError("depth_source 'depth-pro-apple' needs Apple's depth_pro package: "
-                             'pip install "sharp-watch[depth-pro-apple]"') from exc
+                             + install_hint("depth-pro-apple")) from exc
         path = (Path(checkpoint).expanduser().resolve() if checkpoint
                 else fetch_checkpoint(DEPTH_PRO_URL, cache_dir, progress))
         if not path.is_file():

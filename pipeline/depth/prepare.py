@@ -1,4 +1,6 @@
-"""From any depth map to the 2-layer metric depth SHARP receives (the seed's semantics).
+"""From any depth map to the 2-layer metric depth SHARP receives.
+
+The semantics are those of SHARP Custom, the script sharp-watch grew from.
 
 Order: put the map on SHARP's grid (one resize, antialiased when shrinking), convert
 its format to metres (relative formats by a robust fit to SHARP's own depth), then
@@ -141,7 +143,7 @@ def external_to_metric(values: torch.Tensor, depth_format: str,
 
 
 def tune(front: torch.Tensor, scale: float, offset: float) -> torch.Tensor:
-    """The seed's tuning: scale, then offset in metres, then clamp to [0.001, 100]."""
+    """SHARP Custom's tuning: scale, then offset in metres, then clamp to [0.001, 100]."""
     return (front * scale + offset).clamp(DEPTH_MIN_M, DEPTH_MAX_M)
 
 
@@ -151,7 +153,7 @@ def two_layers(front: torch.Tensor, internal: torch.Tensor,
 
     Ratio mode (factor 1.0): each layer is `front * (SHARP layer / SHARP front)` per
     pixel, SHARP's front being the nearer of its two layers; with sorted layers this is
-    exactly the seed's `back = front * back / front`, and it stays right if they are not.
+    exactly SHARP Custom's `back = front * back / front`, and it stays right if they are not.
     Fixed mode: back = front * factor.
     """
     if back_surface_factor == 1.0:

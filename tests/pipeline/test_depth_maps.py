@@ -1,4 +1,4 @@
-"""External depth maps: safe loading, every format, the robust fit, and the seed's tuning."""
+"""External depth maps: safe loading, every format, the robust fit, and SHARP Custom's tuning."""
 
 from __future__ import annotations
 

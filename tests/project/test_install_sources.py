@@ -133,3 +133,33 @@ def test_doctor_line_for_a_missing_sharp_carries_the_command(monkeypatch, daemon
     assert found["SHARP"].level == "FAIL"
     assert found["SHARP"].detail.endswith(
         f'; pip install "sharp @ {direct_urls()["sharp"].url}"')
+
+
+def test_missing_part_messages_name_the_install_that_adds_it(monkeypatch):
+    """sharp-watch is not on PyPI: `pip install "sharp-watch[x]"` would fail, so every
+    "not installed" message names the editable install of the extra from its folder."""
+    import builtins
+
+    import torch
+
+    import viewer
+    from pipeline import ModelError
+    from pipeline.depth.apple_backend import AppleDepthPro
+    from pipeline.sharp_stage import SharpStage
+
+    real_import = builtins.__import__
+
+    def no_apple(name, *args, **kwargs):
+        if name.split(".")[0] in ("sharp", "depth_pro"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_apple)
+    with pytest.raises(ModelError) as sharp:
+        SharpStage.load(torch.device("cpu"))
+    with pytest.raises(ModelError) as depth:
+        AppleDepthPro.load(None, torch.device("cpu"), torch.float32)
+    for message, extra in ((str(sharp.value), "sharp"), (str(depth.value), "depth-pro-apple"),
+                           (viewer.MISSING, "viewer")):
+        assert f'python -m pip install -e ".[{extra}]"' in message, message
+        assert "sharp-watch[" not in message
