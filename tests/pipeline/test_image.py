@@ -11,8 +11,7 @@ from PIL import Image
 
 from pipeline import InputError, load_image
 from pipeline.image import focal_mm_to_px
-
-EXAMPLE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "example.jpg"
+from tests.support.files import EXAMPLE_PHOTO
 
 
 def _photo(width: int = 40, height: int = 30) -> Image.Image:
@@ -31,7 +30,7 @@ def test_every_supported_format_decodes_to_rgb(tmp_path: Path, suffix: str) -> N
 
 
 def test_example_photo_has_no_exif_focal() -> None:
-    image = load_image(EXAMPLE)
+    image = load_image(EXAMPLE_PHOTO)
     assert (image.width, image.height) == (3024, 2268)
     assert image.exif_focal_35mm is None
 

@@ -12,10 +12,8 @@ from plyfile import PlyData
 
 from service import predict
 from tests.conftest import write_photo
-from tests.support.files import write_config
+from tests.support.files import EXAMPLE_PHOTO, write_config
 from tests.support.tiny_models import save_tiny_depth_pro
-
-EXAMPLE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "example.jpg"
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +37,7 @@ def _models(depth_dir: Path) -> list[str]:
 
 def test_example_photo_gives_a_valid_ply_and_a_summary(tmp_path: Path, depth_dir: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _run(capsys, "-i", str(EXAMPLE), "-o", str(tmp_path), *_models(depth_dir))
+    code, out, _ = _run(capsys, "-i", str(EXAMPLE_PHOTO), "-o", str(tmp_path), *_models(depth_dir))
     assert code == 0
     plys = list(tmp_path.glob("example_*.ply"))
     assert len(plys) == 1
@@ -55,7 +53,7 @@ def test_batch_never_overwrites_and_reports_failures(tmp_path: Path, depth_dir: 
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     photos = tmp_path / "in"
     photos.mkdir()
-    shutil.copy(EXAMPLE, photos / "a.jpg")
+    shutil.copy(EXAMPLE_PHOTO, photos / "a.jpg")
     (photos / "broken.jpg").write_bytes(b"not a jpeg")
     out_dir = tmp_path / "out"
     code, _, err = _run(capsys, "-i", str(photos), "-o", str(out_dir), *_models(depth_dir),
@@ -71,7 +69,7 @@ def test_external_depth_options_and_internal_depth_file(tmp_path: Path, depth_di
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     depth = tmp_path / "d.npy"
     np.save(depth, np.full((300, 400), 2.0, dtype=np.float32))
-    code, out, _ = _run(capsys, "-i", str(EXAMPLE), "-o", str(tmp_path / "o"),
+    code, out, _ = _run(capsys, "-i", str(EXAMPLE_PHOTO), "-o", str(tmp_path / "o"),
                         *_models(depth_dir), "--external-depth", str(depth),
                         "--depth-format", "metric", "--depth-scale", "1.5",
                         "--depth-offset", "0.5", "--back-surface-factor", "1.2",
@@ -97,7 +95,7 @@ def test_external_depth_options_and_internal_depth_file(tmp_path: Path, depth_di
 def test_bad_options_are_refused_before_any_work(tmp_path: Path, depth_dir: Path,
                                                  capsys: pytest.CaptureFixture[str],
                                                  argv: list[str], message: str) -> None:
-    code, _, err = _run(capsys, "-i", str(EXAMPLE), "-o", str(tmp_path), *_models(depth_dir),
+    code, _, err = _run(capsys, "-i", str(EXAMPLE_PHOTO), "-o", str(tmp_path), *_models(depth_dir),
                         *argv)
     assert code == 2 and message in err
     assert not list(tmp_path.glob("*.ply"))
@@ -146,7 +144,7 @@ depth_offset = 0.25
 def test_a_bad_config_stops_predict_before_any_work(tmp_path: Path, depth_dir: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     config = write_config(tmp_path, "[defaults]\ndepth_scael = 2\n")
-    code, _, err = _run(capsys, "-i", str(EXAMPLE), "-o", str(tmp_path / "o"), "--config",
+    code, _, err = _run(capsys, "-i", str(EXAMPLE_PHOTO), "-o", str(tmp_path / "o"), "--config",
                         str(config), *_models(depth_dir))
     assert code == 2 and "depth_scael" in err and "did you mean 'depth_scale'" in err
     assert not (tmp_path / "o").exists()

@@ -9,6 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+EXAMPLE_PHOTO = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "example.jpg"
+"""A real phone photo (4032 x 3024, EXIF focal), in the steering repository's shared/ folder
+beside this checkout (CI clones it there)."""
+
 
 def save_sidecar(path: Path, text: str) -> Path:
     """`text` written to a hidden temp name and renamed into place, so the daemon never sees
