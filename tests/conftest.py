@@ -23,6 +23,7 @@
   turn; with True the GPU-style prefetch and writer threads run too
   (`daemon.worker.OVERLAP_ON_CPU`). Ask for it in tests that should cover both paths.
 - `wait_for(predicate, timeout)` (plain function, `from tests.conftest import wait_for`).
+- `entries(folder)`: what is in a folder a daemon uses, less its hidden folder lock.
 """
 
 from __future__ import annotations
@@ -165,3 +166,11 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30.0) -> bool:
             return True
         time.sleep(0.02)
     return bool(predicate())
+
+
+def entries(folder: Path) -> list[Path]:
+    """The files and folders in `folder`, less the lock a running daemon holds in its inputs
+    and outputs folders (`daemon.folder_lock.LOCK_NAME`)."""
+    from daemon.folder_lock import LOCK_NAME
+
+    return [path for path in folder.iterdir() if path.name != LOCK_NAME]
