@@ -90,3 +90,12 @@ def test_durability_bench_prints_both_costs_per_photo() -> None:
         assert row, f"no row {label!r}:\n{out}"
         assert float(row.group(1)) > 0 and float(row.group(2)) > 0 and float(row.group(4)) > 0
     assert re.search(r"^durability in all: \+\d+\.\d ms per photo$", out, re.M)
+
+
+def test_big_drop_bench_prints_the_queueing_of_a_drop() -> None:
+    out = _run("big_drop.py", "--photos", "300", "--seconds", "120")
+    assert re.search(r"^\s+\d+\.\d s  queued\s+\d+$", out, re.M), out
+    line = re.search(r"^photos=300 queued=300 drop_s=(\d+\.\d) all_queued_s=(\d+\.\d) "
+                     r"rate=(\d+)/s longest_pause_s=(\d+\.\d) load=(\d+\.\d)$", out, re.M)
+    assert line, out
+    assert float(line.group(2)) >= float(line.group(4)) and int(line.group(3)) > 0
