@@ -3,8 +3,8 @@
     python bench/big_drop.py [--photos 10000] [--seconds 120] [--profile FILE]
 
 Starts a daemon in this process (models not loaded: it stays paused, so only the watcher,
-the settler and the intake work), writes `--photos` distinct small JPEGs into its inputs
-folder as fast as this machine writes them (a copy from a card or a folder), and samples
+the settler and the intake work), has another process write `--photos` distinct small
+JPEGs into its inputs folder as fast as it can (a copy from a card or a folder), and samples
 the journal's queued count every 0.1 s until every photo is queued or `--seconds` pass.
 Prints the queued count once a second, then one line of numbers from this run: the time
 the drop took, the time until every photo was queued (from the first file written), the
@@ -18,10 +18,10 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import multiprocessing
 import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -87,7 +87,7 @@ def measure(root: Path, count: int, limit: float) -> None:
     journal = daemon.journal
     try:
         started = time.monotonic()
-        writer = threading.Thread(target=drop, args=(root / "inputs", photos))
+        writer = multiprocessing.Process(target=drop, args=(root / "inputs", photos))
         writer.start()
         samples: list[tuple[float, int]] = []
         printed = 0.0

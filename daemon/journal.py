@@ -520,6 +520,8 @@ def _open(path: Path) -> tuple[sqlite3.Connection, bool]:
         if "interruptions" not in present and "crashes" in present:
             db.executescript(_EVIDENCE_MIGRATION)
         db.execute(f"CREATE INDEX IF NOT EXISTS jobs_suspects ON jobs (seq) WHERE {_SUSPECT}")
+        db.execute("CREATE INDEX IF NOT EXISTS jobs_held ON jobs (photo) "
+                   "WHERE hold_until IS NOT NULL")
     except BaseException:
         db.close()
         raise

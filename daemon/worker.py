@@ -195,7 +195,10 @@ class Worker:
         """Read the photo if it is still the content the job was queued for."""
         if file_signature(job.photo) is None:
             raise Superseded(f"{job.photo} vanished before it was processed")
-        current = self.content_hash(job.photo)
+        try:
+            current = self.content_hash(job.photo)
+        except InputError:  # swapped for a link leading out, say: the failure stands
+            return False
         if current is not None and current != job.photo_hash:
             raise Superseded(f"{job.photo} changed after it was queued")
         try:
@@ -256,7 +259,10 @@ class Worker:
         quietly for `settle_report_seconds`, then read again; only a second failure of
         the same content is reported.
         """
-        current = self.content_hash(job.photo)
+        try:
+            current = self.content_hash(job.photo)
+        except InputError:  # swapped for a link leading out, say: the failure stands
+            return False
         if current is not None and current != job.photo_hash:
             self._follow(job, f"{job.photo} changed while it was read", drop=True)
             return True
