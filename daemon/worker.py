@@ -195,10 +195,7 @@ class Worker:
         """Read the photo if it is still the content the job was queued for."""
         if file_signature(job.photo) is None:
             raise Superseded(f"{job.photo} vanished before it was processed")
-        try:
-            current = self.content_hash(job.photo)
-        except InputError:  # swapped for a link leading out, say: the failure stands
-            return False
+        current = self.content_hash(job.photo)
         if current is not None and current != job.photo_hash:
             raise Superseded(f"{job.photo} changed after it was queued")
         try:
