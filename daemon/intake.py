@@ -191,7 +191,10 @@ class Intake:
                         self.rescan()
                 self._step()
             except Exception as exc:
-                self.problems.report("intake", describe(exc), exc)
+                # A journal batch that failed is the same trouble `Journal` reports (and
+                # clears) for this thread's other calls: one problem line, not two.
+                topic = "journal" if isinstance(exc, sqlite3.Error) else ""
+                self.problems.report("intake", describe(exc), exc, topic=topic)
                 self._stop.wait(backoff.next())
             else:
                 backoff.reset()

@@ -24,12 +24,15 @@
   (`daemon.worker.OVERLAP_ON_CPU`). Ask for it in tests that should cover both paths.
 - `wait_for(predicate, timeout)` (plain function, `from tests.conftest import wait_for`).
 - `entries(folder)`: what is in a folder a daemon uses, less its hidden folder lock.
+- `stop_process(process)`: SIGTERM a daemon subprocess and wait for it (killed after 30 s).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -174,3 +177,15 @@ def entries(folder: Path) -> list[Path]:
     from daemon.folder_lock import LOCK_NAME
 
     return [path for path in folder.iterdir() if path.name != LOCK_NAME]
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Ask a daemon subprocess to stop (SIGTERM: a graceful stop) and wait for it; one that
+    is still running after 30 s is killed, and the wait's timeout raised."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise

@@ -27,7 +27,7 @@ from daemon.jobs import settings_to_json
 from daemon.journal import MAX_CRASHES, MAX_INTERRUPTIONS, Journal
 from pipeline import DepthSettings
 from service import cli
-from tests.conftest import wait_for, write_photo
+from tests.conftest import stop_process, wait_for, write_photo
 
 REPO = Path(__file__).resolve().parents[1]
 CRASH = "Fatal Python error: Segmentation fault"
@@ -103,16 +103,6 @@ def _jobs(state_dir: Path) -> dict[str, dict[str, Any]]:
         return {Path(row["photo"]).name: dict(row) for row in db.execute("SELECT * FROM jobs")}
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-
-
 # ---------------------------------------------------------------- kills it did not cause
 
 
@@ -138,7 +128,7 @@ def test_kills_while_a_photo_runs_never_give_it_up(make_daemon_config, config_to
         assert wait_for(lambda: _jobs(config.daemon.state_dir)["good.jpg"]["state"] == "done",
                         120), log.read_text()[-3000:]
     finally:
-        _stop(process)
+        stop_process(process)
     job = _jobs(config.daemon.state_dir)["good.jpg"]
     assert (job["attempts"], job["crashes"], job["interruptions"]) == (kills + 1, 0, 0)
     assert _forwards(marker) == ["photo"] * (kills + 1)
@@ -182,7 +172,7 @@ def test_photo_that_crashes_the_process_runs_alone_after_the_others_then_is_give
         assert cli.main(["status", "--config", str(config_file)]) == 0
         status = capsys.readouterr().out
     finally:
-        _stop(process)
+        stop_process(process)
     assert _forwards(marker) == ["flat", "photo", "photo", "photo", "flat", "flat"]
     note = (config.outputs / "flat.jpg.error.txt").read_text()
     for text in (note, status):

@@ -37,7 +37,7 @@ import pipeline.atomic
 from daemon import Config, Daemon, JobEvent
 from daemon.config import FolderConfig
 from pipeline import DepthSettings, OutOfMemoryError, Pipeline
-from tests.conftest import write_photo
+from tests.conftest import stop_process, write_photo
 
 REPO = Path(__file__).resolve().parents[1]
 GAUSSIANS = 2 * 32 * 32  # the SHARP double at resolution 64
@@ -729,12 +729,7 @@ def run_to_completion(config_file: Path, log: Path, done: Callable[[], bool],
         assert wait_for(done, timeout, 0.2), f"not finished after {timeout} s; see {log}"
         time.sleep(1.0)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        stop_process(proc)
 
 
 def tally_outputs(config: Config, versions: dict[str, int]) -> dict[str, Any]:
