@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        daemon = Daemon(config)
+        daemon = Daemon(config, record_crashes=True)
         daemon.subscribe(lambda event: logger.log(
             "INFO" if event.outcome == "done" else "WARNING", "{}", event.line()))
         daemon.start()

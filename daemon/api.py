@@ -19,7 +19,9 @@ from loguru import logger
 from pipeline import Pipeline
 
 from .config import Config, ConfigError, check_folders, inside
+from .crashes import CrashRecord, crashed_thread, first_line
 from .depth_cache import DepthCache
+from .folder_lock import FolderInUse, FolderLock
 from .intake import Intake
 from .jobs import Job, finished_results
 from .journal import Journal
@@ -33,20 +35,28 @@ IDLE_GRACE = 0.3
 
 
 class DaemonError(RuntimeError):
-    """The daemon cannot start (another one runs on the same state folder, say)."""
+    """The daemon cannot start (another one runs on the same state folder or the same
+    inputs or outputs folder, say)."""
 
 
 class Daemon:
     """Watch the inputs folder and turn every photo into a PLY, with models kept resident."""
 
-    def __init__(self, config: Config, pipeline: Pipeline | None = None) -> None:
+    def __init__(self, config: Config, pipeline: Pipeline | None = None,
+                 record_crashes: bool = False) -> None:
+        """`record_crashes`: this process's fatal errors are recorded for the next start (see
+        `daemon.crashes`); for a process that runs nothing but the daemon."""
         self.config = config
+        self.record_crashes = record_crashes
         self.board = Board()
         self.pipeline = pipeline or Pipeline(config.model_settings())
         self.pipeline.progress = self._progress
         state = config.daemon.state_dir
         self.outputs = OutputFolder(config.outputs, config.inputs)
         self._lock_file = FileLock(str(state / "daemon.lock"), timeout=0, thread_local=False)
+        self._folder_locks = [FolderLock(folder, role, config.source) for role, folder in
+                              (("inputs", config.inputs), ("outputs", config.outputs))]
+        self._crashes = CrashRecord(state)
         self.journal: Journal | None = None
         self.cache: DepthCache | None = None
         self.intake: Intake | None = None
@@ -71,23 +81,61 @@ class Daemon:
             self._lock_file.acquire()
         except Timeout:
             raise DaemonError(f"another sharp-watch daemon is already using {state}") from None
+        self._lock_folders()
         self.journal = self._open_journal(state / "journal.sqlite3")
         self.cache = DepthCache(state / "depth-cache", self.config.daemon.depth_cache_mb)
         for tmp in self.outputs.clean_temp():
             logger.info("removed leftover temp file {}", tmp.name)
-        stale, given_up = self.journal.recover()
+        record = self._crashes.take()
+        if record is not None:
+            logger.error("the last run ended with a fatal error ({}); the photos it was working "
+                         "on run alone, after the others. Where it crashed:\n{}",
+                         first_line(record), crashed_thread(record))
+        if self.record_crashes:
+            self._crashes.arm()
+        stale, given_up = self.journal.recover(first_line(record) if record else None)
         self.outputs.remove([Path(p) for p in stale])
         for job, error in given_up:
-            self.outputs.write_error(job.photo, error)
+            self._report_failure(job.photo, error, 0.0)
         self.worker = Worker(self.config, self.pipeline, self.journal, self.cache, self.outputs,
                              self.board, self._failed_job, self._content_hash,
-                             self._surviving_copy)
+                             self._surviving_copy, self._crashes.clear)
         self.intake = Intake(self.config, self.journal, self.worker.wake.set,
-                             self._failed_photo, self._stuck, self.board.problems)
+                             self._failed_photo, self._stuck, self.board.problems,
+                             renewed=self._relock_folders)
         logger.info("watching {} -> {}", self.config.inputs, self.config.outputs)
         self.board.set(phase="running")
         self.intake.start()
         self.worker.start()
+
+    def _lock_folders(self) -> None:
+        """Hold the inputs' and the outputs' folder locks, or release everything and refuse."""
+        for lock in self._folder_locks:
+            try:
+                warning = lock.acquire()
+            except FolderInUse as exc:
+                self._release_locks()
+                raise DaemonError(str(exc)) from None
+            if warning is not None:
+                logger.warning("{}", warning)
+
+    def _relock_folders(self) -> None:
+        """A folder made again lost its lock file: lock the new one. Another daemon that
+        took it meanwhile is reported, not fought (this one keeps running)."""
+        for lock in self._folder_locks:
+            try:
+                warning = lock.renew()
+            except FolderInUse as exc:
+                self.board.problems.report("folder lock", str(exc), exc)
+                continue
+            if warning is not None:
+                logger.warning("{}", warning)
+
+    def _release_locks(self) -> None:
+        for lock in self._folder_locks:
+            lock.release()
+        if self._lock_file.is_locked:
+            self._lock_file.release()
 
     def _open_journal(self, path: Path) -> Journal:
         """The journal; a damaged one is moved aside, and a fresh one learns the results
@@ -95,7 +143,7 @@ class Daemon:
         try:
             journal = Journal(path, self.board.problems)
         except (sqlite3.Error, OSError) as exc:
-            self._lock_file.release()
+            self._release_locks()
             raise DaemonError(f"cannot open the journal {path} ({exc})") from None
         if journal.damaged_copy is not None:
             logger.warning("journal {} was damaged ({}); moved it aside as {} and started a "
@@ -129,8 +177,8 @@ class Daemon:
             # Also when a job was abandoned: its thread must not touch the journal (or write
             # results, which it reserves there first) once another daemon may own them.
             self.journal.close()
-        if self._lock_file.is_locked:
-            self._lock_file.release()
+        self._release_locks()
+        self._crashes.disarm()
         self.board.set(phase="stopped", current_file=None, stage=None)
 
     def pause(self) -> None:
@@ -162,7 +210,9 @@ class Daemon:
 
     def status(self) -> Status:
         b = self.board
-        counts = self.journal.counts() if self.journal is not None and b.phase != "stopped" else {}
+        journal = self.journal if b.phase != "stopped" else None
+        counts = journal.counts() if journal is not None else {}
+        suspects = tuple(journal.suspects()) if journal is not None else ()
         with b.lock:
             state = b.phase
             if state == "running":
@@ -180,7 +230,8 @@ class Daemon:
                           last_error=b.last_error, vram_used_mb=vram_used_mb(self.pipeline),
                           download_progress=b.download_progress,
                           inputs=str(self.config.inputs), outputs=str(self.config.outputs),
-                          problems=self._problems() if state != "stopped" else ())
+                          problems=self._problems() if state != "stopped" else (),
+                          suspects=suspects)
 
     def _problems(self) -> tuple[str, ...]:
         """Each failing or stalled thread's line, and any thread that has ended (a bug)."""

@@ -5,8 +5,14 @@ read, and its job submitted; a ready sidecar or `.npy` resubmits the photos that
 it. A photo whose sidecar is still settling waits for it, so a photo and sidecar
 dropped together run once, with the sidecar. This thread also recreates a deleted
 inputs folder and restarts the watcher on it, rescans the folder every
-`rescan_seconds` for files whose events were lost, and re-queues retryable failures
-whose backoff has passed.
+`rescan_seconds` for files whose events were lost (every `BURST_RESCAN_SECONDS` during a
+burst of events, when watchers lose them), and re-queues retryable failures whose
+backoff has passed.
+
+A big drop is queued quickly: the photos ready at one step go to the journal many to a
+transaction (`Journal.batch`), and one listing of a folder's sidecar names serves all of
+its photos. A kill before a batch is committed loses nothing: the start-up scan finds
+every photo again.
 
 One photo never holds up the others: each is queued on its own (a name that is not
 valid Unicode, a bug, fails only that photo), a file too large to be a photo within
@@ -17,6 +23,7 @@ own while smaller photos go ahead.
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import threading
 import time
@@ -46,6 +53,10 @@ CHECK_FOLDERS_SECONDS = 1.0
 BACKGROUND_HASH_BYTES = 64 * 2**20  # larger files are hashed on their own thread
 MAX_BYTES_PER_PIXEL = 8  # 16-bit RGBA stored uncompressed: the most a photo needs per pixel
 HEADROOM_BYTES = 64 * 2**20  # metadata, embedded previews, colour profiles
+BATCH_SECONDS = 0.25  # the longest one journal transaction of a big drop stays open
+LISTING_SECONDS = 1.0  # a folder's sidecar names are listed again after this long
+BURST_EVENTS = 1000  # about what Windows' 64 KiB change buffer holds before it overflows
+BURST_RESCAN_SECONDS = 2.0  # during and after a burst, the folder is rescanned this often
 
 
 class Intake:
@@ -53,8 +64,12 @@ class Intake:
 
     def __init__(self, config: Config, journal: Journal, wake: Callable[[], None],
                  failed: Callable[[Path, str, str], None],
-                 stuck: Callable[[Path, float], None], problems: Problems | None = None) -> None:
+                 stuck: Callable[[Path, float], None], problems: Problems | None = None,
+                 renewed: Callable[[], None] = lambda: None) -> None:
         self.config = config
+        self.renewed = renewed
+        """Called after the inputs folder was made again and is watched anew (the daemon
+        takes its folder lock in the new folder)."""
         self.inputs = config.inputs
         self.journal = journal
         self.wake = wake
@@ -75,6 +90,9 @@ class Intake:
         self._touched: dict[Path, int] = {}  # file events per path since its hash was stored
         self._seen: Listing = {}  # the last listing: a rescan notes only what differs from it
         self._rushed: set[Path] = set()  # photos to queue now, without waiting to settle
+        self._sidecars: dict[Path, tuple[float, frozenset[str]]] = {}  # folder: when, names
+        self._reports: list[tuple[Path, str, str]] | None = None  # failures awaiting a commit
+        self._events = 0  # file events since the last rescan
         self._hashing: dict[Path, tuple[Future[str], Signature, int, bool]] = {}
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix="sharp-hash")
         self._lock = threading.Lock()
@@ -108,6 +126,9 @@ class Intake:
             else:
                 self._catchup.discard(path)
                 self._touched[path] = self._touched.get(path, 0) + 1
+                self._events += 1
+            if path.suffix.lower() == SIDECAR_SUFFIX:
+                self._sidecars.pop(path.parent, None)
         if self.config.folders.recursive and path.is_dir():
             with self._lock:
                 self._dirs.append(path)
@@ -165,13 +186,19 @@ class Intake:
                     wait = self.problems.guarded("watcher", self._check_folder, folder_backoff)
                     next_check = time.monotonic() + (wait or CHECK_FOLDERS_SECONDS)
                     self._retry_failed()
+                if self._events >= BURST_EVENTS:  # the watcher may be losing events
+                    next_scan = min(next_scan, time.monotonic() + BURST_RESCAN_SECONDS)
                 if time.monotonic() >= next_scan:
                     next_scan = time.monotonic() + self.config.daemon.rescan_seconds
+                    self._events = 0
                     with self.problems.busy("intake", f"listing {self.inputs}"):
                         self.rescan()
                 self._step()
             except Exception as exc:
-                self.problems.report("intake", describe(exc), exc)
+                # A journal batch that failed is the same trouble `Journal` reports (and
+                # clears) for this thread's other calls: one problem line, not two.
+                topic = "journal" if isinstance(exc, sqlite3.Error) else ""
+                self.problems.report("intake", describe(exc), exc, topic=topic)
                 self._stop.wait(backoff.next())
             else:
                 backoff.reset()
@@ -195,6 +222,7 @@ class Intake:
             logger.warning("inputs folder {} was deleted; creating it again", self.inputs)
             self.inputs.mkdir(parents=True, exist_ok=True)
         self.watcher.start()
+        self.renewed()
         self.rescan(catchup=True)
 
     def _retry_failed(self) -> None:
@@ -214,6 +242,7 @@ class Intake:
         for path, seconds in stuck:
             self.stuck(path, seconds)
         photos: dict[Path, bool] = {}
+        sizes: dict[Path, int] = {}
         for path in ready:
             with self._lock:
                 event_driven = path not in self._catchup
@@ -221,17 +250,46 @@ class Intake:
             signature = file_signature(path)
             if signature is not None:
                 self._seen[str(path)] = signature[:2]
+                sizes[path] = signature[0]
             for photo in self._photos_for(path):
                 photos[photo] = photos.get(photo, False) or event_driven
         self._collect_hashes()
         with self._lock:
             rushed, self._rushed = self._rushed, set()
-        for photo in sorted(photos, key=_size):  # small photos first: a big one never blocks
-            if (not self.settler.pending(photo) and photo not in self._hashing
-                    and photo not in rushed):
-                self._each(photo, partial(self.submit, photo, photos[photo]))
-        for photo in sorted(rushed - self._hashing.keys()):
-            self._each(photo, partial(self.submit, photo, True))
+        by_size = sorted(photos, key=lambda p: sizes[p] if p in sizes else _size(p))
+        work = [(photo, photos[photo]) for photo in by_size
+                if not self.settler.pending(photo) and photo not in self._hashing
+                and photo not in rushed]  # small photos first: a big one never blocks
+        self._submit_all(work + [(photo, True) for photo in sorted(rushed - self._hashing.keys())])
+
+    def _submit_all(self, work: list[tuple[Path, bool]]) -> None:
+        """Submit (photo, event-driven) pairs, as many as `BATCH_SECONDS` allows to one
+        journal transaction: a big drop would otherwise wait on one sync to disk per photo.
+
+        Failures are reported once their batch is committed. When the journal fails, every
+        photo not yet committed is noted again, to be submitted after the backoff.
+        """
+        start = 0
+        while start < len(work):
+            end = start
+            reports: list[tuple[Path, str, str]] = []
+            self._reports = reports
+            try:
+                deadline = time.monotonic() + BATCH_SECONDS
+                with self.journal.batch():
+                    while end < len(work) and (end == start or time.monotonic() < deadline):
+                        photo, event_driven = work[end]
+                        end += 1
+                        self._each(photo, partial(self.submit, photo, event_driven))
+            except sqlite3.Error:
+                for photo, _ in work[start:]:
+                    self.settler.note(photo)
+                raise
+            finally:
+                self._reports = None
+            for report in reports:
+                self.failed(*report)
+            start = end
 
     def _each(self, photo: Path, action: Callable[[], object]) -> None:
         """Run one photo's intake; its trouble fails only that photo, never the batch."""
@@ -243,7 +301,14 @@ class Intake:
                 raise
             except Exception as exc:
                 logger.opt(exception=exc).error("could not queue {}", photo)
-                self.failed(photo, "", f"{photo}: could not be queued ({describe(exc)})")
+                self._report(photo, "", f"{photo}: could not be queued ({describe(exc)})")
+
+    def _report(self, photo: Path, key: str, message: str) -> None:
+        """Tell the daemon a photo failed: now, or once the open batch is committed."""
+        if self._reports is None:
+            self.failed(photo, key, message)
+        else:
+            self._reports.append((photo, key, message))
 
     def _photos_for(self, path: Path) -> set[Path]:
         """The photos whose result depends on a file that just became ready."""
@@ -252,9 +317,37 @@ class Intake:
             return self._photos_with_stem(path)
         if suffix == DEPTH_SUFFIX:
             return self._photos_with_stem(path) | self._depth_users.get(path.resolve(), set())
-        if is_photo(path) and not self.settler.pending(sidecar_path(path)):
+        if is_photo(path) and not self.settler.pending(self._sidecar(path)):
             return {path}  # with a sidecar still settling, the sidecar submits the photo
         return set()
+
+    def _sidecar(self, photo: Path) -> Path:
+        """`sidecar_path(photo)`, listing the folder only where a sidecar may exist."""
+        return sidecar_path(photo) if self._may_have_sidecar(photo) else photo.with_suffix(
+            SIDECAR_SUFFIX)
+
+    def _may_have_sidecar(self, photo: Path) -> bool:
+        """Whether the folder's last listing of sidecar names holds one for `photo`.
+
+        One listing serves a whole drop (`sidecar_path` lists the folder for each photo:
+        10,000 photos, 10,000 listings of 10,000 names). It is listed again after a sidecar
+        event or `LISTING_SECONDS`; a sidecar new since then has its own event on the way,
+        and that event submits the photo again.
+        """
+        folder, now = photo.parent, time.monotonic()
+        with self._lock:
+            listed = self._sidecars.get(folder)
+        if listed is None or now - listed[0] > LISTING_SECONDS:
+            try:
+                with os.scandir(folder) as entries:
+                    names = frozenset(e.name.casefold() for e in entries
+                                      if e.name.lower().endswith(SIDECAR_SUFFIX))
+            except OSError:
+                return True  # the full lookup reports the trouble
+            listed = (now, names)
+            with self._lock:
+                self._sidecars[folder] = listed
+        return (photo.stem + SIDECAR_SUFFIX).casefold() in listed[1]
 
     def _photos_with_stem(self, path: Path) -> set[Path]:
         return {photo for photo in _same_stem(path.parent, path.stem) if is_photo(photo)}
@@ -357,12 +450,14 @@ class Intake:
     def _fail(self, photo: Path, photo_hash: str, message: str, event_driven: bool) -> str:
         key = failure_key(photo_hash, message)
         if self.journal.record_failure(key, photo, photo_hash, message) or event_driven:
-            self.failed(photo, key, message)
+            self._report(photo, key, message)
         return "failed"
 
     def _settings(self, photo: Path) -> tuple[DepthSettings, Path | None, str | None]:
         """The photo's settings, its depth map and that map's content hash."""
-        settings = photo_settings(photo, self.config.defaults, self.inputs)
+        settings = self.config.defaults
+        if self._may_have_sidecar(photo):
+            settings = photo_settings(photo, self.config.defaults, self.inputs)
         depth = depth_file(settings, photo)
         if depth is None:
             return settings, None, None

@@ -121,6 +121,12 @@ class Job:
     seq: int
     outputs: tuple[str, ...] = ()
     crashes: int = 0
+    interruptions: int = 0
+
+    @property
+    def suspect(self) -> bool:
+        """Running when the process ended: it runs alone, after the other photos."""
+        return self.crashes > 0 or self.interruptions > 0
 
 
 @dataclass(frozen=True)

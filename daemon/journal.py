@@ -6,11 +6,25 @@ step; FULL makes a finished job survive a power cut, not only a crash. On start,
 outputs their last attempt had reserved, so the caller deletes them and the re-run
 leaves exactly one result.
 
-A photo is given up as "crashes the daemon" only on evidence: each attempt records the
-stage it reached (decode, depth, sharp, write). An interruption counts against the
-photo only in a stage where a photo can crash the process (decode, depth, sharp), never
-during a graceful stop or while writing, and only `MAX_CRASHES` interruptions in a row
-at the same stage give it up; a given-up photo runs again when its file is saved again.
+A photo is given up as "crashes the daemon" only on evidence. Each attempt records the
+stage it reached (decode, depth, sharp, write), and `recover` is told whether the last
+run ended with a fatal-error record (`daemon.crashes`): a segfault or abort writes one,
+a kill or a power cut does not.
+- An attempt that ended with a record crashed the process: `MAX_CRASHES` in a row at the
+  same stage give the photo up.
+- An attempt that ended without one was interrupted from outside (Task Manager, a
+  power cut, a logoff, a crash elsewhere): that never gives a photo up by itself. Only
+  `MAX_INTERRUPTIONS` in a row at a stage where a photo can take the process down
+  (decode, depth, sharp; never while writing) do: the Linux out-of-memory killer ends a
+  process without a record.
+- Either way the photo becomes a suspect: it runs after every other queued photo, and
+  alone (nothing decoded or written beside it), so the next crash is pinned on the right
+  photo and never delays the others. A graceful stop counts for nothing.
+A given-up photo runs again when its file is saved again.
+
+A job can be held (`hold`): queued, but not run before a time. The worker holds a photo
+whose decoder ran out of data while the file is unchanged (a copy that paused), instead
+of failing it at once.
 
 Trouble with the file itself (another program holding it locked, a full drive) is
 retried with a backoff and reported in `Status.problems` instead of ending a thread;
@@ -26,7 +40,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,8 +54,15 @@ from .status import Backoff, Problems, describe, thread_role
 T = TypeVar("T")
 STATES = ("queued", "running", "done", "failed")
 BUSY_TIMEOUT_S = 5.0  # one call waits this long for another program's lock, then we report it
-MAX_CRASHES = 3
+MAX_CRASHES = 3  # fatal errors in a row at one stage
+MAX_INTERRUPTIONS = 20  # ends without a trace in a row at one stage (the OOM killer's SIGKILL)
 CRASH_STAGES = ("decode", "depth", "sharp")
+_SUSPECT = "(crashes > 0 OR interruptions > 0)"
+_CLEAN = ("crashes = 0, crash_stage = NULL, interruptions = 0, interruption_stage = NULL, "
+          "hold_until = NULL")  # a new start for a job: submitted again, done or failed
+# A held job (an earlier, cut-short content of this photo) is dropped when new content comes.
+_DROP_HELD = ("DELETE FROM jobs WHERE photo = ? AND key != ? AND state = 'queued' "
+              "AND hold_until IS NOT NULL")
 RETRY_FIRST_S = 30.0  # a retryable failure (disk full, file locked, model trouble) runs again
 RETRY_MAX_S = 3600.0  # after this long, doubling per failure up to an hour
 _SCHEMA = """
@@ -61,6 +82,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_state_seq ON jobs (state, seq);
+CREATE INDEX IF NOT EXISTS jobs_seq ON jobs (seq);
 DROP TABLE IF EXISTS hashes;
 CREATE TABLE IF NOT EXISTS file_hashes (
     path TEXT PRIMARY KEY,
@@ -71,7 +93,16 @@ CREATE INDEX IF NOT EXISTS file_hashes_sha256 ON file_hashes (sha256);
 """
 # Columns added after the first release; a journal from then gets them at open.
 _ADDED_COLUMNS = {"stage": "TEXT", "crashes": "INTEGER NOT NULL DEFAULT 0",
-                  "crash_stage": "TEXT"}
+                  "crash_stage": "TEXT", "interruptions": "INTEGER NOT NULL DEFAULT 0",
+                  "interruption_stage": "TEXT", "hold_until": "REAL"}
+# A journal from before crashes needed evidence counted every interruption as a crash: its
+# counts are interruptions, and the photos it gave up on for them are queued again.
+_EVIDENCE_MIGRATION = """
+UPDATE jobs SET state = 'queued', error = NULL, retryable = 0
+    WHERE state = 'failed' AND crashes > 0;
+UPDATE jobs SET interruptions = crashes, interruption_stage = crash_stage, crashes = 0,
+    crash_stage = NULL WHERE crashes > 0;
+"""
 
 
 class Journal:
@@ -98,12 +129,14 @@ class Journal:
             self.damaged_copy = _move_aside(path)
             _private(path)
             self._db, self.fresh = _open(path)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._batch: int | None = None  # the thread whose `batch` is open
         # Status reads counts on a connection of its own, so a call waiting out another
         # program's lock never holds up `status()`.
         self._reader = sqlite3.connect(str(path), check_same_thread=False, timeout=0.5)
         self._reader_lock = threading.Lock()
         self._counts = dict.fromkeys(STATES, 0)
+        self._suspects: list[str] = []
         self._failed_here: set[str] = set()  # keys that failed retryably since this open
 
     def close(self) -> None:
@@ -113,18 +146,42 @@ class Journal:
 
     def _once(self, action: Callable[[sqlite3.Connection], T], write: bool) -> T:
         with self._lock:
-            if not write:
+            if not write or self._batching():
                 return action(self._db)
-            self._db.execute("BEGIN IMMEDIATE")
+            with self._transaction():
+                return action(self._db)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back
+                    self._db.execute("ROLLBACK")
+            raise
+
+    def _batching(self) -> bool:
+        return self._batch == threading.get_ident()
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Make this thread's calls inside the block one transaction: one sync to disk for
+        a whole drop of photos instead of one per call.
+
+        Other threads wait for the block to end, so keep it short (the intake ends one
+        every `BATCH_SECONDS`). Nothing inside is retried: on any error the whole block is
+        rolled back and the error raised, and the caller submits its photos again (a kill
+        inside the block loses nothing either: the start-up scan finds every photo).
+        """
+        with self._lock, self._transaction():
+            self._batch = threading.get_ident()
             try:
-                result = action(self._db)
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back
-                        self._db.execute("ROLLBACK")
-                raise
-            return result
+                yield
+            finally:
+                self._batch = None
 
     def _run(self, action: Callable[[sqlite3.Connection], T], write: bool = True) -> T:
         """`action` in one transaction, retried while the file is locked or the drive full."""
@@ -134,7 +191,7 @@ class Journal:
             try:
                 result = self._once(action, write)
             except sqlite3.Error as exc:
-                if not _transient(exc) or self.abort.is_set():
+                if not _transient(exc) or self.abort.is_set() or self._batching():
                     raise
                 self.problems.report(role, describe(exc), topic="journal")
                 if self.abort.wait(backoff.next()):
@@ -163,6 +220,7 @@ class Journal:
                            "created, updated) VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 "
                            "FROM jobs), ?, ?, ?, 'queued', ?, ?)",
                            (key, _text(photo), photo_hash, settings_json, now, now))
+                db.execute(_DROP_HELD, (_text(photo), key))
                 return "queued"
             if row["state"] in ("queued", "running"):
                 db.execute("UPDATE jobs SET photo = ? WHERE key = ?", (_text(photo), key))
@@ -172,9 +230,10 @@ class Journal:
             if not event_driven and (not row["retryable"] or key in self._failed_here):
                 return "failed"
             db.execute("UPDATE jobs SET state = 'queued', photo = ?, settings = ?, error = NULL, "
-                       "attempts = 0, crashes = 0, crash_stage = NULL, stage = NULL, "
-                       "outputs = '[]', updated = ?, seq = (SELECT MAX(seq) + 1 FROM jobs) "
-                       "WHERE key = ?", (_text(photo), settings_json, now, key))
+                       f"attempts = 0, {_CLEAN}, stage = NULL, outputs = '[]', updated = ?, "
+                       "seq = (SELECT MAX(seq) + 1 FROM jobs) WHERE key = ?",
+                       (_text(photo), settings_json, now, key))
+            db.execute(_DROP_HELD, (_text(photo), key))
             return "queued"
 
         return self._run(action)
@@ -196,10 +255,19 @@ class Journal:
         return self._run(action)
 
     def next_queued(self, after_seq: int = 0) -> Job | None:
-        """The oldest queued job after `after_seq`, without claiming it."""
-        row = self._run(lambda db: db.execute(
-            "SELECT * FROM jobs WHERE state = 'queued' AND seq > ? ORDER BY seq LIMIT 1",
-            (after_seq,)).fetchone(), write=False)
+        """The oldest queued job after `after_seq` that is not held, without claiming it;
+        suspects (photos that were running when the process ended) only when no other
+        job is queued."""
+        query = ("SELECT * FROM jobs WHERE state = 'queued' AND seq > ? AND (hold_until IS "
+                 "NULL OR hold_until <= ?) AND {} ORDER BY seq LIMIT 1")
+
+        def action(db: sqlite3.Connection) -> sqlite3.Row | None:
+            now = time.time()
+            row: sqlite3.Row | None = db.execute(query.format(f"NOT {_SUSPECT}"),
+                                                 (after_seq, now)).fetchone()
+            return row or db.execute(query.format(_SUSPECT), (after_seq, now)).fetchone()
+
+        row = self._run(action, write=False)
         return _job(row) if row is not None else None
 
     def claim(self, key: str) -> Job | None:
@@ -230,8 +298,8 @@ class Journal:
 
     def finish(self, key: str, outputs: list[str], timings: dict[str, float]) -> None:
         self._run(lambda db: db.execute(
-            "UPDATE jobs SET state = 'done', error = NULL, stage = NULL, crashes = 0, "
-            "crash_stage = NULL, outputs = ?, timings = ?, updated = ? WHERE key = ?",
+            f"UPDATE jobs SET state = 'done', error = NULL, stage = NULL, {_CLEAN}, "
+            "outputs = ?, timings = ?, updated = ? WHERE key = ?",
             (json.dumps(outputs), json.dumps(timings), time.time(), key)))
 
     def fail(self, key: str, error: str, retryable: bool) -> str | None:
@@ -241,8 +309,8 @@ class Journal:
         def action(db: sqlite3.Connection) -> str | None:
             row = _row(db, key)
             db.execute("UPDATE jobs SET state = 'failed', error = ?, retryable = ?, stage = NULL, "
-                       "crashes = 0, crash_stage = NULL, outputs = '[]', updated = ? "
-                       "WHERE key = ?", (error, int(retryable), time.time(), key))
+                       f"{_CLEAN}, outputs = '[]', updated = ? WHERE key = ?",
+                       (error, int(retryable), time.time(), key))
             return row["error"] if row is not None else None
 
         previous = self._run(action)
@@ -287,9 +355,15 @@ class Journal:
             logger.warning("could not note the stop in the journal ({}); the current photo "
                            "counts as interrupted", describe(exc))
 
-    def recover(self, max_crashes: int = MAX_CRASHES) -> tuple[list[str], list[tuple[Job, str]]]:
+    def recover(self, crash: str | None = None, max_crashes: int = MAX_CRASHES,
+                max_interruptions: int = MAX_INTERRUPTIONS
+                ) -> tuple[list[str], list[tuple[Job, str]]]:
         """Requeue interrupted jobs; return their reserved outputs, and the jobs given up on
-        with the reason."""
+        with the reason.
+
+        `crash` is the fatal error the last run ended with (its record's first line), None
+        when it ended without one (a kill, a power cut) or stopped cleanly.
+        """
         stale: list[str] = []
         given_up: list[tuple[Job, str]] = []
 
@@ -297,25 +371,47 @@ class Journal:
             rows = db.execute("SELECT * FROM jobs WHERE state = 'running'").fetchall()
             for row in rows:
                 stale.extend(json.loads(row["outputs"]))
-                stage, crashes, crash_stage = row["stage"], row["crashes"], row["crash_stage"]
-                if stage in CRASH_STAGES:
-                    crashes = crashes + 1 if crash_stage == stage else 1
-                    crash_stage = stage
-                if stage in CRASH_STAGES and crashes >= max_crashes:
-                    error = (f"{_path(row['photo'])}: processing was interrupted {crashes} times "
-                             f"in a row at the {stage} stage (the daemon was killed or crashed "
-                             "each time); giving up on it until the photo is saved again")
-                    db.execute("UPDATE jobs SET state = 'failed', error = ?, retryable = 0, "
-                               "stage = NULL, crashes = ?, crash_stage = ?, outputs = '[]' "
-                               "WHERE key = ?", (error, crashes, crash_stage, row["key"]))
+                counts, error = _after_interruption(row, crash, max_crashes, max_interruptions)
+                db.execute("UPDATE jobs SET state = 'queued', stage = NULL, outputs = '[]', "
+                           "crashes = ?, crash_stage = ?, interruptions = ?, "
+                           "interruption_stage = ? WHERE key = ?", (*counts, row["key"]))
+                if error is not None:
+                    db.execute("UPDATE jobs SET state = 'failed', error = ?, retryable = 0 "
+                               "WHERE key = ?", (error, row["key"]))
                     given_up.append((_job(row), error))
-                else:
-                    db.execute("UPDATE jobs SET state = 'queued', stage = NULL, crashes = ?, "
-                               "crash_stage = ?, outputs = '[]' WHERE key = ?",
-                               (crashes, crash_stage, row["key"]))
 
         self._run(action)
         return stale, given_up
+
+    def hold(self, key: str, until: float) -> bool:
+        """Queue the running job again, not to run before `until` (wall-clock time); False
+        (and nothing changed) if it has been held before."""
+
+        def action(db: sqlite3.Connection) -> bool:
+            row = _row(db, key)
+            if row is None or row["hold_until"] is not None:
+                return False
+            db.execute("UPDATE jobs SET state = 'queued', stage = NULL, outputs = '[]', "
+                       "hold_until = ? WHERE key = ?", (until, key))
+            return True
+
+        return self._run(action)
+
+    def suspects(self) -> list[str]:
+        """One line per photo that was running when the process ended: waiting to run alone,
+        or given up on (its error says why). Read like `counts`: the last known lines while
+        the file cannot be read."""
+        try:
+            with self._reader_lock:
+                rows = self._reader.execute(
+                    "SELECT photo, state, error, crashes, crash_stage, interruptions, "
+                    f"interruption_stage FROM jobs WHERE {_SUSPECT} AND state != 'done' "
+                    "ORDER BY seq").fetchall()
+        except sqlite3.Error:
+            return list(self._suspects)
+        self._suspects = [error if state == "failed" else _suspicion(photo, *counts)
+                          for photo, state, error, *counts in rows]
+        return list(self._suspects)
 
     def requeue_retryable(self, now: float | None = None) -> int:
         """Queue again the retryable failures whose backoff has passed; how many.
@@ -421,6 +517,11 @@ def _open(path: Path) -> tuple[sqlite3.Connection, bool]:
         for column, kind in _ADDED_COLUMNS.items():
             if column not in present:
                 db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+        if "interruptions" not in present and "crashes" in present:
+            db.executescript(_EVIDENCE_MIGRATION)
+        db.execute(f"CREATE INDEX IF NOT EXISTS jobs_suspects ON jobs (seq) WHERE {_SUSPECT}")
+        db.execute("CREATE INDEX IF NOT EXISTS jobs_held ON jobs (photo) "
+                   "WHERE hold_until IS NOT NULL")
     except BaseException:
         db.close()
         raise
@@ -470,4 +571,46 @@ def _job(row: sqlite3.Row) -> Job:
     return Job(key=row["key"], photo=_path(row["photo"]), photo_hash=row["photo_hash"],
                settings=settings_from_json(row["settings"]), state=row["state"],
                attempts=row["attempts"], seq=row["seq"],
-               outputs=tuple(json.loads(row["outputs"])), crashes=row["crashes"])
+               outputs=tuple(json.loads(row["outputs"])), crashes=row["crashes"],
+               interruptions=row["interruptions"])
+
+
+def _streak(count: int, at: str | None, stage: str) -> int:
+    """The length of a run of interruptions at `stage` after one more."""
+    return count + 1 if at == stage else 1
+
+
+def _after_interruption(row: sqlite3.Row, crash: str | None, max_crashes: int,
+                        max_interruptions: int
+                        ) -> tuple[tuple[int, str | None, int, str | None], str | None]:
+    """A job that was running when the process ended: its crash and interruption streaks
+    (count, stage) with that attempt, and why it is given up on (None: it runs again)."""
+    stage, photo = row["stage"], _path(row["photo"])
+    crashes, crash_stage = row["crashes"], row["crash_stage"]
+    count, count_stage = row["interruptions"], row["interruption_stage"]
+    error = None
+    if stage in ("stopped", None):
+        pass  # a graceful stop (or a journal from before stages) counts for nothing
+    elif crash is not None:
+        crashes, crash_stage = _streak(crashes, crash_stage, stage), stage
+        if crashes >= max_crashes:
+            error = (f"{photo}: sharp-watch crashed {crashes} times in a row while this photo "
+                     f"was at the {stage} stage ({crash}); giving up on it until the photo is "
+                     "saved again")
+    elif stage in CRASH_STAGES:
+        count, count_stage = _streak(count, count_stage, stage), stage
+        if count >= max_interruptions:
+            error = (f"{photo}: sharp-watch ended without a trace {count} times in a row "
+                     f"while this photo was at the {stage} stage, running alone (as when the "
+                     "system runs out of memory and ends the process); giving up on it until "
+                     "the photo is saved again")
+    return (crashes, crash_stage, count, count_stage), error
+
+
+def _suspicion(photo: str | bytes, crashes: int, crash_stage: str | None, interruptions: int,
+               interruption_stage: str | None) -> str:
+    parts = [f"{crashes} crash(es) at the {crash_stage} stage"] if crashes else []
+    if interruptions:
+        parts.append(f"{interruptions} end(s) without a trace at the {interruption_stage} stage")
+    return (f"{_path(photo)}: sharp-watch ended while this photo ran ({', '.join(parts)}); "
+            "it runs alone, after the other photos")

@@ -4,6 +4,11 @@ A copy in progress keeps changing size or mtime; on Windows it is also locked, s
 open check fails until the copier closes it. Several events for one path collapse into
 one pending entry, which is also how saving a sidecar twice quickly runs its photo once.
 A file that never settles is reported once (and still waited for), never dropped.
+
+A copy can also pause longer than the stability window (USB, MTP, a network share, a
+phone app) and be read half-written. `looks_incomplete` tells such a decode failure
+(empty, or the decoder ran out of data) from a damaged file, so the worker can wait for
+the rest instead of reporting a good photo as failed.
 """
 
 from __future__ import annotations
@@ -50,6 +55,37 @@ def openable(path: Path) -> bool:
     except OSError:
         return False
     return True
+
+
+_CUT_SHORT = ("truncated", "unexpected end", "end of file", "premature end")
+"""What decoders say when the data stops early (Pillow: "image file is truncated",
+"Truncated File Read"; libheif: "Unexpected end of file")."""
+
+
+def looks_incomplete(path: Path, error: BaseException) -> bool:
+    """Whether a decode failure of `path` is what a copy still in progress gives: the file
+    is empty, a decoder under `error` ran out of data, or a WebP is shorter than its header
+    says (libwebp only says "could not create decoder object"). A damaged or foreign file
+    (bit flips, garbage, not an image) is not: it fails at once."""
+    signature = file_signature(path)
+    if signature is not None and signature[0] == 0:
+        return True
+    cause = error.__cause__
+    while cause is not None:
+        if isinstance(cause, EOFError) or any(w in str(cause).lower() for w in _CUT_SHORT):
+            return True
+        cause = cause.__cause__
+    return signature is not None and _short_riff(path, signature[0])
+
+
+def _short_riff(path: Path, size: int) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    declared = int.from_bytes(head[4:8], "little") + 8
+    return len(head) == 12 and head[:4] == b"RIFF" and head[8:] == b"WEBP" and declared > size
 
 
 class Settler:

@@ -34,6 +34,8 @@ class Status:
     run; cleared by the next success) or stopped. `stage`: decode, depth, sharp, write,
     downloading, or None. `problems`: one line per long-lived thread that is failing or
     stalled (journal locked, disk full, inputs folder gone...), empty when all is well.
+    `suspects`: one line per photo that was running when the process ended (a crash, a
+    kill): it runs alone after the others, or was given up on after crashing it.
     """
 
     state: str
@@ -48,6 +50,7 @@ class Status:
     inputs: str
     outputs: str
     problems: tuple[str, ...] = ()
+    suspects: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

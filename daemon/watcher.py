@@ -155,6 +155,15 @@ class _Handler(FileSystemEventHandler):
             self._maybe(event.dest_path)
 
 
+def folder_identity(folder: Path) -> tuple[int, int] | None:
+    """(device, inode) of `folder`, None when it is not there: which folder a name means now."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class FolderWatcher:
     """A watchdog observer on the inputs folder; restartable after the folder is recreated."""
 
@@ -164,9 +173,11 @@ class FolderWatcher:
         self.note = note
         self._observer: BaseObserver | None = None
         self._handler: _Handler | None = None
+        self._identity: tuple[int, int] | None = None
 
     def start(self) -> None:
         self.stop()
+        self._identity = folder_identity(self.root)
         self._handler = _Handler(self.root, self.recursive, self.note)
         observer = Observer()
         observer.schedule(self._handler, str(self.root), recursive=self.recursive)
@@ -184,9 +195,15 @@ class FolderWatcher:
 
     @property
     def alive(self) -> bool:
-        """Observer running on the folder it started on (not on a deleted or moved one)."""
+        """Observer running on the folder it started on (not on a deleted or moved one).
+
+        The folder at `root` is compared with the one watched: a file held open inside a
+        deleted folder (the daemon's folder lock) keeps the kernel from reporting the
+        deletion until it is closed, so a folder made again under the same name would
+        otherwise go unwatched."""
         return (self._observer is not None and self._observer.is_alive()
-                and self._handler is not None and not self._handler.lost)
+                and self._handler is not None and not self._handler.lost
+                and folder_identity(self.root) == self._identity)
 
     def stop(self) -> None:
         if self._observer is not None:

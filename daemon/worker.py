@@ -47,7 +47,7 @@ from .depth_cache import DepthCache
 from .jobs import Job
 from .journal import Journal
 from .outputs import OutputFolder
-from .readiness import file_signature
+from .readiness import file_signature, looks_incomplete
 from .results import Models, Origin, build_report, compare_names, compare_reports, result_names
 from .sidecar import depth_root
 from .status import Backoff, Board, JobEvent
@@ -79,7 +79,8 @@ class Worker:
                  outputs: OutputFolder, board: Board,
                  fail: Callable[[Job, str, bool, float], None],
                  content_hash: Callable[[Path], str | None],
-                 surviving_copy: Callable[[Job], Path | None] = lambda job: None) -> None:
+                 surviving_copy: Callable[[Job], Path | None] = lambda job: None,
+                 claimed: Callable[[], None] = lambda: None) -> None:
         self.config = config
         self.pipe = pipe
         self.journal = journal
@@ -89,6 +90,7 @@ class Worker:
         self.fail = fail
         self.content_hash = content_hash
         self.surviving_copy = surviving_copy
+        self.claimed = claimed  # a new attempt: the fatal-error record starts afresh
         self.paused = threading.Event()
         self.stopping = threading.Event()
         self.wake = threading.Event()
@@ -146,6 +148,9 @@ class Worker:
         if claimed is None:
             return
         self.busy = True
+        self.claimed()
+        if claimed.suspect:
+            self._wait_for_writer()  # it runs alone: a crash now is pinned on this photo
         try:
             self._run(claimed)
         except sqlite3.Error:
@@ -208,12 +213,13 @@ class Worker:
         return self._decode(job)
 
     def _prefetch_next(self, job: Job) -> None:
-        """Decode the next job while this one runs, unless either crashed the process before:
-        a suspect runs alone, so a crash is pinned on the right photo."""
-        if not self.overlap or job.crashes:
+        """Decode the next job while this one runs, unless either is a suspect (it was
+        running when the process ended): a suspect runs alone, so a crash is pinned on the
+        right photo."""
+        if not self.overlap or job.suspect:
             return
         upcoming = None if self.paused.is_set() else self.journal.next_queued(job.seq)
-        if upcoming is not None and not upcoming.crashes:
+        if upcoming is not None and not upcoming.suspect:
             self._decoded = (upcoming.key, upcoming.photo,
                              self._prefetch.submit(self._decode, upcoming))
 
@@ -233,6 +239,29 @@ class Worker:
         elif outcome == "dropped":
             logger.info("{}; skipped", reason)
         return outcome != "stays"
+
+    def _still_arriving(self, job: Job, exc: InputError) -> bool:
+        """Whether a photo that failed to decode may still be being copied (a copy that
+        paused longer than `stable_seconds`); then nobody is told it failed.
+
+        Changed since it was read: this job is dropped, and the new content, which the
+        intake notices, is queued as a job of its own. Cut short and unchanged: held
+        quietly for `settle_report_seconds`, then read again; only a second failure of
+        the same content is reported.
+        """
+        try:
+            current = self.content_hash(job.photo)
+        except InputError:  # swapped for a link leading out, say: the failure stands
+            return False
+        if current is not None and current != job.photo_hash:
+            self._follow(job, f"{job.photo} changed while it was read", drop=True)
+            return True
+        wait = self.config.daemon.settle_report_seconds
+        if looks_incomplete(job.photo, exc) and self.journal.hold(job.key, time.time() + wait):
+            logger.info("{}: {}; it may still be being copied, so it is read again in {:.0f} s "
+                        "(reported then if it has not changed)", job.photo, exc.reason, wait)
+            return True
+        return False
 
     def _run(self, job: Job) -> None:
         started = time.monotonic()
@@ -260,6 +289,8 @@ class Worker:
         except InputError as exc:
             # Gone at the moment of reading: renamed (follow it), else a clear failure.
             if file_signature(job.photo) is None and self._follow(job, str(exc), drop=False):
+                return
+            if self._still_arriving(job, exc):
                 return
             self.fail(job, str(exc), False, time.monotonic() - started)
             return

@@ -180,6 +180,7 @@ def status_text(status: dict[str, Any], autostart: str | None) -> str:
     if status.get("last_error"):
         lines.append(f"last error: {status['last_error']}")
     lines += [f"problem:   {problem}" for problem in status.get("problems") or ()]
+    lines += [f"suspect:   {suspect}" for suspect in status.get("suspects") or ()]
     if status.get("vram_used_mb") is not None:
         lines.append(f"VRAM:      {status['vram_used_mb']:.0f} MB")
     lines += [f"inputs:    {status['inputs']}", f"outputs:   {status['outputs']}",

@@ -65,7 +65,7 @@ def run(config: Any, config_path: Path | None, tray: bool, say: Any,
             f"logs:    {log_file}\nconfig:  {config_path or 'built-in defaults'}\n"
             f"state:   {config.daemon.state_dir}")
         try:
-            daemon = Daemon(config)
+            daemon = Daemon(config, record_crashes=True)
         except PipelineError as exc:
             logger.error(f"cannot start: {exc}")
             return 1

@@ -39,6 +39,8 @@ tests/support/ (listed at the end); a layer's own fixtures may go in its conftes
   `pipeline.Prediction` of an 8x8 photo with SHARP's own depth, and its report
   (`daemon.results.Report`) naming `files`, for writing results without a model.
 - `usual_umask`: the umask set to 022 for the test, so owner-only modes are our doing.
+- `entries(folder)`: what is in a folder a daemon uses, less its hidden folder lock.
+- `stop_process(process)`: SIGTERM a daemon subprocess and wait for it (killed after 30 s).
 
 tests/support/ (plain modules, imported as `tests.support.<name>`):
 - `sharp_double`: the SHARP stand-in (`build`, the factory in test configs);
@@ -58,6 +60,8 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -271,3 +275,23 @@ def small_report(files: list[Path], photo: Path = Path("p.jpg")) -> Report:
     origin = Origin(photo, "0" * 64, "1" * 64, DepthSettings(depth_source="internal"))
     return build_report(origin, small_prediction(), models=Models(device="cpu"),
                         timings={"sharp": 2.0}, from_cache=False, files=files)
+
+
+def entries(folder: Path) -> list[Path]:
+    """The files and folders in `folder`, less the lock a running daemon holds in its inputs
+    and outputs folders (`daemon.folder_lock.LOCK_NAME`)."""
+    from daemon.folder_lock import LOCK_NAME
+
+    return [path for path in folder.iterdir() if path.name != LOCK_NAME]
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Ask a daemon subprocess to stop (SIGTERM: a graceful stop) and wait for it; one that
+    is still running after 30 s is killed, and the wait's timeout raised."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise

@@ -10,7 +10,7 @@ import time
 from plyfile import PlyData
 
 from pipeline import DepthSettings
-from tests.conftest import wait_for
+from tests.conftest import entries, wait_for
 
 
 def test_drop_gives_ply_report_and_preview(running_daemon, make_daemon_config, make_photo,
@@ -33,7 +33,7 @@ def test_drop_gives_ply_report_and_preview(running_daemon, make_daemon_config, m
     status = daemon.status()
     assert (status.state, status.done, status.failed, status.queue_length) == ("idle", 1, 0, 0)
     assert status.inputs == str(daemon_config.inputs)
-    assert not list(daemon_config.outputs.glob(".*"))
+    assert not [p for p in entries(daemon_config.outputs) if p.name.startswith(".")]
 
 
 def test_slowly_written_file_is_read_once_after_it_is_complete(running_daemon, daemon_config,

@@ -269,8 +269,12 @@ def _journal_with_one_job(tmp_path: Path) -> Journal:
     return journal
 
 
-def _interrupt(journal: Journal, stage: str | None) -> list[str]:
-    """One attempt that reached `stage` (None: only claimed), then a restart."""
+CRASH = "Fatal Python error: Segmentation fault"
+
+
+def _interrupt(journal: Journal, stage: str | None, crash: str | None = None) -> list[str]:
+    """One attempt that reached `stage` (None: only claimed), then a restart after a run
+    that ended with the fatal error `crash` (None: killed without a trace)."""
     journal.claim("k")
     if stage == "stopped":
         journal.mark_stopping()
@@ -278,7 +282,7 @@ def _interrupt(journal: Journal, stage: str | None) -> list[str]:
         journal.reserve_outputs("k", ["/out/p.ply"])
     elif stage is not None:
         journal.set_stage("k", stage)
-    _, given_up = journal.recover()
+    _, given_up = journal.recover(crash)
     return [error for _, error in given_up]
 
 
@@ -294,13 +298,14 @@ def test_graceful_stops_and_kills_while_writing_never_give_a_photo_up(
 
 def test_only_repeated_crashes_at_the_same_stage_give_a_photo_up(tmp_path: Path) -> None:
     journal = _journal_with_one_job(tmp_path)
-    for stage in ("sharp", "decode", "sharp", "depth", "sharp", "stopped", "write"):
-        assert _interrupt(journal, stage) == []  # never three in a row at one stage
-    assert _interrupt(journal, "sharp") == []
-    assert _interrupt(journal, "stopped") == []  # a stop neither counts nor resets
-    (error,) = _interrupt(journal, "sharp")
-    assert "interrupted 3 times in a row at the sharp stage" in error
-    assert "until the photo is saved again" in error
+    for stage in ("sharp", "decode", "sharp", "depth", "sharp", "write", "sharp"):
+        assert _interrupt(journal, stage, CRASH) == []  # never three in a row at one stage
+    assert _interrupt(journal, "stopped", CRASH) == []  # a stop neither counts nor resets
+    assert _interrupt(journal, "sharp") == []  # nor does a kill without a record
+    assert _interrupt(journal, "sharp", CRASH) == []
+    (error,) = _interrupt(journal, "sharp", CRASH)
+    assert "crashed 3 times in a row while this photo was at the sharp stage" in error
+    assert CRASH in error and "until the photo is saved again" in error
     assert journal.get("k")["state"] == "failed"  # type: ignore[index]
     settings = settings_to_json(DepthSettings())
     assert journal.submit("k", tmp_path / "p.jpg", "h", settings, event_driven=False) == "failed"
@@ -310,10 +315,11 @@ def test_only_repeated_crashes_at_the_same_stage_give_a_photo_up(tmp_path: Path)
 
 def test_a_finished_attempt_clears_the_crash_count(tmp_path: Path) -> None:
     journal = _journal_with_one_job(tmp_path)
-    assert _interrupt(journal, "sharp") == [] and _interrupt(journal, "sharp") == []
+    assert _interrupt(journal, "sharp", CRASH) == [] and _interrupt(journal, "sharp") == []
     journal.claim("k")
     journal.fail("k", "disk full", retryable=True)
-    assert journal.get("k")["crashes"] == 0  # type: ignore[index]
+    row = journal.get("k")
+    assert row is not None and (row["crashes"], row["interruptions"]) == (0, 0)
 
 
 @pytest.mark.timeout(120)

@@ -28,7 +28,7 @@ from daemon.naming import note_name, windows_name_problem, windows_safe_name
 from daemon.outputs import OutputFolder
 from daemon.results import MAX_STEM_BYTES, timestamped_path
 from pipeline.atomic import temp_path
-from tests.conftest import small_prediction, small_report, wait_for, write_photo
+from tests.conftest import entries, small_prediction, small_report, wait_for, write_photo
 from tests.support.daemon_runs import settle
 
 WHEN = datetime(2026, 11, 24, 3, 15, 0)
@@ -273,7 +273,7 @@ def test_names_differing_only_in_case_get_distinct_results(
     write_photo(daemon_config.inputs / "cat.png", seed=2)
     _settle(d, events, 2)
     assert _outcomes(events) == {"Cat.jpg": "done", "cat.png": "done"}
-    names = [p.name for p in daemon_config.outputs.iterdir()]
+    names = [p.name for p in entries(daemon_config.outputs)]
     assert len({n.casefold() for n in names}) == len(names) == 6, names
     plys = sorted(daemon_config.outputs.glob("*.ply"))
     photos = {json.loads(p.with_suffix(".json").read_text())["photo"] for p in plys}
@@ -299,7 +299,7 @@ def test_photos_with_windows_reserved_or_odd_names_get_valid_distinct_files(
     _settle(d, events, len(GOOD_ODD) + len(BAD_ODD))
     assert _outcomes(events) == {**dict.fromkeys(GOOD_ODD, "done"),
                                  **dict.fromkeys(BAD_ODD, "failed")}
-    files = [p.name for p in daemon_config.outputs.iterdir()]
+    files = [p.name for p in entries(daemon_config.outputs)]
     problems = {n: windows_name_problem(n) for n in files if windows_name_problem(n)}
     assert problems == {}
     assert len({n.casefold() for n in files}) == len(files)
@@ -359,7 +359,7 @@ def test_start_removes_our_temp_files_and_no_one_elses(
         path.write_bytes(b"x")
     d = running_daemon()
     _settle(d)
-    assert sorted(p.name for p in outputs.iterdir()) == sorted(FOREIGN_TEMPS)
+    assert sorted(p.name for p in entries(outputs)) == sorted(FOREIGN_TEMPS)
 
 
 # ---------------------------------------------------------------- sharing violations
@@ -399,7 +399,7 @@ def test_result_held_briefly_by_another_program_is_still_written(
     _settle(d, events, 1)
     assert len(refused) == 3
     assert _outcomes(events) == {"scanned.jpg": "done"}
-    assert sorted(p.suffix for p in daemon_config.outputs.iterdir()) == [".json", ".ply", ".png"]
+    assert sorted(p.suffix for p in entries(daemon_config.outputs)) == [".json", ".ply", ".png"]
 
 
 @pytest.mark.timeout(60)
@@ -467,7 +467,7 @@ def test_results_past_260_characters_get_a_note_naming_the_path_and_the_fix(
     note = (outputs / "p.jpg.error.txt").read_text()
     assert str(outputs) in note and "LongPathsEnabled" in note and "260" in note
     assert "LongPathsEnabled" in (events[0].error or "")
-    assert [p.name for p in outputs.iterdir()] == ["p.jpg.error.txt"]
+    assert [p.name for p in entries(outputs)] == ["p.jpg.error.txt"]
 
 
 @pytest.mark.timeout(60)
@@ -487,4 +487,4 @@ def test_outputs_folder_past_260_characters_is_reported_and_the_daemon_carries_o
     last = d.status().last_error or ""
     assert str(outputs) in last and "LongPathsEnabled" in last
     assert d.status().state == "idle"
-    assert list(outputs.iterdir()) == []
+    assert entries(outputs) == []

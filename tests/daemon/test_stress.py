@@ -36,7 +36,7 @@ import pipeline.atomic
 from daemon import Config
 from daemon.config import FolderConfig
 from pipeline import DepthSettings, OutOfMemoryError, Pipeline
-from tests.conftest import wait_for, write_photo
+from tests.conftest import stop_process, wait_for, write_photo
 from tests.support.daemon_runs import events_of, plys, settle, sharp_calls, stem_of
 
 REPO = Path(__file__).resolve().parents[2]
@@ -693,12 +693,7 @@ def run_to_completion(config_file: Path, log: Path, done: Callable[[], bool],
         assert wait_for(done, timeout), f"not finished after {timeout} s; see {log}"
         time.sleep(1.0)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        stop_process(proc)
 
 
 def tally_outputs(config: Config, versions: dict[str, int]) -> dict[str, Any]:

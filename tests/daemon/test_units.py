@@ -59,15 +59,16 @@ def test_journal_verdicts_and_exactly_once_recovery(tmp_path):
     assert j.submit("k2", tmp_path / "c.jpg", "h2", settings, event_driven=False) == "failed"
 
 
-def test_job_that_keeps_killing_the_daemon_is_given_up(tmp_path):
+def test_job_that_keeps_crashing_the_daemon_is_given_up(tmp_path):
     j = Journal(tmp_path / "j.sqlite3")
     j.submit("k", tmp_path / "bomb.jpg", "h", settings_to_json(DepthSettings()))
     for _ in range(3):
         j.claim("k")
-        _, given_up = j.recover(max_crashes=3)
+        _, given_up = j.recover("Fatal Python error: Segmentation fault", max_crashes=3)
     assert [(job.key, error) for job, error in given_up] == [("k", j.get("k")["error"])]
     row = j.get("k")
-    assert row["state"] == "failed" and "interrupted 3 times" in row["error"]
+    assert row["state"] == "failed" and "crashed 3 times" in row["error"]
+    assert "Segmentation fault" in row["error"]
 
 
 def _raw(seed: int, size: int = 64) -> RawDepth:

@@ -113,3 +113,12 @@ def test_unproject_bench_times_the_eigensolvers_side_by_side() -> None:
     ratio = re.search(r"^  sliced eigh / covariance_eigen \(float64\), wall: (\d+\.\d+)x "
                       r"\(target 5x: (met|MISSED)\); CPU: (\d+\.\d+)x$", out, re.M)
     assert ratio and float(ratio.group(1)) > 0 and float(ratio.group(3)) > 0, out
+
+
+def test_big_drop_bench_prints_the_queueing_of_a_drop() -> None:
+    out = _run("big_drop.py", "--photos", "300", "--seconds", "120")
+    assert re.search(r"^\s+\d+\.\d s  queued\s+\d+$", out, re.M), out
+    line = re.search(r"^photos=300 queued=300 drop_s=(\d+\.\d) all_queued_s=(\d+\.\d) "
+                     r"rate=(\d+)/s longest_pause_s=(\d+\.\d) load=(\d+\.\d)$", out, re.M)
+    assert line, out
+    assert float(line.group(2)) >= float(line.group(4)) and int(line.group(3)) > 0
