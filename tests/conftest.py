@@ -28,19 +28,27 @@
 - `small_prediction()` and `small_report(files, photo)` (plain functions): a 64-Gaussian
   `pipeline.Prediction` of an 8x8 photo with SHARP's own depth, and its report
   (`daemon.results.Report`) naming `files`, for writing results without a model.
+- `launch_key(page) -> str` and `viewer_session(app) -> str` (plain functions): the
+  one-time key in a viewer's launch page, and a session token for a started
+  `viewer.server.ViewerApp`, got as the owner's browser gets one (a launch page's key
+  traded at `POST /api/session`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import importlib.util
+import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 import numpy as np
 import pytest
@@ -211,3 +219,26 @@ def small_report(files: list[Path], photo: Path = Path("p.jpg")) -> Report:
     origin = Origin(photo, "0" * 64, "1" * 64, DepthSettings(depth_source="internal"))
     return build_report(origin, small_prediction(), models=Models(device="cpu"),
                         timings={"sharp": 2.0}, from_cache=False, files=files)
+
+
+def launch_key(page: Path) -> str:
+    """The one-time key in a viewer's launch page (in the address its script opens)."""
+    text = page.read_text(encoding="utf-8")
+    found = re.search(r"location\.replace\(\"[^\"#]*#([^\"]*)\"\)", text)
+    assert found is not None, text
+    return parse_qs(found.group(1))["key"][0]
+
+
+def viewer_session(app: Any) -> str:
+    """A session token for the started viewer `app`, as the owner's browser gets one."""
+    connection = http.client.HTTPConnection("127.0.0.1", app.port, timeout=10)
+    try:
+        connection.request("POST", "/api/session",
+                           body=json.dumps({"key": launch_key(app.launch())}),
+                           headers={"Host": f"127.0.0.1:{app.port}",
+                                    "Content-Type": "application/json"})
+        answer = connection.getresponse()
+        assert answer.status == 200, answer.read()
+        return str(json.loads(answer.read())["token"])
+    finally:
+        connection.close()

@@ -20,9 +20,9 @@ import torch
 from daemon import access
 from pipeline import DepthSettings, Gaussians, write_ply
 from service import launch
-from tests.conftest import wait_for, write_photo
+from tests.conftest import launch_key, viewer_session, wait_for, write_photo
 from viewer import notes, results, tuning
-from viewer.server import COOKIE, Place, ViewerApp
+from viewer.server import Place, ViewerApp
 from viewer.splat import SplatError, check_splat, median_depth, thinned_ply, vertical_fov
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -335,8 +335,9 @@ def test_access_rules_shared_with_the_control_channel() -> None:
         "wrong Host header"
     assert access.refusal({**ok, "Authorization": "Bearer no"}, 8000, "s3")[0] == 401
     cookie = {"Host": "localhost:8000", "Cookie": "a=1; c=s3"}
-    assert access.refusal(cookie, 8000, "s3", cookie="c") is None
-    assert access.refusal(cookie, 8000, "s3")[0] == 401  # cookies count only where allowed
+    assert access.refusal(cookie, 8000, "s3")[0] == 401  # a cookie never carries a secret
+    assert access.bearer(ok) == "s3" and access.bearer(cookie) == ""
+    assert access.foreign(cookie, 8000) is None
 
 
 # --- the HTTP side ------------------------------------------------------------------------
@@ -350,8 +351,9 @@ def app(tmp_path: Path):
     status: dict[str, Any] = {"state": "paused", "queue_length": 0}
     reruns: list[Path] = []
     viewer = ViewerApp(Place(inputs, outputs, DepthSettings()), lambda: status,
-                       opened.append, rerun=reruns.append)
+                       opened.append, rerun=reruns.append, launch_dir=tmp_path / "state")
     viewer.start()
+    viewer.token = viewer_session(viewer)  # type: ignore[attr-defined]
     viewer.opened = opened  # type: ignore[attr-defined]
     viewer.reruns = reruns  # type: ignore[attr-defined]
     yield viewer
@@ -361,7 +363,8 @@ def app(tmp_path: Path):
 def call(app: ViewerApp, method: str, path: str, body: Any = None,
          headers: dict[str, str] | None = None) -> tuple[int, Any, Any]:
     connection = http.client.HTTPConnection("127.0.0.1", app.port, timeout=10)
-    sent = {"Host": f"127.0.0.1:{app.port}", "Cookie": f"{COOKIE}={app.secret}",
+    sent = {"Host": f"127.0.0.1:{app.port}",
+            "Authorization": f"Bearer {app.token}",  # type: ignore[attr-defined]
             **(headers or {})}
     data = None if body is None else json.dumps(body).encode()
     connection.request(method, path, body=data, headers={k: v for k, v in sent.items() if v})
@@ -373,23 +376,26 @@ def call(app: ViewerApp, method: str, path: str, body: Any = None,
 
 
 def test_only_the_owners_browser_gets_in(app: ViewerApp) -> None:
-    status, _, response = call(app, "GET", f"/view?ply=a_1.ply&key={app.secret}",
-                               headers={"Cookie": ""})
-    assert status == 303 and response.getheader("Location") == "/view?ply=a_1.ply"
-    cookie = response.getheader("Set-Cookie")
-    assert f"{COOKIE}={app.secret}" in cookie
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
-    assert call(app, "GET", "/api/gallery", headers={"Cookie": ""})[0] == 401
-    assert call(app, "GET", "/?key=wrong", headers={"Cookie": ""})[0] == 401
+    nobody = {"Authorization": ""}
+    assert call(app, "GET", "/api/gallery", headers=nobody)[0] == 401
+    assert call(app, "GET", "/api/gallery",
+                headers={"Authorization": f"Bearer {app.handoff_secret}"})[0] == 401
+    status, page, response = call(app, "GET", "/view?ply=a_1.ply", headers=nobody)
+    assert status == 200 and b"<title>sharp-watch viewer</title>" in page  # no user data
+    assert "script-src 'self'" in response.getheader("Content-Security-Policy")
+    assert response.getheader("Referrer-Policy") == "no-referrer"
     assert call(app, "GET", "/api/gallery", headers={"Host": "evil.example"})[0] == 403
+    assert call(app, "GET", "/view", headers={"Host": "evil.example"})[0] == 403
     evil = {"Origin": "http://evil.example"}
     assert call(app, "POST", "/api/apply", {"ply": "a_1.ply", "settings": {}}, evil)[0] == 403
     assert call(app, "GET", "/api/gallery")[0] == 200
     for path in ("/static/../server.py", "/static/%2e%2e/server.py", "/static/gallery.html",
                  "/static/vendor/spark/LICENSE", "/static/nope.js"):
         assert call(app, "GET", path)[0] == 404, path
-    assert call(app, "GET", "/files/splat?ply=a_1.ply", headers={"Cookie": ""})[0] == 401
-    assert call(app, "POST", "/api/shown", None, {"Content-Length": "lots"})[0] == 413
+        assert call(app, "GET", path, headers=nobody)[0] == 401, path
+    assert call(app, "GET", "/files/splat?ply=a_1.ply", headers=nobody)[0] == 401
+    assert call(app, "POST", "/api/shown", None, {"Content-Length": "lots"})[0] == 400
+    assert call(app, "POST", "/api/shown", None, {"Content-Length": str(10**6)})[0] == 413
 
 
 def test_gallery_detail_and_files(app: ViewerApp) -> None:
@@ -598,7 +604,6 @@ def test_view_hands_the_viewer_the_services_folder_opener(monkeypatch: pytest.Mo
 def test_serve_prints_the_address_and_stops_cleanly(tmp_path: Path) -> None:
     import threading
     from types import SimpleNamespace
-    from urllib.parse import urlsplit
 
     from viewer.run import serve
 
@@ -616,27 +621,18 @@ def test_serve_prints_the_address_and_stops_cleanly(tmp_path: Path) -> None:
     thread.start()
     try:
         assert wait_for(lambda: said, 30)
-        url = urlsplit(said[0].split()[1])
-        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
-        connection.request("GET", f"{url.path}?{url.query}",
-                           headers={"Host": f"127.0.0.1:{url.port}"})
-        response = connection.getresponse()
-        assert response.status == 303 and response.getheader("Location") == "/view"
-        connection.close()
-        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+        port = int(said[0].split()[1].removeprefix("http://127.0.0.1:").split("/")[0])
+        assert said[0].startswith(f"viewer: http://127.0.0.1:{port}/view (opened with ")
+        page = Path(said[0].split("opened with ")[1].split(", which")[0])
+        assert page.parent == tmp_path / "state" and launch_key(page)
+        app = type("Started", (), {"port": port, "launch": lambda self: page})()
+        token = viewer_session(app)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         connection.request("POST", "/api/open-folder", headers={
-            "Host": f"127.0.0.1:{url.port}",
-            "Authorization": f"Bearer {url.query.removeprefix('key=')}"})
+            "Host": f"127.0.0.1:{port}", "Authorization": f"Bearer {token}"})
         assert connection.getresponse().status == 200
         assert opened == [outputs], "the caller's opener shows the outputs folder"
         connection.close()
-        endpoint = tmp_path / "state" / "viewer.json"
-        if sys.platform != "win32":
-            assert endpoint.stat().st_mode & 0o777 == 0o600, "it holds the secret"
-        # A second `view` (another tray click) opens a page of this one instead.
-        assert serve(config, None, True, said.append, opened.append, browser=False) == 0
-        assert said[-1].startswith(f"viewer: already running; opening http://127.0.0.1:"
-                                   f"{url.port}/?key=")
     finally:
         stop.set()
         thread.join(30)
@@ -699,21 +695,18 @@ def test_the_page_s_scripts_exist_and_ship_in_the_wheel() -> None:
     assert files and not missed, missed
 
 
-def test_a_closed_connection_is_quiet_and_other_request_errors_are_logged(
-        app: ViewerApp, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_failing_route_is_answered_500_and_logged_once(
+        app: ViewerApp, monkeypatch: pytest.MonkeyPatch) -> None:
     from loguru import logger
 
     lines: list[str] = []
     sink = logger.add(lines.append, level="WARNING", format="{message}")
+    monkeypatch.setattr(app, "state", lambda: 1 / 0)
     try:
-        for error in (ConnectionResetError(104, "reset by peer"), BrokenPipeError(32, "pipe"),
-                      ValueError("a bug")):
-            try:
-                raise error
-            except Exception:
-                app.http.handle_error(None, ("127.0.0.1", 5))
+        status, answer, _ = call(app, "GET", "/api/state")
     finally:
         logger.remove(sink)
-    assert len(lines) == 1 and "a request from ('127.0.0.1', 5) failed" in lines[0]
-    assert "ValueError: a bug" in lines[0]
-    assert "Traceback" not in capsys.readouterr().err  # socketserver's own print is gone
+    assert status == 500 and answer == {"error": "internal error (ZeroDivisionError)"}
+    assert len(lines) == 1 and "GET '/api/state' failed" in lines[0]
+    assert "ZeroDivisionError" in lines[0]
+    assert call(app, "GET", "/api/result?ply=a_1.ply")[0] == 200, "it goes on answering"
