@@ -16,8 +16,8 @@ memory, until its whole request has arrived and passed the server's own checks:
   requests wait for one (503 beyond). A connection a worker keeps alive comes back to the
   selector, at most `max_kept` of them, each closed after `idle_seconds` unused.
 - Running out of file descriptors (EMFILE) closes the oldest waiting connection and
-  accepts again; if that is not enough, accepting pauses with a growing back-off, never a
-  busy loop on a listening socket that stays readable.
+  accepts again; with none left to close, accepting pauses with a growing back-off, never
+  a busy loop on a listening socket that stays readable.
 
 It lives in the daemon, below the viewer and the service, so both can use it.
 """
@@ -50,6 +50,7 @@ a socket with unread bytes resets it, which can discard the answer before it is 
 ACCEPTS_PER_ROUND = 64
 """So a flood of connections cannot keep the thread from reading the ones it has."""
 MAX_BACKOFF_SECONDS = 1.0
+WARN_EVERY_SECONDS = 60.0
 _HARMLESS_ACCEPT = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EAGAIN}
 """accept() errors about one client only (it went away, a firewall refused it)."""
 _READ, _WRITE, _LINGER = range(3)
@@ -161,6 +162,7 @@ class LoopbackServer:
         self._returned: list[tuple[socket.socket, bytes]] = []
         self._paused_until: float | None = None
         self._backoff = 0.0
+        self._warned_at = -WARN_EVERY_SECONDS
         self._workers = ThreadPoolExecutor(limits.workers, thread_name_prefix=name)
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
@@ -217,7 +219,6 @@ class LoopbackServer:
                 self._selector.register(self.socket, selectors.EVENT_READ)
 
     def _accept(self) -> None:
-        retried = False
         for _ in range(ACCEPTS_PER_ROUND):
             try:
                 sock, _ = self.socket.accept()
@@ -226,12 +227,13 @@ class LoopbackServer:
             except OSError as exc:
                 if exc.errno in _HARMLESS_ACCEPT:
                     continue
-                # Out of descriptors or buffers: free one of ours and try once more, else
-                # stop accepting for a while (the socket stays readable: no busy loop).
-                if not retried and self._push_out():
-                    retried = True
+                # Out of descriptors or buffers: the oldest waiting connection makes room;
+                # with none to close, stop accepting for a while (the listening socket
+                # stays readable, so trying again at once would be a busy loop).
+                self._warn(exc)
+                if self._push_out():
                     continue
-                self._pause(exc)
+                self._pause()
                 return
             self._backoff = 0.0
             if len(self._connections) - self._kept >= self.limits.max_pending:
@@ -241,10 +243,15 @@ class LoopbackServer:
             self._connections[sock] = connection
             self._selector.register(sock, selectors.EVENT_READ)
 
-    def _pause(self, exc: OSError) -> None:
-        if self._backoff == 0.0:
+    def _warn(self, exc: OSError) -> None:
+        """One log line a minute at most: a flood must not flood the log too."""
+        now = time.monotonic()
+        if now - self._warned_at > WARN_EVERY_SECONDS:
+            self._warned_at = now
             logger.warning(f"{self.name}: cannot accept connections ({exc.strerror or exc}; "
-                           f"{len(self._connections)} open); pausing, then trying again")
+                           f"{len(self._connections)} open); closing the oldest waiting ones")
+
+    def _pause(self) -> None:
         self._backoff = min(max(2 * self._backoff, TICK_SECONDS / 2), MAX_BACKOFF_SECONDS)
         self._paused_until = time.monotonic() + self._backoff
         self._selector.unregister(self.socket)

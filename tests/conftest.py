@@ -28,6 +28,16 @@
 - `small_prediction()` and `small_report(files, photo)` (plain functions): a 64-Gaussian
   `pipeline.Prediction` of an 8x8 photo with SHARP's own depth, and its report
   (`daemon.results.Report`) naming `files`, for writing results without a model.
+- `gaussians(n, seed)` and `write_result(outputs, photo, name, settings, seconds, device)`
+  (plain functions): a few random Gaussians, and a result as the daemon writes it (PLY,
+  report naming the photo, preview PNG) without a model.
+- `viewer_app`: a started `viewer.server.ViewerApp` on `tmp_path/in` (photo `a.jpg`) and
+  `tmp_path/out` (its result `a_1.ply`), launch pages in `tmp_path/state`, daemon status
+  "paused"; `.token` is a live session token, `.opened` the folders it was asked to
+  show, `.reruns` the photos it asked to rerun.
+- `call(app, method, path, body=None, headers=None) -> (status, body, response)` (plain
+  function): one request to a viewer with its session token (a header given as "" is
+  left out); a JSON body is decoded.
 - `launch_key(page) -> str` and `viewer_session(app) -> str` (plain functions): the
   one-time key in a viewer's launch page, and a session token for a started
   `viewer.server.ViewerApp`, got as the owner's browser gets one (a launch page's key
@@ -242,3 +252,78 @@ def viewer_session(app: Any) -> str:
         return str(json.loads(answer.read())["token"])
     finally:
         connection.close()
+
+
+def gaussians(n: int = 6, seed: int = 0) -> Any:
+    """`n` random Gaussians (a `pipeline.Gaussians`) in front of the camera."""
+    import torch
+
+    from pipeline import Gaussians
+
+    g = torch.Generator().manual_seed(seed)
+    return Gaussians(
+        mean_vectors=torch.rand(1, n, 3, generator=g) + torch.tensor([0.0, 0.0, 1.0]),
+        singular_values=torch.rand(1, n, 3, generator=g) * 0.1 + 0.01,
+        quaternions=torch.nn.functional.normalize(torch.randn(1, n, 4, generator=g), dim=-1),
+        colors=torch.rand(1, n, 3, generator=g) * 0.9 + 0.05,
+        opacities=torch.rand(1, n, generator=g) * 0.9 + 0.05)
+
+
+def write_result(outputs: Path, photo: Path, name: str, settings: DepthSettings | None = None,
+                 seconds: float = 4.0, device: str = "cpu") -> Path:
+    """A result as the daemon writes it: PLY plus report (and a preview PNG)."""
+    from pipeline import write_ply
+
+    outputs.mkdir(parents=True, exist_ok=True)
+    ply = write_ply(outputs / f"{name}.ply", gaussians(), 50.0, (64, 48))
+    preview = outputs / f"{name}_depth.png"
+    write_photo(preview)
+    report = {"photo": str(photo), "photo_sha256": "0" * 64, "job": "1" * 64,
+              "created": "2026-12-01T10:00:00+00:00",
+              "settings": (settings or DepthSettings()).as_dict(), "image_size": [64, 48],
+              "focal": {"f_px": 50.0, "origin": "exif"},
+              "depth": {"source": "depth-pro", "format": "metric", "model": "m",
+                        "range_m": [1.0, 2.0], "from_cache": False},
+              "models": {"device": device}, "gaussians": 6,
+              "timings_s": {"depth": seconds / 2, "sharp": seconds / 2}, "warnings": ["w1"],
+              "files": [ply.name, preview.name, f"{name}.json"]}
+    (outputs / f"{name}.json").write_text(json.dumps(report), encoding="utf-8")
+    return ply
+
+
+@pytest.fixture
+def viewer_app(tmp_path: Path) -> Iterator[Any]:
+    from viewer.server import Place, ViewerApp
+
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    photo = write_photo(inputs / "a.jpg")
+    write_result(outputs, photo, "a_1")
+    opened: list[Path] = []
+    status: dict[str, Any] = {"state": "paused", "queue_length": 0}
+    reruns: list[Path] = []
+    viewer = ViewerApp(Place(inputs, outputs, DepthSettings()), lambda: status,
+                       opened.append, rerun=reruns.append, launch_dir=tmp_path / "state")
+    viewer.start()
+    viewer.token = viewer_session(viewer)  # type: ignore[attr-defined]
+    viewer.opened = opened  # type: ignore[attr-defined]
+    viewer.reruns = reruns  # type: ignore[attr-defined]
+    yield viewer
+    viewer.close()
+
+
+def call(app: Any, method: str, path: str, body: Any = None,
+         headers: dict[str, str] | None = None) -> tuple[int, Any, Any]:
+    """One request to the viewer `app` with its session token; see the module docstring."""
+    connection = http.client.HTTPConnection("127.0.0.1", app.port, timeout=10)
+    sent = {"Host": f"127.0.0.1:{app.port}", "Authorization": f"Bearer {app.token}",
+            **(headers or {})}
+    data = None if body is None else json.dumps(body).encode()
+    try:
+        connection.request(method, path, body=data,
+                           headers={k: v for k, v in sent.items() if v})
+        response = connection.getresponse()
+        raw = response.read()
+    finally:
+        connection.close()
+    kind = response.getheader("Content-Type") or ""
+    return response.status, json.loads(raw) if "json" in kind else raw, response

@@ -15,47 +15,24 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from daemon import access
-from pipeline import DepthSettings, Gaussians, write_ply
+from pipeline import DepthSettings, write_ply
 from service import launch
-from tests.conftest import launch_key, viewer_session, wait_for, write_photo
+from tests.conftest import (
+    call,
+    gaussians,
+    launch_key,
+    viewer_session,
+    wait_for,
+    write_photo,
+    write_result,
+)
 from viewer import notes, results, tuning
-from viewer.server import Place, ViewerApp
+from viewer.server import ViewerApp
 from viewer.splat import SplatError, check_splat, median_depth, thinned_ply, vertical_fov
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def gaussians(n: int = 6, seed: int = 0) -> Gaussians:
-    g = torch.Generator().manual_seed(seed)
-    return Gaussians(
-        mean_vectors=torch.rand(1, n, 3, generator=g) + torch.tensor([0.0, 0.0, 1.0]),
-        singular_values=torch.rand(1, n, 3, generator=g) * 0.1 + 0.01,
-        quaternions=torch.nn.functional.normalize(torch.randn(1, n, 4, generator=g), dim=-1),
-        colors=torch.rand(1, n, 3, generator=g) * 0.9 + 0.05,
-        opacities=torch.rand(1, n, generator=g) * 0.9 + 0.05)
-
-
-def write_result(outputs: Path, photo: Path, name: str, settings: DepthSettings | None = None,
-                 seconds: float = 4.0, device: str = "cpu") -> Path:
-    """A result as the daemon writes it: PLY plus report (and a preview PNG)."""
-    outputs.mkdir(parents=True, exist_ok=True)
-    ply = write_ply(outputs / f"{name}.ply", gaussians(), 50.0, (64, 48))
-    preview = outputs / f"{name}_depth.png"
-    write_photo(preview)
-    report = {"photo": str(photo), "photo_sha256": "0" * 64, "job": "1" * 64,
-              "created": "2026-12-01T10:00:00+00:00",
-              "settings": (settings or DepthSettings()).as_dict(), "image_size": [64, 48],
-              "focal": {"f_px": 50.0, "origin": "exif"},
-              "depth": {"source": "depth-pro", "format": "metric", "model": "m",
-                        "range_m": [1.0, 2.0], "from_cache": False},
-              "models": {"device": device}, "gaussians": 6,
-              "timings_s": {"depth": seconds / 2, "sharp": seconds / 2}, "warnings": ["w1"],
-              "files": [ply.name, preview.name, f"{name}.json"]}
-    (outputs / f"{name}.json").write_text(json.dumps(report), encoding="utf-8")
-    return ply
 
 
 # --- splat ---------------------------------------------------------------------------------
@@ -343,36 +320,8 @@ def test_access_rules_shared_with_the_control_channel() -> None:
 # --- the HTTP side ------------------------------------------------------------------------
 
 @pytest.fixture
-def app(tmp_path: Path):
-    inputs, outputs = tmp_path / "in", tmp_path / "out"
-    photo = write_photo(inputs / "a.jpg")
-    write_result(outputs, photo, "a_1")
-    opened: list[Path] = []
-    status: dict[str, Any] = {"state": "paused", "queue_length": 0}
-    reruns: list[Path] = []
-    viewer = ViewerApp(Place(inputs, outputs, DepthSettings()), lambda: status,
-                       opened.append, rerun=reruns.append, launch_dir=tmp_path / "state")
-    viewer.start()
-    viewer.token = viewer_session(viewer)  # type: ignore[attr-defined]
-    viewer.opened = opened  # type: ignore[attr-defined]
-    viewer.reruns = reruns  # type: ignore[attr-defined]
-    yield viewer
-    viewer.close()
-
-
-def call(app: ViewerApp, method: str, path: str, body: Any = None,
-         headers: dict[str, str] | None = None) -> tuple[int, Any, Any]:
-    connection = http.client.HTTPConnection("127.0.0.1", app.port, timeout=10)
-    sent = {"Host": f"127.0.0.1:{app.port}",
-            "Authorization": f"Bearer {app.token}",  # type: ignore[attr-defined]
-            **(headers or {})}
-    data = None if body is None else json.dumps(body).encode()
-    connection.request(method, path, body=data, headers={k: v for k, v in sent.items() if v})
-    response = connection.getresponse()
-    raw = response.read()
-    connection.close()
-    kind = response.getheader("Content-Type") or ""
-    return response.status, json.loads(raw) if "json" in kind else raw, response
+def app(viewer_app: ViewerApp) -> ViewerApp:
+    return viewer_app
 
 
 def test_only_the_owners_browser_gets_in(app: ViewerApp) -> None:

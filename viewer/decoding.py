@@ -68,8 +68,9 @@ def thumbnail_jpeg(photo: Path, within: Path, size: int, quality: int = 85) -> b
             if width * height > MAX_PIXELS:
                 raise InputError(f"image is {width}x{height}, over the limit of "
                                  f"{MAX_PIXELS / 1e6:.0f} MP", photo)
-            wanted = round(size * REDUCING_GAP)
-            image.draft("RGB", (wanted, wanted))  # JPEG: decode at 1/2..1/8; others: no-op
+            scale = min(size / width, size / height, 1.0) * REDUCING_GAP
+            wanted = (max(1, round(width * scale)), max(1, round(height * scale)))
+            image.draft("RGB", wanted)  # JPEG: decoded at 1/2..1/8 of its size; others: no-op
             pixels = image.size[0] * image.size[1]
             BUDGET.take(pixels)
             try:

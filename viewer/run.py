@@ -23,7 +23,7 @@ import threading
 import time
 import webbrowser
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -134,7 +134,7 @@ def running_viewer(state_dir: Path, page: str) -> Path | None:
     return Path(launch) if isinstance(launch, str) else None
 
 
-def open_in_browser(page: Path, platform: str = sys.platform) -> None:
+def open_in_browser(page: PurePath, platform: str = sys.platform) -> None:
     """Open the launch page `page` in the default browser: on Windows by its path (the
     shell's `os.startfile`, which `webbrowser` uses there, opens it with the program
     registered for .html files, the default browser unless the user changed it), elsewhere

@@ -591,7 +591,8 @@ class _Handler(BaseHTTPRequestHandler):
         if found is None:
             return
         budget = query.get("budget")
-        if budget is not None and not (budget.isascii() and budget.isdigit() and int(budget) > 0):
+        if budget is not None and not (budget.isascii() and budget.isdigit()
+                                       and len(budget) <= 9 and int(budget) > 0):
             self._json(400, {"error": f"budget must be a positive whole number, got {budget!r}"})
             return
         try:
