@@ -38,6 +38,9 @@
 - `call(app, method, path, body=None, headers=None) -> (status, body, response)` (plain
   function): one request to a viewer with its session token (a header given as "" is
   left out); a JSON body is decoded.
+- `raw_status(port, data) -> int | None` and `send_raw(sock, data) -> int | None` (plain
+  functions): send raw bytes to a loopback server (on a new connection, or on `sock`);
+  the answer's status, or None when the connection was closed without one.
 - `launch_key(page) -> str` and `viewer_session(app) -> str` (plain functions): the
   one-time key in a viewer's launch page, and a session token for a started
   `viewer.server.ViewerApp`, got as the owner's browser gets one (a launch page's key
@@ -52,6 +55,7 @@ import importlib.util
 import json
 import os
 import re
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -327,3 +331,24 @@ def call(app: Any, method: str, path: str, body: Any = None,
         connection.close()
     kind = response.getheader("Content-Type") or ""
     return response.status, json.loads(raw) if "json" in kind else raw, response
+
+
+def raw_status(port: int, data: bytes, timeout: float = 10.0) -> int | None:
+    """Send `data` on a new connection to 127.0.0.1:`port`; see the module docstring."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        return send_raw(sock, data)
+
+
+def send_raw(sock: socket.socket, data: bytes) -> int | None:
+    """Send `data` on `sock` and read the answer's status line; see the module docstring."""
+    try:
+        sock.sendall(data)
+        answer = b""
+        while b"\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    except ConnectionError:
+        return None
+    return int(answer.split()[1]) if answer.startswith(b"HTTP/1.") else None

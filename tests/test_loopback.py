@@ -20,31 +20,10 @@ import pytest
 
 from daemon import loopback
 from daemon.loopback import Limits, LoopbackServer, Request, response
-from tests.conftest import call, viewer_session, wait_for
+from tests.conftest import call, raw_status, send_raw, viewer_session, wait_for
 from viewer.server import LIMITS, ViewerApp
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _status(port: int, data: bytes, timeout: float = 10.0) -> int | None:
-    """Send `data` on a new connection; the answer's status, or None if it was closed
-    without one."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        return _read_status(sock, data)
-
-
-def _read_status(sock: socket.socket, data: bytes) -> int | None:
-    try:
-        sock.sendall(data)
-        answer = b""
-        while b"\r\n" not in answer:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
-    except ConnectionError:
-        return None
-    return int(answer.split()[1]) if answer.startswith(b"HTTP/1.") else None
 
 
 def _closed_by_server(sock: socket.socket, timeout: float) -> bool:
@@ -94,7 +73,7 @@ def test_endless_request_heads_are_cut_off_at_the_cap(viewer_app: ViewerApp) -> 
         for _ in range(40):
             sock = socket.create_connection(("127.0.0.1", viewer_app.port), timeout=10)
             held.append(sock)
-            status = _read_status(sock, b"GET /api/state HTTP/1.1\r\nHost: x\r\n" + line * 17)
+            status = send_raw(sock, b"GET /api/state HTTP/1.1\r\nHost: x\r\n" + line * 17)
             assert status in (431, None), status
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -135,18 +114,18 @@ def test_the_front_door_answers_what_it_will_not_pass_on() -> None:
             (b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 101 + b"\r\n", 431),
             (b"GET / HTTP/1.1\r\nX: " + b"a" * 2000, 431),
         ]:
-            assert _status(port, data) == code, data
-        assert _status(port, b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello") == 200
+            assert raw_status(port, data) == code, data
+        assert raw_status(port, b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello") == 200
 
         first = socket.create_connection(("127.0.0.1", port), timeout=10)
         second = socket.create_connection(("127.0.0.1", port), timeout=10)
         for sock in (first, second):
             sock.sendall(b"GET /block HTTP/1.1\r\n\r\n")
         assert wait_for(lambda: started[-1:] == ["/block"] and server.waiting() == 0, 10)
-        assert _status(port, b"GET /more HTTP/1.1\r\n\r\n") == 503
+        assert raw_status(port, b"GET /more HTTP/1.1\r\n\r\n") == 503
         release.set()
-        assert _read_status(first, b"") == 200 and _read_status(second, b"") == 200
-        assert _read_status(first, b"GET /again HTTP/1.1\r\n\r\n") == 200, "kept alive"
+        assert send_raw(first, b"") == 200 and send_raw(second, b"") == 200
+        assert send_raw(first, b"GET /again HTTP/1.1\r\n\r\n") == 200, "kept alive"
         assert started[-1] == "/again"
         first.close()
         second.close()

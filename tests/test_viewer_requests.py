@@ -5,30 +5,14 @@ and a little fuzzing. (The old server closed the connection without a word for s
 from __future__ import annotations
 
 import json
-import socket
 from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import raw_status
 from viewer.server import ViewerApp
-
-
-def _ask(app: ViewerApp, data: bytes) -> int | None:
-    """Send `data` raw; the answer's status, or None when the connection closed without one."""
-    with socket.create_connection(("127.0.0.1", app.port), timeout=10) as sock:
-        try:
-            sock.sendall(data)
-            answer = b""
-            while b"\r\n" not in answer:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                answer += chunk
-        except ConnectionError:
-            return None
-    return int(answer.split()[1]) if answer.startswith(b"HTTP/1.") else None
 
 
 def _request(app: ViewerApp, method: str, target: bytes, body: bytes = b"",
@@ -69,9 +53,9 @@ def _apply(settings_value: str) -> bytes:
 def test_bad_requests_get_a_4xx(viewer_app: ViewerApp, method: str, target: bytes,
                                 body: bytes) -> None:
     for token in (True, False):
-        status = _ask(viewer_app, _request(viewer_app, method, target, body, token))
+        status = raw_status(viewer_app.port, _request(viewer_app, method, target, body, token))
         assert status is not None and 400 <= status < 500, (target[:60], body[:60], status)
-    assert _ask(viewer_app, _request(viewer_app, "GET", b"/api/state")) == 200
+    assert raw_status(viewer_app.port, _request(viewer_app, "GET", b"/api/state")) == 200
 
 
 _TARGETS = st.one_of(
@@ -107,5 +91,5 @@ def test_fuzzed_requests_are_always_answered_and_never_with_a_5xx(
     else:  # percent-encoded as a browser would, any stray % left as it is
         encoded = quote(target.encode("utf-8", "surrogatepass"), safe="/?&=%").encode()
         sent = b""
-    status = _ask(viewer_app, _request(viewer_app, method, encoded, sent))
+    status = raw_status(viewer_app.port, _request(viewer_app, method, encoded, sent))
     assert status is not None and status < 500, (method, encoded, sent[:80], status)

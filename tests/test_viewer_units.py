@@ -574,8 +574,7 @@ def test_serve_prints_the_address_and_stops_cleanly(tmp_path: Path) -> None:
         assert said[0].startswith(f"viewer: http://127.0.0.1:{port}/view (opened with ")
         page = Path(said[0].split("opened with ")[1].split(", which")[0])
         assert page.parent == tmp_path / "state" and launch_key(page)
-        app = type("Started", (), {"port": port, "launch": lambda self: page})()
-        token = viewer_session(app)
+        token = viewer_session(SimpleNamespace(port=port, launch=lambda: page))
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         connection.request("POST", "/api/open-folder", headers={
             "Host": f"127.0.0.1:{port}", "Authorization": f"Bearer {token}"})
