@@ -488,7 +488,7 @@ class _Handler(BaseHTTPRequestHandler):
         closed without a word."""
         try:
             run()
-        except ConnectionError:
+        except (ConnectionError, TimeoutError):  # the client went away or stopped reading
             self.close_connection = True
         except Exception as exc:
             logger.opt(exception=True).warning(f"viewer: {self.command} {self.path!r} failed")

@@ -36,13 +36,14 @@ async function api(path, body) {
 }
 
 // Show the picture at `path` in `img` (an <img> cannot send the token itself): fetched,
-// then shown from a blob URL; the one it replaces is released.
+// then shown from a blob URL, released once the picture is decoded.
 async function showImage(img, path) {
   const response = await request(path);
   if (!response.ok) throw new Error(`HTTP ${response.status}`);
   const url = URL.createObjectURL(await response.blob());
-  if (img.dataset.blob) URL.revokeObjectURL(img.dataset.blob);
-  img.dataset.blob = url;
+  const release = () => URL.revokeObjectURL(url);
+  img.addEventListener("load", release, { once: true });
+  img.addEventListener("error", release, { once: true });
   img.src = url;
 }
 
