@@ -128,7 +128,7 @@ def open_view(chrome: Any, app: ViewerApp, ply: str, timeout: float) -> tuple[An
     page = chrome.new_page(viewport=VIEWPORT)
     cast = Screencast(page)
     opened = time.time()
-    page.goto(app.url(f"/view?ply={ply}"))
+    page.goto(app.launch(f"/view?ply={ply}").as_uri())
     reported = None
     if wait_until(lambda: app.shown == ply, page, timeout):
         reported = time.time() - opened

@@ -4,9 +4,12 @@ A request goes ahead only when (1) its Host header names this very port on 127.0
 localhost, which defeats DNS rebinding (a web page whose name was re-pointed at
 127.0.0.1 still sends its own name); (2) its Origin header is absent or one the server
 allows (browsers send Origin on every cross-site request and on same-site writes, so
-another web page cannot drive it); and (3) it presents this run's secret, as
-`Authorization: Bearer <secret>` or, for a browser page, a cookie set when the page was
-opened with the secret in its address.
+another web page cannot drive it); and (3) it presents a secret as
+`Authorization: Bearer <secret>`.
+
+Never as a cookie: a browser sends 127.0.0.1's cookies to every port of it, so to any
+other local user's server a link leads to. (The viewer's pages keep their token in
+storage that browsers keep apart by port; see `viewer.sessions`.)
 
 It lives in the daemon, below the viewer and the service, so both can use it.
 """
@@ -15,7 +18,6 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Collection
-from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 
@@ -29,30 +31,33 @@ def loopback_origins(port: int) -> tuple[str, ...]:
     return tuple(f"http://{host}" for host in loopback_hosts(port))
 
 
-def presented_secret(headers: Any, cookie: str | None = None) -> str:
-    """The secret a request carries: its Bearer token, else the named cookie, else ''."""
+def bearer(headers: Any) -> str:
+    """The secret a request carries as `Authorization: Bearer <secret>`, else ''."""
     given = headers.get("Authorization") or ""
-    if given.startswith("Bearer "):
-        return given.removeprefix("Bearer ")
-    if cookie is not None and headers.get("Cookie"):
-        jar = SimpleCookie()
-        try:
-            jar.load(headers.get("Cookie"))
-        except CookieError:
-            return ""
-        morsel = jar.get(cookie)
-        return morsel.value if morsel is not None else ""
-    return ""
+    return given.removeprefix("Bearer ") if given.startswith("Bearer ") else ""
 
 
-def refusal(headers: Any, port: int, secret: str, origins: Collection[str] = (),
-            cookie: str | None = None) -> tuple[int, str] | None:
-    """Why a request must be refused (HTTP status, reason), or None when it may go ahead."""
+def same_secret(given: str, secret: str) -> bool:
+    """`given == secret`, in time that does not depend on where they differ."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"),
+                               secret.encode("utf-8", "surrogatepass"))
+
+
+def foreign(headers: Any, port: int, origins: Collection[str] = ()) -> tuple[int, str] | None:
+    """Why a request is not from a client of this very server (HTTP status, reason): a web
+    page of another origin, or a Host naming anything else; None when it is."""
     origin = headers.get("Origin")
     if origin is not None and origin not in origins:
         return 403, "requests from web pages are refused"
     if headers.get("Host") not in loopback_hosts(port):
         return 403, "wrong Host header"
-    if not hmac.compare_digest(presented_secret(headers, cookie).encode(), secret.encode()):
-        return 401, "missing or wrong secret"
     return None
+
+
+def refusal(headers: Any, port: int, secret: str,
+            origins: Collection[str] = ()) -> tuple[int, str] | None:
+    """Why a request must be refused (HTTP status, reason), or None when it may go ahead."""
+    refused = foreign(headers, port, origins)
+    if refused is None and not same_secret(bearer(headers), secret):
+        return 401, "missing or wrong secret"
+    return refused

@@ -5,11 +5,11 @@ Server: 127.0.0.1 with an OS-chosen port. Every request must carry
 naming this very port on 127.0.0.1/localhost (defeats DNS rebinding) and no Origin header
 (browsers always send one on cross-site requests, so a web page cannot drive it).
 
-Any local user can connect, so a connection costs no thread until its whole request head
-has arrived: one selector thread reads heads, a client gets `REQUEST_SECONDS` to send one
-and at most `MAX_PENDING` wait at once (a new one pushes out the oldest), and a few worker
-threads answer. Idle or slow clients therefore cannot use up threads or lock out
-`sharp-watch status`.
+Any local user can connect, so the server is the shared front door
+(`daemon.loopback`): one selector thread reads request heads with a deadline, a cap on
+waiting connections and a size cap, and answers every refusal itself; only requests with
+the secret reach the few worker threads. Idle or slow clients therefore cannot use up
+threads or lock out `sharp-watch status`.
 Client: the `status` / `pause` / `resume` / `stop` commands, and the viewer (status,
 rerun). It lives in the daemon, whose status it serves, so the viewer can be a client
 without importing the service.
@@ -17,19 +17,13 @@ without importing the service.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import inspect
 import io
 import json
-import selectors
 import socket
-import socketserver
-import threading
-import time
 import urllib.parse
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -38,122 +32,42 @@ from loguru import logger
 
 from . import access
 from .instance import Endpoint, read_endpoint
+from .loopback import Limits, LoopbackServer, Request, error_response
 
 Actions = dict[str, Callable[..., dict[str, Any]]]
 """`GET status` and `POST pause|resume|stop|rerun`: each takes the query's parameters as
 keywords (`rerun?photo=...`) and returns the JSON body to answer with; a ValueError is
 the client's mistake (400)."""
 
-REQUEST_SECONDS = 5.0
-"""How long a client may take from connecting to the end of its request head."""
-MAX_PENDING = 256
-"""Connections waiting for their request at once (Windows' select() handles 512 sockets)."""
-MAX_HEAD_BYTES = 64 * 1024
-WORKERS = 4
+LIMITS = Limits(request_seconds=5.0, max_pending=256, max_head_bytes=64 * 1024, workers=4)
+"""A client has 5 s to send its request; 256 may wait at once; no bodies, no keep-alive."""
 
 
-class _Pending:
-    """A connection whose request head is still arriving."""
-
-    def __init__(self) -> None:
-        self.deadline = time.monotonic() + REQUEST_SECONDS
-        self.data = bytearray()
-
-
-class ControlServer(socketserver.TCPServer):
+class ControlServer:
     """Serves `actions` on 127.0.0.1 until `close()`; reads requests on its own thread."""
 
-    request_queue_size = 128
-
     def __init__(self, secret: str, actions: Actions) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
         self.secret = secret
         self.actions = actions
-        self.port: int = self.server_address[1]
-        self.socket.setblocking(False)
-        self._pending: dict[socket.socket, _Pending] = {}
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self.socket, selectors.EVENT_READ)
-        self._workers = ThreadPoolExecutor(WORKERS, thread_name_prefix="control")
-        self._closing = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="control", daemon=True)
+        self._server = LoopbackServer("control", LIMITS, self._early, self._answer)
+        self.server_address: tuple[str, int] = self._server.socket.getsockname()
+        self.port: int = self._server.port
 
     def start(self) -> None:
-        self._thread.start()
+        self._server.start()
 
     def close(self) -> None:
-        self._closing.set()
-        if self._thread.is_alive():
-            self._thread.join()
-        for connection in list(self._pending):
-            self._drop(connection)
-        self._selector.close()
-        self._workers.shutdown(wait=True)
-        self.server_close()
+        self._server.close()
 
-    def refusal(self, headers: Any) -> tuple[int, str] | None:
-        """Why a request must be refused, or None when it may go ahead (`access.refusal`:
-        no Origin at all, Host naming this port, the Bearer secret)."""
-        return access.refusal(headers, self.port, self.secret)
+    def _early(self, request: Request) -> bytes | None:
+        """Every refusal is answered by the selector thread (`access.refusal`: no Origin at
+        all, Host naming this port, the Bearer secret)."""
+        refused = access.refusal(request.headers, self.port, self.secret)
+        return None if refused is None else error_response(*refused)
 
-    def _loop(self) -> None:
-        while not self._closing.is_set():
-            for key, _ in self._selector.select(timeout=0.1):
-                if key.fileobj is self.socket:
-                    self._accept()
-                elif isinstance(key.fileobj, socket.socket):
-                    self._read(key.fileobj)
-            now = time.monotonic()
-            for connection, pending in list(self._pending.items()):
-                if pending.deadline < now:
-                    self._drop(connection)
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.socket.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                logger.debug(f"control: accept failed: {exc}")
-                return
-            if len(self._pending) >= MAX_PENDING:
-                self._drop(next(iter(self._pending)))  # the oldest waiting connection
-            connection.setblocking(False)
-            self._pending[connection] = _Pending()
-            self._selector.register(connection, selectors.EVENT_READ)
-
-    def _read(self, connection: socket.socket) -> None:
-        try:
-            chunk = connection.recv(8192)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            chunk = b""
-        pending = self._pending[connection]
-        pending.data += chunk
-        if not chunk or len(pending.data) > MAX_HEAD_BYTES:
-            self._drop(connection)
-        elif b"\r\n\r\n" in pending.data or b"\n\n" in pending.data:
-            self._selector.unregister(connection)
-            del self._pending[connection]
-            self._workers.submit(self._answer, connection, bytes(pending.data))
-
-    def _drop(self, connection: socket.socket) -> None:
-        self._pending.pop(connection, None)
-        with contextlib.suppress(KeyError, ValueError):
-            self._selector.unregister(connection)
-        connection.close()
-
-    def _answer(self, connection: socket.socket, head: bytes) -> None:
-        try:
-            connection.setblocking(True)
-            connection.settimeout(REQUEST_SECONDS)
-            _Handler(connection, head, self)
-        except OSError as exc:
-            logger.debug(f"control: client went away: {exc}")
-        finally:
-            connection.close()
+    def _answer(self, connection: socket.socket, request: Request) -> bool:
+        _Handler(connection, request.raw, self)
+        return False
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -161,9 +75,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     server_version = "sharp-watch"
 
-    def __init__(self, connection: socket.socket, head: bytes, server: ControlServer) -> None:
+    def __init__(self, connection: socket.socket, head: bytes, server: Any) -> None:
         self._head = head
-        self.control = server
+        self.control: ControlServer = server
         super().__init__(connection, ("127.0.0.1", 0), server)
 
     def setup(self) -> None:
@@ -183,10 +97,6 @@ class _Handler(BaseHTTPRequestHandler):
                         "/rerun": "rerun"})
 
     def _dispatch(self, routes: dict[str, str]) -> None:
-        refused = self.control.refusal(self.headers)
-        if refused is not None:
-            self._reply(refused[0], {"error": refused[1]})
-            return
         path, _, query = self.path.partition("?")
         action = routes.get(path)
         if action is None or action not in self.control.actions:

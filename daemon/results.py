@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pipeline.atomic import MAX_NAME_BYTES, atomic_write
 from pipeline.depth.sources import DEPTH_SOURCES
+from pipeline.errors import InputError
+from pipeline.image import open_regular_file
 
 from .naming import shorten, windows_safe_name
 
@@ -320,12 +322,19 @@ def write_report(path: Path, report: Report) -> None:
 
 def read_report(path: Path) -> Report | None:
     """The report at `path`, or None when it is missing, too large, not JSON, not of our
-    shape or of a newer schema (see the module's docstring)."""
+    shape or of a newer schema (see the module's docstring).
+
+    It is opened as the daemon opens photos (`open_regular_file`): a pipe or device named
+    like a report cannot hang or flood the reader, nor can a link lead it out of the
+    report's folder; and no more than `MAX_REPORT_BYTES` (and one) is read.
+    """
     try:
-        if path.stat().st_size > MAX_REPORT_BYTES:
+        with open_regular_file(path, path.parent) as f:
+            raw = f.read(MAX_REPORT_BYTES + 1)
+        if len(raw) > MAX_REPORT_BYTES:
             return None
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+        data = json.loads(raw.decode("utf-8"))
+    except (OSError, ValueError, RecursionError, InputError):
         return None
     return parse_report(data)
 
@@ -383,10 +392,14 @@ def _text(value: object) -> str | None:
 
 
 def _number(value: object) -> float | None:
-    """A finite JSON number (not a bool), else None."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
+    """A finite JSON number (not a bool, nor an integer too large for a float), else None."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _positive(value: object) -> float | None:

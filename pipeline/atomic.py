@@ -14,6 +14,7 @@ import contextlib
 import errno
 import os
 import re
+import stat
 import sys
 import threading
 import time
@@ -131,10 +132,13 @@ def describe_write_error(exc: OSError, path: Path, replacing: bool = False) -> s
 
 
 def atomic_write(path: Path | str, data: bytes | Callable[[BinaryIO], None],
-                 mode: int = 0o666, durable: bool = True) -> Path:
+                 mode: int = 0o666, durable: bool = True, keep_mode: bool = False) -> Path:
     """Write `data` (bytes, or a function writing to the open file) to `path` atomically.
 
     `mode` is the new file's permission bits before the umask (0o600: owner only).
+    `keep_mode=True`: a file that replaces one gets that one's permission bits instead
+    (a user's 0600 file stays 0600), on POSIX; on Windows `chmod` only toggles read-only
+    and the folder's access list applies to the new file as it did to the old.
     `durable=False` skips the fsyncs, for files that are cheap to lose (cache entries).
     Raises `OutputError` naming `path`; nothing is left behind on failure.
     """
@@ -144,6 +148,9 @@ def atomic_write(path: Path | str, data: bytes | Callable[[BinaryIO], None],
     try:
         tmp.unlink(missing_ok=True)  # a crashed process's leftover under a reused id
         with open(tmp, "xb", opener=lambda name, flags: os.open(name, flags, mode)) as out:
+            if keep_mode and not WINDOWS:
+                with contextlib.suppress(FileNotFoundError):
+                    os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
             if callable(data):
                 data(out)
             else:

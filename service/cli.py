@@ -93,12 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("target", nargs="?", type=Path, default=None,
                       help="a result .ply, or a photo in the inputs folder (default: the "
                            "newest result)")
-    view.add_argument("--no-browser", action="store_true", help="only print the address")
+    view.add_argument("--no-browser", action="store_true", help="only print the page to open")
     view.set_defaults(func=cmd_view, gallery=False)
     gallery = sub.add_parser("gallery", parents=[common], help="every result in the browser",
                              description="Open the gallery: every result newest first, failed "
                                          "photos, the queue; links to view and tune.")
-    gallery.add_argument("--no-browser", action="store_true", help="only print the address")
+    gallery.add_argument("--no-browser", action="store_true", help="only print the page to open")
     gallery.set_defaults(func=cmd_view, gallery=True, target=None)
     return parser
 

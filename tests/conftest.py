@@ -51,6 +51,9 @@ tests/support/ (plain modules, imported as `tests.support.<name>`):
   `events_of(daemon)`, `log_lines()`, `sharp_calls(pipe)`, for a daemon in this process.
 - `running_program`: `status_of(state_dir)`, `raw(port, method, path, headers)` and
   `wait_or_fail(predicate, seconds, what, process)`, for `sharp-watch run` in a subprocess.
+- `viewer_requests`: requests to a started viewer (`call`, `raw_status`, `send_raw`,
+  `launch_key`, `viewer_session`) and results written without a model (`gaussians`,
+  `write_result`); the `viewer_app` fixture is in tests/viewer/conftest.py.
 - `files`: `save_sidecar(path, text)` (atomic, as editors save), `write_config(folder,
   text)`, `npy_bytes(array)`.
 """

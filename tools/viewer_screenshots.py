@@ -135,7 +135,7 @@ def main() -> int:
         try:
             with browser() as chrome:
                 page = chrome.new_page(viewport={"width": 1280, "height": 800})
-                page.goto(app.url(f"/view?ply={newest.name}"))
+                page.goto(app.launch(f"/view?ply={newest.name}").as_uri())
                 page.wait_for_selector("#facts tr")
                 deadline = time.monotonic() + 240
                 while time.monotonic() < deadline:
@@ -147,7 +147,7 @@ def main() -> int:
                     page.wait_for_timeout(50)
                 page.wait_for_timeout(3000)  # Spark's sort of the full scene, redrawn
                 save(page.screenshot(timeout=120_000), args.out / "viewer.png")
-                page.goto(app.url("/"))
+                page.goto(app.launch("/").as_uri())
                 page.wait_for_selector(".card img")
                 time.sleep(1.5)
                 save(page.screenshot(timeout=60_000), args.out / "gallery.png")

@@ -7,6 +7,7 @@ from disk on each call, so the gallery shows what is there now, whoever wrote it
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import statistics
@@ -16,6 +17,8 @@ from typing import Any
 
 from daemon.naming import NOTE_SUFFIX
 from daemon.results import Result, find_result, latest_for, list_results, read_result
+from pipeline import InputError
+from pipeline.image import open_regular_file
 
 __all__ = ["Failure", "Result", "find_result", "latest_for", "list_failures", "list_results",
            "photo_from_note", "read_result", "seconds_per_photo", "summary"]
@@ -83,11 +86,12 @@ def list_failures(outputs: Path) -> list[Failure]:
         return []
     failures = []
     for entry in entries:
-        try:
-            with open(entry.path, encoding="utf-8", errors="replace") as f:
+        try:  # opened as the daemon opens photos: never a pipe, device or link out
+            with (open_regular_file(Path(entry.path), outputs) as raw,
+                  io.TextIOWrapper(raw, encoding="utf-8", errors="replace") as f):
                 text = f.read(MAX_NOTE_CHARS + 1)
             modified = entry.stat().st_mtime
-        except OSError:
+        except (OSError, InputError):
             continue
         if len(text) > MAX_NOTE_CHARS:
             text = text[:MAX_NOTE_CHARS] + "..."

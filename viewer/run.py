@@ -3,6 +3,13 @@
 The daemon may or may not be running: its status comes over the control channel on
 every poll (None when it is not running, which the pages say in words). This module is
 imported on demand, never by the daemon or the rest of the CLI.
+
+The browser is opened on a launch page in the owner-only state folder, never on an
+address with a secret in it (`viewer.sessions`). A second `view` while a viewer runs
+asks that one for a launch page over loopback, with the hand-off secret from
+`viewer.json` (owner-only, like the control channel's secret): that secret can ask for
+launch pages and nothing else, so whoever could use it (the owner, an administrator) could
+as well read the photos and results directly.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import threading
 import time
 import webbrowser
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -26,13 +33,14 @@ from daemon.control import ControlError, NotRunning, request
 from pipeline.atomic import atomic_write, private_folder
 
 from . import results
-from .server import Place, Rerun, StatusSource, ViewerApp
+from .server import HANDOFF, Place, Rerun, StatusSource, ViewerApp
+from .sessions import remove_stale_launch_pages
 
 IDLE_EXIT_SECONDS = 15 * 60
 """The viewer stops once no page has asked it anything for this long (tab closed)."""
 ENDPOINT_NAME = "viewer.json"
-"""In the state folder (owner-only): the running viewer's pid, port and secret, so a
-second `view` (another tray click) opens a page of that one instead of starting another."""
+"""In the state folder (owner-only): the running viewer's pid, port and hand-off secret, so
+a second `view` (another tray click) opens a page of that one instead of starting another."""
 
 
 def control_status(state_dir: Path) -> StatusSource:
@@ -90,10 +98,10 @@ def console_log(console: bool) -> None:
 
 
 def publish(state_dir: Path, app: ViewerApp) -> Path:
-    """Write where this viewer answers (mode 0600: the secret is in it)."""
+    """Write where this viewer answers (mode 0600: the hand-off secret is in it)."""
     path = Path(state_dir) / ENDPOINT_NAME
     private_folder(path.parent)
-    info = {"pid": os.getpid(), "port": app.port, "secret": app.secret}
+    info = {"pid": os.getpid(), "port": app.port, "handoff": app.handoff_secret}
     return atomic_write(path, json.dumps(info).encode(), mode=0o600)
 
 
@@ -105,22 +113,33 @@ def unpublish(state_dir: Path) -> None:
             path.unlink()
 
 
-def running_viewer(state_dir: Path) -> tuple[int, str] | None:
-    """(port, secret) of this user's viewer if one answers, else None."""
+def running_viewer(state_dir: Path, page: str) -> Path | None:
+    """A launch page of `page` from this user's running viewer, or None when none answers."""
     try:
         info = json.loads((Path(state_dir) / ENDPOINT_NAME).read_text(encoding="utf-8"))
-        port, secret = int(info["port"]), str(info["secret"])
+        port, secret = int(info["port"]), str(info["handoff"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2.0)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5.0)
     try:
-        connection.request("GET", "/api/ping", headers={"Authorization": f"Bearer {secret}"})
-        ok = connection.getresponse().status == 200
-    except OSError:
-        ok = False
+        connection.request("POST", HANDOFF, body=json.dumps({"page": page}),
+                           headers={"Authorization": f"Bearer {secret}",
+                                    "Content-Type": "application/json"})
+        answer = connection.getresponse()
+        launch = json.loads(answer.read()).get("launch") if answer.status == 200 else None
+    except (OSError, ValueError, AttributeError):
+        launch = None
     finally:
         connection.close()
-    return (port, secret) if ok else None
+    return Path(launch) if isinstance(launch, str) else None
+
+
+def open_in_browser(page: PurePath, platform: str = sys.platform) -> None:
+    """Open the launch page `page` in the default browser: on Windows by its path (the
+    shell's `os.startfile`, which `webbrowser` uses there, opens it with the program
+    registered for .html files, the default browser unless the user changed it), elsewhere
+    as a `file://` address."""
+    webbrowser.open(str(page) if platform == "win32" else page.as_uri())
 
 
 def serve(config: Any, target: Path | None, gallery: bool, say: Callable[[str], None],
@@ -142,26 +161,25 @@ def serve(config: Any, target: Path | None, gallery: bool, say: Callable[[str], 
         say(f"error: {exc}")
         return 1
     state_dir = Path(config.daemon.state_dir)
-    running = running_viewer(state_dir) if extra is None else None
+    running = running_viewer(state_dir, page) if extra is None else None
     if running is not None:
-        port, secret = running
-        joiner = "&" if "?" in page else "?"
-        url = f"http://127.0.0.1:{port}{page}{joiner}key={secret}"
-        say(f"viewer: already running; opening {url}")
+        say(f"viewer: already running; opening {running}")
         if browser:
-            webbrowser.open(url)
+            open_in_browser(running)
         return 0
     place = Place(Path(config.folders.inputs), outputs, config.defaults)
+    remove_stale_launch_pages(state_dir)
     app = ViewerApp(place, control_status(state_dir), open_folder, extra,
-                    rerun=control_rerun(state_dir))
+                    rerun=control_rerun(state_dir), launch_dir=state_dir)
     app.start()
     if extra is None:
         publish(state_dir, app)
-    url = app.url(page)
-    say(f"viewer: {url}\n(only this user's browser on this machine can use it; "
-        "Ctrl+C stops it)")
+    launch = app.launch(page)
+    say(f"viewer: http://127.0.0.1:{app.port}{page} (opened with {launch}, which works once, "
+        "within a minute; only this user's browser on this machine can use it; Ctrl+C "
+        "stops it)")
     if browser:
-        webbrowser.open(url)
+        open_in_browser(launch)
     stop = stop or threading.Event()
     try:
         while not stop.wait(1.0):

@@ -1,12 +1,17 @@
 """The viewer's web side: gallery and viewer pages, their JSON API, Apply, and the swap.
 
 One HTTP server on 127.0.0.1 (OS-chosen port) serves the pages, the photos and previews
-and the API; every request passes `daemon.access.refusal` (Host naming this port,
-Origin absent or this server's own, this run's secret as a cookie or Bearer token). The
-browser is opened at `/?key=<secret>`: that one request sets an HttpOnly, SameSite=Strict
-cookie and redirects to the address without the key. The 3D view is drawn in the page by
-Spark (a three.js Gaussian splat renderer, vendored in `static/vendor`), which loads the
-PLY from `/files/splat` through the same checks: no other port, nothing unchecked.
+and the API, behind the daemon's front door (`daemon.loopback`: requests read by one
+selector thread with deadlines and size caps, refusals answered there, a few workers for
+the rest). Every request must name this port in its Host header and come from no web page
+but this server's own (`daemon.access.foreign`). The pages and their scripts hold nothing
+of the user's and are served to anyone who passes that; everything else needs a live
+session token as `Authorization: Bearer` (how the owner's browser gets one, and why no
+cookie and no command line carries it: `viewer.sessions`). The 3D view is drawn in the
+page by Spark (a three.js Gaussian splat renderer, vendored in `static/vendor`), which is
+handed the PLY's bytes fetched from `/files/splat` with the token. Every file is opened
+with the daemon's confinement rules (`open_regular_file`): only inside its folder, never a
+pipe or device.
 
 After Apply, a watcher thread looks for the photo's new result (a report with exactly the
 applied settings and its PLY); the page, polling `/api/state`, swaps it into its scene as
@@ -17,38 +22,52 @@ paused, busy with another photo, not running, or the photo failed).
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import functools
+import hashlib
 import io
 import json
 import math
+import os
+import re
 import secrets
 import shutil
-import sys
+import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from loguru import logger
-from PIL import Image, ImageOps
 
-from daemon.access import loopback_origins, refusal
-from pipeline import DepthSettings, InputError
+from daemon.access import bearer, foreign, loopback_origins, same_secret
+from daemon.config import inside
+from daemon.loopback import Limits, LoopbackServer, Request, error_response, response
+from pipeline import SUPPORTED_EXTENSIONS, DepthSettings, InputError
 from pipeline.image import open_regular_file
 
 from . import results, tuning
+from .decoding import thumbnail_jpeg
 from .notes import daemon_note, estimate_note
+from .sessions import Sessions, safe_page
 from .splat import SplatError, check_splat, median_depth, thinned_ply, vertical_fov
 
 STATIC = Path(__file__).with_name("static")
-COOKIE = "sharp_watch_viewer"
+PAGES = {"/": "gallery.html", "/view": "view.html", "/open": "open.html"}
+HANDOFF = "/api/handoff"
+"""Where another `view` process asks this one for a launch page (`viewer.run`)."""
 THUMB_PX = 640
 MAX_THUMBS = 256
 """Thumbnails kept in memory (about 50 KB each); the oldest goes first."""
 MAX_BODY_BYTES = 16 * 1024
+MAX_PREVIEW_BYTES = 64 * 1024 * 1024
+"""A depth preview or contact sheet is a few MB; a larger file is refused unread."""
 SOFTWARE_BUDGET = 25_000
 """Gaussians sent to a browser that renders WebGL without a GPU (SwiftShader, llvmpipe,
 Microsoft Basic Render Driver): about half a second a frame on a 2-core CPU, where a
@@ -59,8 +78,11 @@ STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; ch
 `text/plain`, and browsers refuse a module script of any type but JavaScript."""
 COPY_CHUNK = 1 << 20
 WATCH_SECONDS = 0.1
-IDLE_CONNECTION_SECONDS = 30.0
-"""A kept-alive connection that sends nothing for this long is closed (frees its thread)."""
+LIMITS = Limits(request_seconds=5.0, max_pending=256, max_head_bytes=16 * 1024,
+                max_body_bytes=MAX_BODY_BYTES, workers=8, max_queued=64, max_kept=32,
+                idle_seconds=30.0, send_seconds=30.0)
+"""A browser sends its request in milliseconds and keeps at most 6 connections per tab
+alive; these bound what any other local program can hold (`daemon.loopback`)."""
 StatusSource = Callable[[], dict[str, Any] | None]
 """The daemon's status as a dict (`Status.as_dict()`), or None when it is not running."""
 Rerun = Callable[[Path], object]
@@ -94,12 +116,19 @@ class ViewerApp:
 
     def __init__(self, place: Place, status: StatusSource,
                  open_folder: Callable[[Path], object],
-                 extra: Path | None = None, rerun: Rerun | None = None) -> None:
+                 extra: Path | None = None, rerun: Rerun | None = None,
+                 launch_dir: Path | None = None) -> None:
         self.place = place
         self.status = status
         self.rerun = rerun
         self.open_folder = open_folder
-        self.secret = secrets.token_urlsafe(32)
+        self._own_launch_dir = launch_dir is None
+        self.sessions = Sessions(launch_dir or Path(tempfile.mkdtemp(prefix="sharp-watch-")))
+        """Launch pages go to `launch_dir` (the owner-only state folder), else to a private
+        temporary folder of this process."""
+        self.handoff_secret = secrets.token_urlsafe(32)
+        """Lets another `view` of this user (which reads it from `viewer.json`) ask for a
+        launch page, and nothing else."""
         self.extra = extra
         """A PLY named on the command line, viewable even outside the outputs folder."""
         self._lock = threading.Lock()
@@ -110,30 +139,80 @@ class ViewerApp:
         self._thumbs: dict[tuple[str, float], bytes] = {}
         self._closing = threading.Event()
         self.last_request = time.monotonic()
-        self.http = _QuietServer(("127.0.0.1", 0), _Handler)
-        self.http.daemon_threads = True
-        self.http.app = self  # type: ignore[attr-defined]
-        self.port: int = self.http.server_address[1]
-        self._threads = [threading.Thread(target=self.http.serve_forever, name="viewer-http",
-                                          daemon=True),
-                         threading.Thread(target=self._watch, name="viewer-watch", daemon=True)]
+        """When a request with a live session (or the hand-off secret) last came: only
+        those keep the viewer from stopping when idle."""
+        self.front = LoopbackServer("viewer", LIMITS, self._early, self._answer,
+                                    security_headers())
+        self.port: int = self.front.port
+        self._watcher = threading.Thread(target=self._watch, name="viewer-watch", daemon=True)
 
     # life cycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
+        self.front.start()
+        self._watcher.start()
 
     def close(self) -> None:
         self._closing.set()
-        if self._threads[0].is_alive():  # shutdown() waits for a serve_forever that runs
-            self.http.shutdown()
-        self.http.server_close()
+        self.front.close()
+        self.sessions.close()
+        if self._own_launch_dir:
+            with contextlib.suppress(OSError):
+                self.sessions.folder.rmdir()
 
-    def url(self, path: str = "/") -> str:
-        """The address to open in the owner's browser (carries the secret once)."""
-        joiner = "&" if "?" in path else "?"
-        return f"http://127.0.0.1:{self.port}{path}{joiner}key={self.secret}"
+    def launch(self, page: str = "/") -> Path:
+        """A launch page for `page` (`viewer.sessions`): open it in the owner's browser,
+        within a minute, once."""
+        return self.sessions.launch(self.port, page)
+
+    # who gets in ------------------------------------------------------------------------
+
+    def _early(self, request: Request) -> bytes | None:
+        """On the front door's own thread, before any worker is spent: refusals, the pages
+        and scripts (nothing of the user's is in them), and the one-time key traded for a
+        session token. What passes on carries a live token (or, for `HANDOFF` only, the
+        hand-off secret and no Origin: no web page)."""
+        headers = request.headers
+        refused = foreign(headers, self.port, loopback_origins(self.port))
+        if refused is not None:
+            return error_response(*refused, security_headers())
+        path = urlsplit(request.target).path
+        if request.method == "GET" and path in public_answers():
+            return public_answers()[path]
+        if request.method == "POST" and path == "/api/session":
+            return self._session(request.body)
+        given = bearer(headers)
+        if path == HANDOFF:
+            allowed = headers.get("Origin") is None and same_secret(given, self.handoff_secret)
+        else:
+            allowed = self.sessions.valid(given)
+        if not allowed:
+            return error_response(401, "this page is not signed in to the viewer (it was "
+                                       "restarted, or the page was opened on its own): open "
+                                       "it again from sharp-watch", security_headers())
+        self.last_request = time.monotonic()
+        return None
+
+    def _session(self, body: bytes) -> bytes:
+        """`POST /api/session {"key": KEY}`: the one-time key spent for a session token."""
+        try:
+            key = json.loads(body).get("key")
+        except (ValueError, RecursionError, AttributeError):
+            key = None
+        if not isinstance(key, str):
+            return error_response(400, 'expected {"key": KEY}', security_headers())
+        token = self.sessions.spend(key)
+        if token is None:
+            return error_response(401, "this link was used already or is more than a minute "
+                                       "old: open the viewer again from sharp-watch",
+                                  security_headers())
+        self.last_request = time.monotonic()
+        return response(200, json.dumps({"token": token}).encode(), "application/json",
+                        security_headers())
+
+    def _answer(self, connection: socket.socket, request: Request) -> bool:
+        """A request that passed `_early`, on a worker; True keeps the connection."""
+        return not _Handler(connection, request, self).close_connection
 
     # results ----------------------------------------------------------------------------
 
@@ -159,10 +238,35 @@ class ViewerApp:
             return None
         return results.Result(self.extra, None, modified)
 
+    def photo_of(self, result: results.Result) -> Path:
+        """The result's photo, if it is one that can be tuned: a photo the daemon watches (by
+        its extension), in the inputs folder once every link and `..` is resolved (never a
+        comparison of text), and a regular file there, opened with the daemon's
+        confinement rules. Raises TuningError saying why not."""
+        photo, inputs = result.photo, self.place.inputs
+        if not photo.name or photo.suffix.lower() not in SUPPORTED_EXTENSIONS:
+            raise tuning.TuningError(f"{photo} is not a photo sharp-watch reads "
+                                     f"({', '.join(sorted(SUPPORTED_EXTENSIONS))})")
+        if not inside(photo.parent, inputs):
+            raise tuning.TuningError(f"{photo} is not in the inputs folder {inputs}; only "
+                                     "photos there can be tuned")
+        try:
+            with open_regular_file(photo, inputs):
+                pass
+        except InputError as exc:
+            raise tuning.TuningError(f"{photo}: {exc.reason}") from None
+        except (OSError, ValueError) as exc:
+            raise tuning.TuningError(f"{photo} cannot be opened "
+                                     f"({getattr(exc, 'strerror', None) or exc})") from None
+        return photo
+
     def tunable(self, result: results.Result) -> bool:
-        """Whether the result's photo is in the inputs folder (only then can it be tuned)."""
-        photo = result.photo
-        return bool(photo.name) and photo.is_relative_to(self.place.inputs) and photo.is_file()
+        """Whether the result's photo can be tuned (`photo_of`)."""
+        try:
+            self.photo_of(result)
+        except tuning.TuningError:
+            return False
+        return True
 
     def detail(self, result: results.Result) -> dict[str, Any]:
         """The viewer page's side panel: the report, the tuning controls and their values."""
@@ -193,12 +297,15 @@ class ViewerApp:
             return {"fov_deg": fov, "error": str(exc)}
         return {"fov_deg": fov, "orbit_depth": depth}
 
-    def open_ply(self, result: results.Result) -> BinaryIO:
-        """The result's PLY, opened only inside the outputs folder (or the command line's
-        PLY's own folder)."""
-        root = (self.extra.parent if self.extra is not None and result.ply == self.extra
+    def root(self, result: results.Result) -> Path:
+        """The folder a result's files are opened within: the outputs folder, or the
+        command line's PLY's own folder."""
+        return (self.extra.parent if self.extra is not None and result.ply == self.extra
                 else self.place.outputs)
-        return open_regular_file(result.ply, root)
+
+    def open_ply(self, result: results.Result) -> BinaryIO:
+        """The result's PLY, opened only inside its folder (`root`)."""
+        return open_regular_file(result.ply, self.root(result))
 
     def tuned(self, result: results.Result) -> dict[str, Any]:
         """The tunable settings this result was made with that differ from the defaults."""
@@ -251,21 +358,18 @@ class ViewerApp:
         found = self.result(name)
         if found is None:
             raise tuning.TuningError(f"no result called {name!r} in {self.place.outputs}")
-        if not self.tunable(found):
-            raise tuning.TuningError(f"{found.photo} is not in the inputs folder "
-                                     f"{self.place.inputs}; only photos there can be tuned")
-        applied = tuning.apply_tuning(found.photo, changes, self.place.defaults,
-                                      self.place.inputs)
+        photo = self.photo_of(found)
+        applied = tuning.apply_tuning(photo, changes, self.place.defaults, self.place.inputs)
         answer: dict[str, Any] = {"sidecar": applied.path.name, "written": list(applied.written),
                   "settings": applied.settings.as_dict()}
         if not applied.written:  # every value is what the photo runs with: nothing to wait for
             return answer
         with self._lock:
-            self.pending = Pending(found.photo, answer["settings"], time.time())
+            self.pending = Pending(photo, answer["settings"], time.time())
         logger.info(f"viewer: wrote {applied.path} "
                     f"({', '.join(f'{k}={v}' for k, v in applied.written.items())})")
         if self.rerun is not None:
-            self.rerun(found.photo)  # else the daemon's watcher sees the sidecar a second later
+            self.rerun(photo)  # else the daemon's watcher sees the sidecar a second later
         return answer
 
     def _watch(self) -> None:
@@ -297,79 +401,115 @@ class ViewerApp:
 
     def thumbnail(self, result: results.Result) -> bytes | None:
         """A JPEG of the photo, at most `THUMB_PX` wide, opened only inside the inputs folder."""
-        photo = result.photo
-        if not self.tunable(result):
+        try:
+            photo = self.photo_of(result)
+        except tuning.TuningError:
             return None
         try:
             key = (str(photo), photo.stat().st_mtime)
             if key not in self._thumbs:
                 if len(self._thumbs) >= MAX_THUMBS:
                     self._thumbs.pop(next(iter(self._thumbs)))  # the oldest
-                with open_regular_file(photo, self.place.inputs) as f:
-                    image = ImageOps.exif_transpose(Image.open(f))
-                    image.thumbnail((THUMB_PX, THUMB_PX))
-                    out = io.BytesIO()
-                    image.convert("RGB").save(out, format="JPEG", quality=85)
-                self._thumbs[key] = out.getvalue()
+                self._thumbs[key] = thumbnail_jpeg(photo, self.place.inputs, THUMB_PX)
             return self._thumbs[key]
         except (OSError, InputError, ValueError) as exc:
             logger.debug(f"viewer: no thumbnail of {photo}: {exc}")
             return None
 
 
-class _QuietServer(ThreadingHTTPServer):
-    """A browser closing a kept-alive connection is normal, not a traceback on stderr
-    (which a console-less viewer does not even have); anything else goes to the log."""
+@functools.cache
+def security_headers() -> dict[str, str]:
+    """Sent with every answer. The Content-Security-Policy lets the pages run only this
+    server's scripts (and the inline import map, by its hash), WebAssembly and the blob
+    workers Spark makes, and load nothing from anywhere else; `no-referrer` keeps the
+    viewer's addresses out of any request a page might make elsewhere."""
+    hashes = sorted({"'sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest())
+                     .decode() + "'"
+                     for page in PAGES.values()
+                     for script in re.findall(r"<script[^>]*>(.*?)</script>",
+                                              (STATIC / page).read_text(encoding="utf-8"),
+                                              re.S) if script})
+    policy = ("default-src 'none'; script-src 'self' 'wasm-unsafe-eval' " + " ".join(hashes)
+              + "; worker-src 'self' blob:; connect-src 'self' blob: data:; "
+              "img-src 'self' blob: data:; style-src 'self'; base-uri 'none'; "
+              "form-action 'none'; frame-ancestors 'none'")
+    return {"Content-Security-Policy": policy, "Referrer-Policy": "no-referrer",
+            "X-Frame-Options": "DENY", "Cross-Origin-Opener-Policy": "same-origin",
+            "Cross-Origin-Resource-Policy": "same-origin"}
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        error = sys.exc_info()[1]
-        if isinstance(error, ConnectionError):
-            return
-        logger.opt(exception=True).warning(f"viewer: a request from {client_address} failed")
+
+@functools.cache
+def public_answers() -> dict[str, bytes]:
+    """Every answer that needs no session, whole and ready to send, by path: the pages and
+    our scripts and style sheets (and the vendored libraries'), read once. Nothing else
+    under `static/` is served, and no name a client sends is ever looked up on disk."""
+    answers = {path: response(200, (STATIC / page).read_bytes(), STATIC_TYPES[".html"],
+                              security_headers()) for path, page in PAGES.items()}
+    for file in sorted(STATIC.rglob("*")):
+        if file.suffix in (".js", ".css") and file.is_file():
+            answers["/static/" + file.relative_to(STATIC).as_posix()] = response(
+                200, file.read_bytes(), STATIC_TYPES[file.suffix], security_headers())
+    return answers
 
 
 class _Handler(BaseHTTPRequestHandler):
+    """One request that passed `ViewerApp._early`, on a worker thread: its head and body
+    already read by the front door, the answer written to the socket (a file in chunks)."""
+
     server_version = "sharp-watch-viewer"
     protocol_version = "HTTP/1.1"
-    timeout = IDLE_CONNECTION_SECONDS
+
+    def __init__(self, connection: socket.socket, request: Request, app: ViewerApp) -> None:
+        self._raw = request.raw
+        self._app = app
+        self._started = False
+        super().__init__(connection, ("127.0.0.1", 0), app)  # type: ignore[arg-type]
 
     @property
     def app(self) -> ViewerApp:
-        return self.server.app  # type: ignore[attr-defined]
+        return self._app
+
+    def setup(self) -> None:
+        self.connection = self.request
+        self.rfile = io.BytesIO(self._raw)
+        self.wfile = self.connection.makefile("wb")
+
+    def handle(self) -> None:
+        self.handle_one_request()  # the front door reads the next one
 
     def log_message(self, format: str, *args: Any) -> None:
         """Only refusals and errors: the pages poll several times a second."""
         if len(args) >= 2 and str(args[1]) not in ("200", "303"):
             logger.debug("viewer: " + format % args)
 
-    def _refused(self) -> bool:
-        app = self.app
-        app.last_request = time.monotonic()
-        refused = refusal(self.headers, app.port, app.secret, loopback_origins(app.port), COOKIE)
-        if refused is None:
-            return False
-        self._json(refused[0], {"error": refused[1]})
-        return True
+    def _guarded(self, run: Callable[[], None]) -> None:
+        """Run a route: a client that went away ends the connection; any other exception
+        is a bug, answered 500 (if nothing was sent yet) and logged, never a connection
+        closed without a word."""
+        try:
+            run()
+        except (ConnectionError, TimeoutError):  # the client went away or stopped reading
+            self.close_connection = True
+        except Exception as exc:
+            logger.opt(exception=True).warning(f"viewer: {self.command} {self.path!r} failed")
+            if self._started:
+                self.close_connection = True
+            else:
+                self._json(500, {"error": f"internal error ({type(exc).__name__})"})
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        if "key" in query and self._key_login(url.path, query):
-            return
-        if self._refused():
-            return
-        if url.path.startswith("/static/"):
-            self.static(url.path.removeprefix("/static/"))
-            return
         route = _GET_ROUTES.get(url.path)
         if route is None:
             self._json(404, {"error": f"no such page: {url.path}"})
             return
-        route(self, query)
+        self._guarded(lambda: route(self, query))
 
     def do_POST(self) -> None:
-        if self._refused():
-            return
+        self._guarded(self._post)
+
+    def _post(self) -> None:
         url = urlsplit(self.path)
         route = _POST_ROUTES.get(url.path)
         try:
@@ -384,35 +524,19 @@ class _Handler(BaseHTTPRequestHandler):
             if not isinstance(body, dict):
                 raise ValueError("the body must be a JSON object")
             self._json(200, route(self.app, body))
-        except (ValueError, tuning.TuningError) as exc:
-            self._json(400, {"error": str(exc)})
+        except (ValueError, RecursionError, OverflowError, tuning.TuningError) as exc:
+            self._json(400, {"error": str(exc) or type(exc).__name__})
         except OSError as exc:
             self._json(500, {"error": f"cannot write: {exc.strerror or exc}"})
 
-    def _key_login(self, path: str, query: dict[str, str]) -> bool:
-        """`?key=<secret>`: set the cookie and send the browser on without the key."""
-        app = self.app
-        headers = {"Host": self.headers.get("Host"), "Origin": self.headers.get("Origin"),
-                   "Authorization": f"Bearer {query.pop('key')}"}
-        if refusal(headers, app.port, app.secret, loopback_origins(app.port)) is not None:
-            return False
-        rest = urlencode(query)
-        self.send_response(303)
-        self.send_header("Location", path + (f"?{rest}" if rest else ""))
-        self.send_header("Set-Cookie", f"{COOKIE}={app.secret}; HttpOnly; SameSite=Strict; "
-                                       "Path=/")
-        self.send_header("Content-Length", "0")
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        return True
-
     def _headers(self, code: int, length: int, kind: str, extra: dict[str, str]) -> None:
+        self._started = True
         self.send_response(code)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(length))
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
-        for key, value in extra.items():
+        for key, value in {**security_headers(), **extra}.items():
             self.send_header(key, value)
         self.end_headers()
 
@@ -421,30 +545,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._headers(code, len(data), kind, extra or {})
         self.wfile.write(data)
 
-    def _send_file(self, f: BinaryIO, extra: dict[str, str]) -> None:
+    def _send_file(self, f: BinaryIO, kind: str, extra: dict[str, str]) -> None:
         """The whole open file, from its start, without holding it in memory."""
         length = f.seek(0, 2)
         f.seek(0)
-        self._headers(200, length, "application/octet-stream", extra)
+        self._headers(200, length, kind, extra)
         shutil.copyfileobj(f, self.wfile, COPY_CHUNK)
 
     def _json(self, code: int, body: Any) -> None:
         self._send(code, json.dumps(body, default=str).encode(), "application/json")
 
     # GET routes -------------------------------------------------------------------------
-
-    def page(self, name: str) -> None:
-        self._send(200, (STATIC / name).read_bytes(), STATIC_TYPES[".html"])
-
-    def static(self, name: str) -> None:
-        """A script or style sheet of ours or of the vendored libraries: nothing else, and
-        nothing outside `static/`."""
-        path = (STATIC / name).resolve()
-        if (not path.is_relative_to(STATIC.resolve()) or path.suffix not in (".js", ".css")
-                or not path.is_file()):
-            self._json(404, {"error": "no such file"})
-            return
-        self._send(200, path.read_bytes(), STATIC_TYPES[path.suffix])
 
     def _result(self, query: dict[str, str]) -> results.Result | None:
         """The result `?ply=` names (the newest without one), or None after a 404 saying so."""
@@ -480,7 +591,8 @@ class _Handler(BaseHTTPRequestHandler):
         if found is None:
             return
         budget = query.get("budget")
-        if budget is not None and not (budget.isascii() and budget.isdigit() and int(budget) > 0):
+        if budget is not None and not (budget.isascii() and budget.isdigit()
+                                       and len(budget) <= 9 and int(budget) > 0):
             self._json(400, {"error": f"budget must be a positive whole number, got {budget!r}"})
             return
         try:
@@ -492,8 +604,9 @@ class _Handler(BaseHTTPRequestHandler):
                                {"X-Gaussians": budget,
                                 "X-Gaussians-Total": str(splat.count)})
                     return
-                self._send_file(f, {"X-Gaussians": str(splat.count),
-                                    "X-Gaussians-Total": str(splat.count)})
+                self._send_file(f, "application/octet-stream",
+                                {"X-Gaussians": str(splat.count),
+                                 "X-Gaussians-Total": str(splat.count)})
         except ConnectionError:  # the page went away (a newer result, closed) mid-transfer
             self.close_connection = True
         except (OSError, InputError, SplatError) as exc:
@@ -501,12 +614,22 @@ class _Handler(BaseHTTPRequestHandler):
                        {"error": f"cannot show {found.ply.name}: {exc}"})
 
     def preview(self, query: dict[str, str]) -> None:
+        """The depth preview (or contact sheet), opened like the PLY (only inside its
+        folder, never a pipe or device) and at most `MAX_PREVIEW_BYTES`."""
         found = self.app.result(query.get("ply"))
         path = found.preview if found is not None else None
-        if path is None:
+        if found is None or path is None:
             self._json(404, {"error": "no depth preview for this result"})
             return
-        self._send(200, path.read_bytes(), "image/png")
+        try:
+            with open_regular_file(path, self.app.root(found)) as f:
+                if os.fstat(f.fileno()).st_size > MAX_PREVIEW_BYTES:
+                    raise InputError(f"is over {MAX_PREVIEW_BYTES // 2**20} MB, too large "
+                                     "for a preview; not read", path)
+                self._send_file(f, "image/png", {})
+        except (OSError, InputError) as exc:
+            self._json(404 if isinstance(exc, FileNotFoundError) else 422,
+                       {"error": f"cannot show {path.name}: {exc}"})
 
 
 def _shown(app: ViewerApp, body: dict[str, Any]) -> dict[str, Any]:
@@ -530,13 +653,18 @@ def _open_folder(app: ViewerApp, body: dict[str, Any]) -> dict[str, Any]:
     return {"opened": str(app.place.outputs)}
 
 
+def _handoff(app: ViewerApp, body: dict[str, Any]) -> dict[str, Any]:
+    """Another `view` of this user asks for a launch page of `page` (`viewer.run`)."""
+    page = body.get("page")
+    if not isinstance(page, str) or not safe_page(page):
+        raise ValueError('expected {"page": "/..."}')
+    return {"launch": str(app.launch(page))}
+
+
 _GET_ROUTES: dict[str, Callable[[_Handler, dict[str, str]], None]] = {
-    "/": lambda h, q: h.page("gallery.html"),
-    "/view": lambda h, q: h.page("view.html"),
     "/api/gallery": _Handler.api_gallery,
     "/api/result": _Handler.api_result,
     "/api/state": _Handler.api_state,
-    "/api/ping": lambda h, q: h._json(200, {"viewer": True}),
     "/files/photo": _Handler.photo,
     "/files/preview": _Handler.preview,
     "/files/splat": _Handler.splat,
@@ -545,4 +673,5 @@ _POST_ROUTES: dict[str, Callable[[ViewerApp, dict[str, Any]], dict[str, Any]]] =
     "/api/shown": _shown,
     "/api/apply": _apply,
     "/api/open-folder": _open_folder,
+    HANDOFF: _handoff,
 }

@@ -11,7 +11,8 @@ blank line stays as written. It is read as the daemon reads it
 (`daemon.sidecar.read_sidecar_text`: only inside the inputs folder, never a pipe, at most
 64 KiB), the new values are checked by the daemon's own sidecar rules
 (`daemon.sidecar.apply_sidecar`) before a byte is written, and the file is replaced
-atomically, so the watcher never reads half a sidecar.
+atomically, so the watcher never reads half a sidecar, keeping its permission bits (a
+sidecar the user made private stays private).
 """
 
 from __future__ import annotations
@@ -150,5 +151,5 @@ def apply_tuning(photo: Path, changes: dict[str, Any], defaults: DepthSettings,
     except SidecarError as exc:
         raise TuningError(str(exc)) from None
     if written:
-        atomic_write(path, tomlkit.dumps(doc).encode("utf-8"))
+        atomic_write(path, tomlkit.dumps(doc).encode("utf-8"), keep_mode=True)
     return Applied(path, settings, written)

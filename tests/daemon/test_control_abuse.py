@@ -174,14 +174,14 @@ def test_idle_and_slow_clients_hold_no_thread_and_status_still_answers(live, cap
             idle.append(conn)
         time.sleep(1.0)
         extra_threads = daemon.num_threads() - threads_before
-        assert extra_threads <= control.WORKERS, f"{extra_threads} threads for idle clients"
+        assert extra_threads <= control.LIMITS.workers, f"{extra_threads} threads for idle clients"
 
         started = time.monotonic()
         assert cli.main(["status", "--config", str(state.parent / "config.toml")]) == 0
         assert time.monotonic() - started < 10
         assert "state:     idle" in capsys.readouterr().out
 
-        deadline = time.monotonic() + control.REQUEST_SECONDS + 15
+        deadline = time.monotonic() + control.LIMITS.request_seconds + 15
         for conn in idle:
             conn.settimeout(max(0.1, deadline - time.monotonic()))
             try:
@@ -194,4 +194,4 @@ def test_idle_and_slow_clients_hold_no_thread_and_status_still_answers(live, cap
         for conn in idle:
             conn.close()
     assert status_of(state)["state"] == "idle"
-    assert daemon.num_threads() - threads_before <= control.WORKERS
+    assert daemon.num_threads() - threads_before <= control.LIMITS.workers

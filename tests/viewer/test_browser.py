@@ -1,6 +1,7 @@
 """The viewer in a real browser (headless Chromium, software WebGL) against a running daemon
-with tiny models: the scene is drawn, a slider plus Apply writes the sidecar, the new
-result replaces the view, and the gallery lists both results."""
+with tiny models: opened from a launch page, the page signs in without any cookie, the
+scene is drawn under the pages' Content-Security-Policy, a slider plus Apply writes the
+sidecar, the new result replaces the view, and the gallery lists both results."""
 
 from __future__ import annotations
 
@@ -81,14 +82,37 @@ def _orbit(page: Any) -> np.ndarray:
     return _camera(page)
 
 
+def _until(page: Any, expression: str, timeout: float = 30.0) -> None:
+    """Wait until `expression` is true in `page`. Playwright's own `wait_for_function`
+    polls with eval, which the pages' Content-Security-Policy refuses (as it should)."""
+    assert wait_for(lambda: page.evaluate(expression), timeout), expression
+
+
+def _refusals(page: Any) -> list[str]:
+    """Every console message of `page` (from now on) that reports something the
+    Content-Security-Policy refused."""
+    seen: list[str] = []
+    page.on("console", lambda message: seen.append(message.text)
+            if "Content Security Policy" in message.text else None)
+    return seen
+
+
 def test_view_apply_and_gallery_in_chromium(daemon_and_viewer: tuple[Any, ViewerApp]) -> None:
     config, app = daemon_and_viewer
     first = next(config.outputs.glob("garden_*.ply"))
     with browser() as chrome:
         page = chrome.new_page(viewport={"width": 1100, "height": 700})
-        page.goto(app.url(f"/view?ply={first.name}"))
-        assert "key=" not in page.url  # the key became a cookie and left the address
+        refused = _refusals(page)
+        launch = app.launch(f"/view?ply={first.name}")
+        page.goto(launch.as_uri())
         page.wait_for_selector("#facts tr")
+        assert page.url == f"http://127.0.0.1:{app.port}/view?ply={first.name}", \
+            "the key left the address (and the history) before the page went on"
+        assert not launch.exists(), "the launch page is deleted once its key is spent"
+        assert page.context.cookies() == [], "no cookie carries the session"
+        assert page.evaluate("sessionStorage.getItem(TOKEN_KEY)"), "the tab's token"
+        _until(page, "document.getElementById('photo').naturalWidth > 0")
+        assert page.evaluate("document.getElementById('photo').src").startswith("blob:")
         assert wait_for(lambda: app.shown == first.name, 30)
         report = json.loads(first.with_suffix(".json").read_text())
         assert app.shown_count == report["gaussians"], "every Gaussian of a small scene drawn"
@@ -117,8 +141,7 @@ def test_view_apply_and_gallery_in_chromium(daemon_and_viewer: tuple[Any, Viewer
         # user changed is written: the rest keep following the config's [defaults].
         assert sidecar.read_text(encoding="utf-8") == SIDECAR + "depth_scale = 1.5\n"
 
-        page.wait_for_function(f"!location.search.includes({json.dumps(first.name)})",
-                               timeout=60_000)
+        _until(page, f"!location.search.includes({json.dumps(first.name)})", 60)
         page.wait_for_selector("#timing:has-text('New view')", timeout=10_000)
         second = page.evaluate("new URLSearchParams(location.search).get('ply')")
         assert second != first.name
@@ -133,13 +156,23 @@ def test_view_apply_and_gallery_in_chromium(daemon_and_viewer: tuple[Any, Viewer
         page.click("#reset-view")
         np.testing.assert_allclose(_camera(page), [0, 0, 0], atol=1e-9)
 
-        page.goto(app.url("/"))
+        page.goto(f"http://127.0.0.1:{app.port}/")  # the same tab keeps its token
         page.wait_for_selector(".card")
         names = page.locator(".card").evaluate_all("cards => cards.map(c => c.dataset.name)")
         assert names == [second, first.name]  # newest first
         assert "depth_scale 1.5" in page.inner_text(f".card[data-name='{second}']")
         assert "Recent photos took " in page.inner_text("#estimate")
         assert "CPU" in page.inner_text("#estimate")
+        _until(page, "[...document.querySelectorAll('.card img')]"
+               ".every(i => i.naturalWidth > 0 && i.src.startsWith('blob:'))")
+        assert refused == [], refused
+
+        again = chrome.new_page()  # the spent launch page, or the address alone: no way in
+        again.goto(launch.as_uri() if launch.exists() else f"http://127.0.0.1:{app.port}/open")
+        again.wait_for_selector("#status:has-text('Cannot sign in')")
+        again.goto(f"http://127.0.0.1:{app.port}/")
+        again.wait_for_selector("#signed-out")
+        assert again.locator(".card").count() == 0
 
 
 def test_without_webgl_the_page_says_so_and_tuning_still_works(
@@ -148,15 +181,15 @@ def test_without_webgl_the_page_says_so_and_tuning_still_works(
     first = next(config.outputs.glob("garden_*.ply"))
     with browser("--disable-3d-apis") as chrome:  # WebGL turned off, as by a policy
         page = chrome.new_page(viewport={"width": 1100, "height": 700})
-        page.goto(app.url(f"/view?ply={first.name}"))
+        page.goto(app.launch(f"/view?ply={first.name}").as_uri())
         page.wait_for_selector("#scene-note:has-text('cannot draw WebGL')", timeout=20_000)
         assert page.evaluate("window.sharpWatchView") is None
         assert "garden.jpg" in page.inner_text("#facts")
         page.locator("#depth_offset").evaluate(
             "e => { e.value = '0.25'; e.dispatchEvent(new Event('input')); }")
         page.click("#apply")
-        page.wait_for_function(f"!location.search.includes({json.dumps(first.name)})",
-                               timeout=60_000)  # the new result's facts replace the old
+        # the new result's facts replace the old
+        _until(page, f"!location.search.includes({json.dumps(first.name)})", 60)
         second = page.evaluate("new URLSearchParams(location.search).get('ply')")
         report = json.loads((config.outputs / second).with_suffix(".json").read_text())
         assert report["settings"]["depth_offset"] == 0.25

@@ -15,47 +15,17 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from daemon import access
-from pipeline import DepthSettings, Gaussians, write_ply
+from pipeline import DepthSettings, write_ply
 from service import launch
 from tests.conftest import wait_for, write_photo
+from tests.support.viewer_requests import call, gaussians, launch_key, viewer_session, write_result
 from viewer import notes, results, tuning
-from viewer.server import COOKIE, Place, ViewerApp
+from viewer.server import ViewerApp
 from viewer.splat import SplatError, check_splat, median_depth, thinned_ply, vertical_fov
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def gaussians(n: int = 6, seed: int = 0) -> Gaussians:
-    g = torch.Generator().manual_seed(seed)
-    return Gaussians(
-        mean_vectors=torch.rand(1, n, 3, generator=g) + torch.tensor([0.0, 0.0, 1.0]),
-        singular_values=torch.rand(1, n, 3, generator=g) * 0.1 + 0.01,
-        quaternions=torch.nn.functional.normalize(torch.randn(1, n, 4, generator=g), dim=-1),
-        colors=torch.rand(1, n, 3, generator=g) * 0.9 + 0.05,
-        opacities=torch.rand(1, n, generator=g) * 0.9 + 0.05)
-
-
-def write_result(outputs: Path, photo: Path, name: str, settings: DepthSettings | None = None,
-                 seconds: float = 4.0, device: str = "cpu") -> Path:
-    """A result as the daemon writes it: PLY plus report (and a preview PNG)."""
-    outputs.mkdir(parents=True, exist_ok=True)
-    ply = write_ply(outputs / f"{name}.ply", gaussians(), 50.0, (64, 48))
-    preview = outputs / f"{name}_depth.png"
-    write_photo(preview)
-    report = {"photo": str(photo), "photo_sha256": "0" * 64, "job": "1" * 64,
-              "created": "2026-12-01T10:00:00+00:00",
-              "settings": (settings or DepthSettings()).as_dict(), "image_size": [64, 48],
-              "focal": {"f_px": 50.0, "origin": "exif"},
-              "depth": {"source": "depth-pro", "format": "metric", "model": "m",
-                        "range_m": [1.0, 2.0], "from_cache": False},
-              "models": {"device": device}, "gaussians": 6,
-              "timings_s": {"depth": seconds / 2, "sharp": seconds / 2}, "warnings": ["w1"],
-              "files": [ply.name, preview.name, f"{name}.json"]}
-    (outputs / f"{name}.json").write_text(json.dumps(report), encoding="utf-8")
-    return ply
 
 
 # --- splat ---------------------------------------------------------------------------------
@@ -335,61 +305,39 @@ def test_access_rules_shared_with_the_control_channel() -> None:
         "wrong Host header"
     assert access.refusal({**ok, "Authorization": "Bearer no"}, 8000, "s3")[0] == 401
     cookie = {"Host": "localhost:8000", "Cookie": "a=1; c=s3"}
-    assert access.refusal(cookie, 8000, "s3", cookie="c") is None
-    assert access.refusal(cookie, 8000, "s3")[0] == 401  # cookies count only where allowed
+    assert access.refusal(cookie, 8000, "s3")[0] == 401  # a cookie never carries a secret
+    assert access.bearer(ok) == "s3" and access.bearer(cookie) == ""
+    assert access.foreign(cookie, 8000) is None
 
 
 # --- the HTTP side ------------------------------------------------------------------------
 
 @pytest.fixture
-def app(tmp_path: Path):
-    inputs, outputs = tmp_path / "in", tmp_path / "out"
-    photo = write_photo(inputs / "a.jpg")
-    write_result(outputs, photo, "a_1")
-    opened: list[Path] = []
-    status: dict[str, Any] = {"state": "paused", "queue_length": 0}
-    reruns: list[Path] = []
-    viewer = ViewerApp(Place(inputs, outputs, DepthSettings()), lambda: status,
-                       opened.append, rerun=reruns.append)
-    viewer.start()
-    viewer.opened = opened  # type: ignore[attr-defined]
-    viewer.reruns = reruns  # type: ignore[attr-defined]
-    yield viewer
-    viewer.close()
-
-
-def call(app: ViewerApp, method: str, path: str, body: Any = None,
-         headers: dict[str, str] | None = None) -> tuple[int, Any, Any]:
-    connection = http.client.HTTPConnection("127.0.0.1", app.port, timeout=10)
-    sent = {"Host": f"127.0.0.1:{app.port}", "Cookie": f"{COOKIE}={app.secret}",
-            **(headers or {})}
-    data = None if body is None else json.dumps(body).encode()
-    connection.request(method, path, body=data, headers={k: v for k, v in sent.items() if v})
-    response = connection.getresponse()
-    raw = response.read()
-    connection.close()
-    kind = response.getheader("Content-Type") or ""
-    return response.status, json.loads(raw) if "json" in kind else raw, response
+def app(viewer_app: ViewerApp) -> ViewerApp:
+    return viewer_app
 
 
 def test_only_the_owners_browser_gets_in(app: ViewerApp) -> None:
-    status, _, response = call(app, "GET", f"/view?ply=a_1.ply&key={app.secret}",
-                               headers={"Cookie": ""})
-    assert status == 303 and response.getheader("Location") == "/view?ply=a_1.ply"
-    cookie = response.getheader("Set-Cookie")
-    assert f"{COOKIE}={app.secret}" in cookie
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
-    assert call(app, "GET", "/api/gallery", headers={"Cookie": ""})[0] == 401
-    assert call(app, "GET", "/?key=wrong", headers={"Cookie": ""})[0] == 401
+    nobody = {"Authorization": ""}
+    assert call(app, "GET", "/api/gallery", headers=nobody)[0] == 401
+    assert call(app, "GET", "/api/gallery",
+                headers={"Authorization": f"Bearer {app.handoff_secret}"})[0] == 401
+    status, page, response = call(app, "GET", "/view?ply=a_1.ply", headers=nobody)
+    assert status == 200 and b"<title>sharp-watch viewer</title>" in page  # no user data
+    assert "script-src 'self'" in response.getheader("Content-Security-Policy")
+    assert response.getheader("Referrer-Policy") == "no-referrer"
     assert call(app, "GET", "/api/gallery", headers={"Host": "evil.example"})[0] == 403
+    assert call(app, "GET", "/view", headers={"Host": "evil.example"})[0] == 403
     evil = {"Origin": "http://evil.example"}
     assert call(app, "POST", "/api/apply", {"ply": "a_1.ply", "settings": {}}, evil)[0] == 403
     assert call(app, "GET", "/api/gallery")[0] == 200
     for path in ("/static/../server.py", "/static/%2e%2e/server.py", "/static/gallery.html",
                  "/static/vendor/spark/LICENSE", "/static/nope.js"):
         assert call(app, "GET", path)[0] == 404, path
-    assert call(app, "GET", "/files/splat?ply=a_1.ply", headers={"Cookie": ""})[0] == 401
-    assert call(app, "POST", "/api/shown", None, {"Content-Length": "lots"})[0] == 413
+        assert call(app, "GET", path, headers=nobody)[0] == 401, path
+    assert call(app, "GET", "/files/splat?ply=a_1.ply", headers=nobody)[0] == 401
+    assert call(app, "POST", "/api/shown", None, {"Content-Length": "lots"})[0] == 400
+    assert call(app, "POST", "/api/shown", None, {"Content-Length": str(10**6)})[0] == 413
 
 
 def test_gallery_detail_and_files(app: ViewerApp) -> None:
@@ -581,7 +529,7 @@ def test_view_without_the_extra_says_how_to_install_it(monkeypatch: pytest.Monke
                                                         tmp_path: Path) -> None:
     monkeypatch.setattr("viewer.available", lambda: False)
     assert _view(tmp_path) == 1
-    assert 'pip install "sharp-watch[viewer]"' in capsys.readouterr().err
+    assert 'python -m pip install -e ".[viewer]"' in capsys.readouterr().err
 
 
 def test_view_hands_the_viewer_the_services_folder_opener(monkeypatch: pytest.MonkeyPatch,
@@ -598,7 +546,6 @@ def test_view_hands_the_viewer_the_services_folder_opener(monkeypatch: pytest.Mo
 def test_serve_prints_the_address_and_stops_cleanly(tmp_path: Path) -> None:
     import threading
     from types import SimpleNamespace
-    from urllib.parse import urlsplit
 
     from viewer.run import serve
 
@@ -616,27 +563,17 @@ def test_serve_prints_the_address_and_stops_cleanly(tmp_path: Path) -> None:
     thread.start()
     try:
         assert wait_for(lambda: said, 30)
-        url = urlsplit(said[0].split()[1])
-        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
-        connection.request("GET", f"{url.path}?{url.query}",
-                           headers={"Host": f"127.0.0.1:{url.port}"})
-        response = connection.getresponse()
-        assert response.status == 303 and response.getheader("Location") == "/view"
-        connection.close()
-        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+        port = int(said[0].split()[1].removeprefix("http://127.0.0.1:").split("/")[0])
+        assert said[0].startswith(f"viewer: http://127.0.0.1:{port}/view (opened with ")
+        page = Path(said[0].split("opened with ")[1].split(", which")[0])
+        assert page.parent == tmp_path / "state" and launch_key(page)
+        token = viewer_session(SimpleNamespace(port=port, launch=lambda: page))
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         connection.request("POST", "/api/open-folder", headers={
-            "Host": f"127.0.0.1:{url.port}",
-            "Authorization": f"Bearer {url.query.removeprefix('key=')}"})
+            "Host": f"127.0.0.1:{port}", "Authorization": f"Bearer {token}"})
         assert connection.getresponse().status == 200
         assert opened == [outputs], "the caller's opener shows the outputs folder"
         connection.close()
-        endpoint = tmp_path / "state" / "viewer.json"
-        if sys.platform != "win32":
-            assert endpoint.stat().st_mode & 0o777 == 0o600, "it holds the secret"
-        # A second `view` (another tray click) opens a page of this one instead.
-        assert serve(config, None, True, said.append, opened.append, browser=False) == 0
-        assert said[-1].startswith(f"viewer: already running; opening http://127.0.0.1:"
-                                   f"{url.port}/?key=")
     finally:
         stop.set()
         thread.join(30)
@@ -699,21 +636,18 @@ def test_the_page_s_scripts_exist_and_ship_in_the_wheel() -> None:
     assert files and not missed, missed
 
 
-def test_a_closed_connection_is_quiet_and_other_request_errors_are_logged(
-        app: ViewerApp, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_failing_route_is_answered_500_and_logged_once(
+        app: ViewerApp, monkeypatch: pytest.MonkeyPatch) -> None:
     from loguru import logger
 
     lines: list[str] = []
     sink = logger.add(lines.append, level="WARNING", format="{message}")
+    monkeypatch.setattr(app, "state", lambda: 1 / 0)
     try:
-        for error in (ConnectionResetError(104, "reset by peer"), BrokenPipeError(32, "pipe"),
-                      ValueError("a bug")):
-            try:
-                raise error
-            except Exception:
-                app.http.handle_error(None, ("127.0.0.1", 5))
+        status, answer, _ = call(app, "GET", "/api/state")
     finally:
         logger.remove(sink)
-    assert len(lines) == 1 and "a request from ('127.0.0.1', 5) failed" in lines[0]
-    assert "ValueError: a bug" in lines[0]
-    assert "Traceback" not in capsys.readouterr().err  # socketserver's own print is gone
+    assert status == 500 and answer == {"error": "internal error (ZeroDivisionError)"}
+    assert len(lines) == 1 and "GET '/api/state' failed" in lines[0]
+    assert "ZeroDivisionError" in lines[0]
+    assert call(app, "GET", "/api/result?ply=a_1.ply")[0] == 200, "it goes on answering"

@@ -1,14 +1,57 @@
-// Shared by the gallery and the viewer: same-origin JSON calls and small formatters.
+// Shared by the pages: calls to the viewer with this tab's session token, pictures fetched
+// with it, and small formatters.
 "use strict";
+
+// The session token (`/open` puts it here). sessionStorage is kept apart by origin (which
+// includes the port) and by tab, unlike cookies, which a browser sends to every port of
+// 127.0.0.1; so no other program on this machine is ever sent the token.
+const TOKEN_KEY = "sharp-watch-session";
+
+function signedOut() {
+  if (document.getElementById("signed-out")) return;
+  document.body.prepend(el("div", { class: "note bad", id: "signed-out" },
+    "This page is no longer connected to the viewer (it was restarted, or the page was " +
+    "opened on its own). Open it again from the sharp-watch tray icon, or run " +
+    "`sharp-watch gallery`."));
+}
+
+// fetch() with the token, never with cookies.
+async function request(path, options = {}) {
+  const headers = { ...(options.headers || {}),
+                    Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY) || ""}` };
+  const response = await fetch(path, { ...options, headers, credentials: "omit",
+                                       cache: "no-store" });
+  if (response.status === 401) signedOut();
+  return response;
+}
 
 async function api(path, body) {
   const options = body === undefined ? {} : {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
   };
-  const response = await fetch(path, { credentials: "same-origin", ...options });
+  const response = await request(path, options);
   const data = await response.json();
   if (!response.ok) throw new Error(data.error || `HTTP ${response.status}`);
   return data;
+}
+
+// Show the picture at `path` in `img` (an <img> cannot send the token itself): fetched,
+// then shown from a blob URL, released once the picture is decoded.
+async function showImage(img, path) {
+  const response = await request(path);
+  if (!response.ok) throw new Error(`HTTP ${response.status}`);
+  const url = URL.createObjectURL(await response.blob());
+  const release = () => URL.revokeObjectURL(url);
+  img.addEventListener("load", release, { once: true });
+  img.addEventListener("error", release, { once: true });
+  img.src = url;
+}
+
+// A new <img> showing the picture at `path`; hidden if there is none.
+function picture(path, attrs = {}) {
+  const img = el("img", attrs);
+  showImage(img, path).catch(() => { img.hidden = true; });
+  return img;
 }
 
 function el(tag, attrs = {}, ...children) {

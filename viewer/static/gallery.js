@@ -9,10 +9,10 @@ function card(result) {
     .map(([stage, s]) => `${stage} ${s.toFixed(1)} s`).join(", ");
   return el("div", { class: "card", "data-name": result.name },
     el("div", { class: "pics" },
-      el("img", { src: `/files/photo?ply=${encodeURIComponent(result.name)}`, alt: "photo" }),
+      picture(`/files/photo?ply=${encodeURIComponent(result.name)}`, { alt: "photo" }),
       result.has_preview
-        ? el("img", { src: `/files/preview?ply=${encodeURIComponent(result.name)}`,
-                      alt: "depth preview", class: "preview" })
+        ? picture(`/files/preview?ply=${encodeURIComponent(result.name)}`,
+                  { alt: "depth preview", class: "preview" })
         : el("div", { class: "dim" }, "no depth preview")),
     el("div", {}, el("b", {}, result.photo), " ", el("span", { class: "dim" }, when(result.created))),
     result.compare

@@ -109,7 +109,7 @@ async function showSplat(ply) {
   note.className = "note";
   note.textContent = `Loading ${ply} into the 3D view...`;
   const query = `ply=${encodeURIComponent(ply)}` + (view.budget ? `&budget=${view.budget}` : "");
-  const response = await fetch(`/files/splat?${query}`, { credentials: "same-origin" });
+  const response = await request(`/files/splat?${query}`);
   if (!response.ok) {
     const error = await response.json().catch(() => ({}));
     throw new Error(error.error || `HTTP ${response.status}`);
@@ -271,11 +271,12 @@ async function load(newName) {
   const q = encodeURIComponent(name);
   const photo = document.getElementById("photo");
   photo.hidden = false;
-  photo.onerror = () => { photo.hidden = true; };  // a PLY without its photo
-  photo.src = `/files/photo?ply=${q}`;
+  showImage(photo, `/files/photo?ply=${q}`).catch(() => { photo.hidden = true; });  // no photo
   const preview = document.getElementById("preview");
   preview.hidden = !detail.has_preview;
-  if (detail.has_preview) preview.src = `/files/preview?ply=${q}`;
+  if (detail.has_preview) {
+    showImage(preview, `/files/preview?ply=${q}`).catch(() => { preview.hidden = true; });
+  }
   renderFacts(detail);
   if (!applying) renderControls(detail);
   if (detail.camera.error) throw new Error(detail.camera.error);
