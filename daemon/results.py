@@ -318,14 +318,24 @@ def write_report(path: Path, report: Report) -> None:
     atomic_write(path, json.dumps(report_json(report), indent=2).encode())
 
 
-def read_report(path: Path) -> Report | None:
+def read_report(path: Path, within: Path | None = None) -> Report | None:
     """The report at `path`, or None when it is missing, too large, not JSON, not of our
-    shape or of a newer schema (see the module's docstring)."""
+    shape or of a newer schema (see the module's docstring).
+
+    It is opened as `pipeline.image.open_regular_file` opens files, so a FIFO or device
+    named like a report is refused at once instead of hanging its reader; with `within`,
+    a report that is a link to a file outside that folder is refused too.
+    """
+    from pipeline.errors import InputError
+    from pipeline.image import open_regular_file  # Pillow: imported by the first read only
+
     try:
-        if path.stat().st_size > MAX_REPORT_BYTES:
+        with open_regular_file(path, within) as f:
+            raw = f.read(MAX_REPORT_BYTES + 1)
+        if len(raw) > MAX_REPORT_BYTES:
             return None
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+        data = json.loads(raw.decode("utf-8"))
+    except (OSError, InputError, ValueError, RecursionError):
         return None
     return parse_report(data)
 
@@ -450,12 +460,17 @@ class Result:
         """The depth preview; for a compare set, its contact sheet (all sources at once)."""
         if self.report is None:
             return None
-        sheet = self.report.compare.contact_sheet if self.report.compare else None
-        for name in self.report.files:
-            if ((name.endswith(PREVIEW_SUFFIX) or name == sheet)
-                    and (self.ply.parent / name).is_file()):
+        for name in preview_names(self.report):
+            if (self.ply.parent / name).is_file():
                 return self.ply.parent / name
         return None
+
+
+def preview_names(report: Report) -> list[str]:
+    """The files that show a result flat, in the report's order: its depth preview; for a
+    compare set, its contact sheet (all sources at once)."""
+    sheet = report.compare.contact_sheet if report.compare else None
+    return [name for name in report.files if name.endswith(PREVIEW_SUFFIX) or name == sheet]
 
 
 def read_result(ply: Path) -> Result | None:
