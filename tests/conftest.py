@@ -28,6 +28,9 @@
 - `small_prediction()` and `small_report(files, photo)` (plain functions): a 64-Gaussian
   `pipeline.Prediction` of an 8x8 photo with SHARP's own depth, and its report
   (`daemon.results.Report`) naming `files`, for writing results without a model.
+- `write_small_result(outputs, name, report, preview=True, mtime=None) -> Path` (plain
+  function): a result the gallery lists, without a model (a stand-in PLY, a preview PNG
+  and `report`); the PLY's mtime, the gallery's order, set to `mtime`.
 """
 
 from __future__ import annotations
@@ -48,7 +51,16 @@ from PIL import Image
 
 from daemon import Config, Daemon, JobEvent
 from daemon.config import DaemonConfig, FolderConfig, ModelConfig, ServiceConfig
-from daemon.results import Models, Origin, Report, build_report
+from daemon.results import (
+    PLY_SUFFIX,
+    PREVIEW_SUFFIX,
+    REPORT_SUFFIX,
+    Models,
+    Origin,
+    Report,
+    build_report,
+    write_report,
+)
 from pipeline import DepthSettings, Pipeline
 from tests.tiny_models import save_tiny_depth_pro
 
@@ -211,3 +223,23 @@ def small_report(files: list[Path], photo: Path = Path("p.jpg")) -> Report:
     origin = Origin(photo, "0" * 64, "1" * 64, DepthSettings(depth_source="internal"))
     return build_report(origin, small_prediction(), models=Models(device="cpu"),
                         timings={"sharp": 2.0}, from_cache=False, files=files)
+
+
+def write_small_result(outputs: Path, name: str, report: Report, preview: bool = True,
+                       mtime: float | None = None) -> Path:
+    """Result `name` in `outputs` as the writer leaves it, without a model: a stand-in PLY
+    (the gallery and its index never read one), a depth preview PNG, then `report` (e.g.
+    `small_report([], photo)`) naming them and its compare set's contact sheet, if any.
+    The PLY's mtime, the gallery's order, is set to `mtime`. Returns the PLY."""
+    outputs.mkdir(parents=True, exist_ok=True)
+    ply = outputs / f"{name}{PLY_SUFFIX}"
+    names = [ply.name, ply.with_suffix(REPORT_SUFFIX).name]
+    if preview:
+        names.append(write_photo(outputs / f"{name}{PREVIEW_SUFFIX}").name)
+    if report.compare is not None and report.compare.contact_sheet:
+        names.insert(0, report.compare.contact_sheet)
+    ply.write_bytes(b"ply\n")
+    if mtime is not None:
+        os.utime(ply, (mtime, mtime))
+    write_report(ply.with_suffix(REPORT_SUFFIX), report._replace(files=tuple(names)))
+    return ply

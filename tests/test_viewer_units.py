@@ -22,6 +22,7 @@ from pipeline import DepthSettings, Gaussians, write_ply
 from service import launch
 from tests.conftest import wait_for, write_photo
 from viewer import notes, results, tuning
+from viewer.index import ResultIndex
 from viewer.server import COOKIE, Place, ViewerApp
 from viewer.splat import SplatError, check_splat, median_depth, thinned_ply, vertical_fov
 
@@ -299,7 +300,9 @@ def test_results_newest_first_with_failures_and_estimates(tmp_path: Path) -> Non
     assert results.summary(found[0])["focal"]["origin"] == "exif"
     assert results.latest_for(outputs, photo, DepthSettings().as_dict()).ply == old
     assert results.find_result(outputs, "../a_2.ply") is None
-    [failure] = results.list_failures(outputs)
+    index = ResultIndex(outputs)
+    index.refresh()
+    [failure], _ = index.failures(10)
     assert failure.photo == "sub/b.jpg" and failure.text == "b.jpg: cannot decode"
     assert results.seconds_per_photo(found) == 120.0
     text = notes.estimate_note(found, {"queue_length": 3})
