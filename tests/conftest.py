@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import os
 import sys
 import time
@@ -59,9 +60,10 @@ from daemon.results import (
     Origin,
     Report,
     build_report,
-    write_report,
+    report_json,
 )
 from pipeline import DepthSettings, Pipeline
+from pipeline.atomic import atomic_write
 from tests.tiny_models import save_tiny_depth_pro
 
 if TYPE_CHECKING:
@@ -241,5 +243,7 @@ def write_small_result(outputs: Path, name: str, report: Report, preview: bool =
     ply.write_bytes(b"ply\n")
     if mtime is not None:
         os.utime(ply, (mtime, mtime))
-    write_report(ply.with_suffix(REPORT_SUFFIX), report._replace(files=tuple(names)))
+    report = report._replace(files=tuple(names))  # last and whole, as the writer does
+    atomic_write(ply.with_suffix(REPORT_SUFFIX), json.dumps(report_json(report)).encode(),
+                 durable=False)
     return ply

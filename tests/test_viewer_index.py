@@ -121,17 +121,22 @@ def test_without_a_watch_the_folders_listing_finds_changes(
 
 
 def test_a_report_edited_in_place_is_found_by_the_periodic_listing(
-        tmp_path: Path, report: Report) -> None:
+        tmp_path: Path, report: Report, reads: list[Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out"
     write_small_result(out, "a_1", report)
-    index = ResultIndex(out, rescan_seconds=0.0)  # every refresh lists the folder
-    index.refresh()
+    write_small_result(out, "a_2", report)
+    monkeypatch.setattr(viewer.index, "RESCAN_SHARE", float("inf"))
+    index = ResultIndex(out, rescan_seconds=0.0)  # every refresh lists the whole folder
+    version = index.refresh()  # the first listing does not look at reports...
     assert index.find("a_1.ply").report.gaussians == 64
+    assert index.refresh() == version, "...and looking at them later is no change"
+    assert reads == [out / "a_1.json"]
     data = json.loads((out / "a_1.json").read_text(encoding="utf-8"))
-    data["gaussians"] = 65
+    data["gaussians"] = 650  # a size of its own: mtimes may tick coarsely
     (out / "a_1.json").write_text(json.dumps(data), encoding="utf-8")
-    index.refresh()
-    assert index.page(1).results[0].report.gaussians == 65
+    assert index.refresh() > version
+    assert index.find("a_1.ply").report.gaussians == 650
 
 
 @NEEDS_FIFO
