@@ -194,15 +194,20 @@ def test_paging_returns_every_result_once_in_order_and_keeps_a_compare_set_toget
     while True:
         page = index.page(4, cursor)
         pages.append([r.name for r in page.results])
-        if page.next is None:
+        if not page.more:
             break
-        cursor = page.next
+        cursor = page.last
     assert [name for p in pages for name in p] == expected[::-1]
     set_pages = [p for p in pages if any("compare" in name for name in p)]
     assert len(set_pages) == 1 and len(set_pages[0]) > 4, "a compare set is never split"
     assert all(len(p) == 4 for p in pages[:-1] if p not in set_pages)
     compare = index.find("c_compare_internal.ply")
     assert index.preview(compare) == out / "c_compare.png"
+    # A page showing results down to a cursor gets all of them again in one answer.
+    head = index.page(4)
+    deep = index.page(4, head.last)
+    again = index.page(4, through=deep.last)
+    assert again.results == head.results + deep.results and again.more
     for bad in ("nope", "12:", ":a.ply", "-1:a.ply"):
         with pytest.raises(ValueError, match="not a gallery cursor"):
             index.page(4, bad)
@@ -256,10 +261,10 @@ def test_a_poll_of_an_up_to_date_page_gets_only_the_status(
         app: ViewerApp, report: Report, reads: list[Path]) -> None:
     status, first, _ = get(app, "/api/gallery?limit=2")
     assert status == 200 and [r["name"] for r in first["results"]] == ["a_4.ply", "a_3.ply"]
-    assert first["page_size"] > 0 and first["failures_total"] == 0
-    status, rest, _ = get(app, f"/api/gallery?limit=10&after={first['next']}")
+    assert first["more"] and first["failures_total"] == 0
+    status, rest, _ = get(app, f"/api/gallery?limit=10&after={first['last']}")
     assert [r["name"] for r in rest["results"]] == ["a_2.ply", "a_1.ply", "a_0.ply"]
-    assert rest["next"] is None
+    assert not rest["more"]
     reads.clear()
     status, poll, _ = get(app, f"/api/gallery?limit=5&since={first['version']}")
     assert status == 200 and poll["unchanged"] and "results" not in poll
@@ -267,10 +272,12 @@ def test_a_poll_of_an_up_to_date_page_gets_only_the_status(
     write_small_result(app.place.outputs, "a_5", report, mtime=T0 + 5)
     assert wait_for(lambda: not get(app, f"/api/gallery?since={first['version']}")[1]
                     .get("unchanged"), 10)
-    _, poll, _ = get(app, f"/api/gallery?limit=5&since={first['version']}")
-    assert poll["results"][0]["name"] == "a_5.ply" and poll["version"] > first["version"]
+    _, poll, _ = get(app, f"/api/gallery?limit=1&since={first['version']}"
+                          f"&through={first['last']}")  # what a page showing 2 asks
+    assert [r["name"] for r in poll["results"]] == ["a_5.ply", "a_4.ply", "a_3.ply"]
+    assert poll["version"] > first["version"] and poll["more"]
     assert reads == [app.place.outputs / "a_5.json"]
-    for bad in ("limit=0", "limit=-3", "limit=x", "after=nonsense"):
+    for bad in ("limit=0", "limit=-3", "limit=x", "after=nonsense", "through=1"):
         assert get(app, f"/api/gallery?{bad}")[0] == 400, bad
 
 

@@ -93,10 +93,12 @@ class Key(NamedTuple):
 
 @dataclass(frozen=True)
 class Page:
-    """Results newest first, and the cursor of the next page (None at the end)."""
+    """Results newest first; the cursor of the last one (None when there is none), and
+    whether older ones follow it."""
 
     results: list[Result]
-    next: str | None
+    last: str | None
+    more: bool
 
 
 def _indexed(name: str) -> bool:
@@ -345,18 +347,21 @@ class ResultIndex:
             if result is not None:
                 yield key, result
 
-    def page(self, limit: int, after: str | None = None) -> Page:
-        """Up to `limit` results newest first, after the cursor `after` (a previous page's
-        `next`); a compare set is never split, so a page may hold a few more."""
+    def page(self, limit: int, after: str | None = None, through: str | None = None) -> Page:
+        """`limit` results newest first, after the cursor `after` (a previous page's
+        `last`), and on through the cursor `through` if that is further (a page showing
+        results up to there gets all of them again, however many came since). A compare
+        set is never split, so a page may hold a few more."""
+        end = Key.parse(through) if through else None
         found: list[Result] = []
         last: Key | None = None
         for key, result in self._walk(Key.parse(after) if after else None):
-            if len(found) >= limit and not (_set_of(result) and
-                                            _set_of(result) == _set_of(found[-1])):
-                return Page(found, last.cursor() if last else None)
+            if (len(found) >= limit and (end is None or key < end)
+                    and not (_set_of(result) and _set_of(result) == _set_of(found[-1]))):
+                return Page(found, last.cursor() if last else None, True)
             found.append(result)
             last = key
-        return Page(found, None)
+        return Page(found, last.cursor() if last else None, False)
 
     def newest(self, count: int) -> list[Result]:
         return [result for _, result in islice(self._walk(), count)]

@@ -217,10 +217,10 @@ class ViewerApp:
         return {k: made[k] for k in tuning.TUNABLE if k in made and made[k] != defaults.get(k)}
 
     def gallery(self, limit: int = PAGE_SIZE, after: str | None = None,
-                since: str | None = None) -> dict[str, Any]:
-        """A page of results (`limit`, after the cursor `after`), the failures and the
-        daemon's status. `since`: the version the page shows; when nothing changed since,
-        only the status is sent (what every poll of an open gallery gets)."""
+                since: str | None = None, through: str | None = None) -> dict[str, Any]:
+        """A page of results (`ResultIndex.page`), the failures and the daemon's status.
+        `since`: the version the page shows; when nothing changed since, only the status
+        is sent (what every poll of an open gallery gets)."""
         version = self.index.refresh()
         status = self.status()
         out: dict[str, Any] = {
@@ -231,13 +231,14 @@ class ViewerApp:
         }
         if after is None and since == str(version):
             return {**out, "unchanged": True}
-        page = self.index.page(limit, after)
+        page = self.index.page(limit, after, through)
         failures, failures_total = self.index.failures(MAX_FAILURES)
         return {
             **out,
             "results": [{**results.summary(r, self.index.preview(r) is not None),
                          "tuned": self.tuned(r)} for r in page.results],
-            "next": page.next,
+            "last": page.last,
+            "more": page.more,
             "page_size": PAGE_SIZE,
             "failures": [f.summary() for f in failures],
             "failures_total": failures_total,
@@ -487,13 +488,15 @@ class _Handler(BaseHTTPRequestHandler):
         return found
 
     def api_gallery(self, query: dict[str, str]) -> None:
-        """`?limit=N` results from the newest, or after the cursor `after=`; `since=V`:
-        only the daemon's status if version V is still current."""
+        """`?limit=N` results from the newest, or after the cursor `after=`, and at least
+        through the cursor `through=`; `since=V`: only the daemon's status if version V
+        is still current."""
         try:
             limit = _whole_number(query.get("limit"), "limit", PAGE_SIZE)
             if not 0 < limit <= MAX_PAGE:
                 raise ValueError(f"limit must be 1 to {MAX_PAGE}, got {limit}")
-            self._json(200, self.app.gallery(limit, query.get("after"), query.get("since")))
+            self._json(200, self.app.gallery(limit, query.get("after"), query.get("since"),
+                                             query.get("through")))
         except ValueError as exc:
             self._json(400, {"error": str(exc)})
 

@@ -1,12 +1,13 @@
 // The gallery: results newest first, one page at a time (the next page loads as the end of
 // the list comes into view), failed photos, the queue. Every 2 s it asks the viewer
 // whether anything changed since the version it shows, a small answer when nothing did;
-// only then does it fetch the results it shows again, keeping the cards that did not change.
+// only then does it fetch the results again, down to the last one it shows, keeping the
+// cards that did not change.
 "use strict";
 
 const POLL_MS = 2000;
 const THUMB = 256; // thumbnails' long side, one of the server's sizes (viewer/thumbnails.py)
-const shown = { version: null, results: [], next: null, pageSize: 0, cards: new Map() };
+const shown = { version: null, last: null, more: false, cards: new Map() };
 let queue = Promise.resolve();
 
 // One request at a time: a page appended after the list changed could leave a gap.
@@ -108,24 +109,24 @@ function showFailures(data) {
 }
 
 function showMore() {
-  document.getElementById("more").hidden = !shown.next;
+  document.getElementById("more").hidden = !shown.more;
   // A fresh observation reports the end of the list if it is still in view (a short page).
   endWatcher.unobserve(document.getElementById("more"));
   endWatcher.observe(document.getElementById("more"));
 }
 
-// The first `limit` results (all shown ones again), unless version `since` is current.
-async function load(limit, since) {
+// The results from the newest through the last one shown (a page at least), unless
+// version `since` is still current.
+async function load(since) {
   const query = new URLSearchParams();
-  if (limit) query.set("limit", limit);
   if (since !== null) query.set("since", since);
+  if (shown.last) query.set("through", shown.last);
   const data = await api(`/api/gallery?${query}`);
   showStatus(data);
   if (data.unchanged) return;
   document.getElementById("folders").textContent =
     `inputs: ${data.inputs}   outputs: ${data.outputs}`;
-  Object.assign(shown, { version: data.version, results: data.results, next: data.next,
-                         pageSize: data.page_size });
+  Object.assign(shown, { version: data.version, last: data.last, more: data.more });
   const previous = shown.cards;
   shown.cards = new Map();
   document.getElementById("cards").replaceChildren(...grouped(data.results, previous));
@@ -135,15 +136,14 @@ async function load(limit, since) {
 }
 
 async function more() {
-  if (!shown.next) return;
-  const data = await api(`/api/gallery?after=${encodeURIComponent(shown.next)}`);
+  if (!shown.more) return;
+  const data = await api(`/api/gallery?after=${encodeURIComponent(shown.last)}`);
   showStatus(data);
   if (data.version !== shown.version) { // the list changed meanwhile: all of it again
-    await load(shown.results.length + shown.pageSize, null);
+    await load(null);
     return;
   }
-  shown.results.push(...data.results);
-  shown.next = data.next;
+  Object.assign(shown, { last: data.last, more: data.more });
   document.getElementById("cards").append(...grouped(data.results, new Map()));
   showMore();
 }
@@ -163,8 +163,7 @@ const endWatcher = new IntersectionObserver((entries) => {
 }, { rootMargin: "800px" });
 
 async function poll() {
-  await serial(guarded(() => load(Math.max(shown.results.length, shown.pageSize),
-                                  shown.version)));
+  await serial(guarded(() => load(shown.version)));
   setTimeout(poll, POLL_MS);
 }
 
