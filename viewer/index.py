@@ -261,6 +261,10 @@ class ResultIndex:
             pass  # no folder (yet, or any more): no results
         took = time.monotonic() - started
         self._rescan_at = started + took + max(self.rescan_seconds, took / RESCAN_SHARE)
+        if first:  # nothing known yet, nothing read: all of it is new
+            self._files, self._order, self._notes = listing, None, None
+            self.version += bool(listing)
+            return
         changes: dict[str, Signature | None] = {
             name: sig for name, sig in listing.items() if self._files.get(name) != sig}
         changes.update((name, None) for name in self._files if name not in listing)
