@@ -90,3 +90,13 @@ def test_durability_bench_prints_both_costs_per_photo() -> None:
         assert row, f"no row {label!r}:\n{out}"
         assert float(row.group(1)) > 0 and float(row.group(2)) > 0 and float(row.group(4)) > 0
     assert re.search(r"^durability in all: \+\d+\.\d ms per photo$", out, re.M)
+
+
+def test_gallery_bench_prints_old_and_new_costs() -> None:
+    out = _run("gallery.py", "--sizes", "5", "20", "--no-browser")
+    assert re.search(r"^\| results \| 5 \| 20 \|$", out, re.M), out
+    for label in ("old /api/gallery, per call (s)", "index cold: first page (s)",
+                  "poll, nothing changed (ms)", "poll after 1 new result (ms)"):
+        row = re.search(rf"^\| {re.escape(label)} \| ([\d.e+-]+) \| ([\d.e+-]+) \|$", out, re.M)
+        assert row, f"no row {label!r}:\n{out}"
+        assert float(row.group(1)) >= 0 and float(row.group(2)) > 0
