@@ -239,7 +239,6 @@ class ViewerApp:
                          "tuned": self.tuned(r)} for r in page.results],
             "last": page.last,
             "more": page.more,
-            "page_size": PAGE_SIZE,
             "failures": [f.summary() for f in failures],
             "failures_total": failures_total,
             "outputs": str(self.place.outputs),
