@@ -320,21 +320,22 @@ def write_report(path: Path, report: Report) -> None:
     atomic_write(path, json.dumps(report_json(report), indent=2).encode())
 
 
-def read_report(path: Path) -> Report | None:
+def read_report(path: Path, within: Path | None = None) -> Report | None:
     """The report at `path`, or None when it is missing, too large, not JSON, not of our
     shape or of a newer schema (see the module's docstring).
 
     It is opened as the daemon opens photos (`open_regular_file`): a pipe or device named
-    like a report cannot hang or flood the reader, nor can a link lead it out of the
-    report's folder; and no more than `MAX_REPORT_BYTES` (and one) is read.
+    like a report cannot hang or flood the reader, nor can a link lead it out of `within`
+    (the report's own folder unless given); and no more than `MAX_REPORT_BYTES` (and one)
+    is read.
     """
     try:
-        with open_regular_file(path, path.parent) as f:
+        with open_regular_file(path, path.parent if within is None else within) as f:
             raw = f.read(MAX_REPORT_BYTES + 1)
         if len(raw) > MAX_REPORT_BYTES:
             return None
         data = json.loads(raw.decode("utf-8"))
-    except (OSError, ValueError, RecursionError, InputError):
+    except (OSError, InputError, ValueError, RecursionError):
         return None
     return parse_report(data)
 
@@ -463,12 +464,17 @@ class Result:
         """The depth preview; for a compare set, its contact sheet (all sources at once)."""
         if self.report is None:
             return None
-        sheet = self.report.compare.contact_sheet if self.report.compare else None
-        for name in self.report.files:
-            if ((name.endswith(PREVIEW_SUFFIX) or name == sheet)
-                    and (self.ply.parent / name).is_file()):
+        for name in preview_names(self.report):
+            if (self.ply.parent / name).is_file():
                 return self.ply.parent / name
         return None
+
+
+def preview_names(report: Report) -> list[str]:
+    """The files that show a result flat, in the report's order: its depth preview; for a
+    compare set, its contact sheet (all sources at once)."""
+    sheet = report.compare.contact_sheet if report.compare else None
+    return [name for name in report.files if name.endswith(PREVIEW_SUFFIX) or name == sheet]
 
 
 def read_result(ply: Path) -> Result | None:

@@ -41,6 +41,9 @@ tests/support/ (listed at the end); a layer's own fixtures may go in its conftes
 - `usual_umask`: the umask set to 022 for the test, so owner-only modes are our doing.
 - `entries(folder)`: what is in a folder a daemon uses, less its hidden folder lock.
 - `stop_process(process)`: SIGTERM a daemon subprocess and wait for it (killed after 30 s).
+- `write_small_result(outputs, name, report, preview=True, mtime=None) -> Path` (plain
+  function): a result the gallery lists, without a model (a stand-in PLY, a preview PNG
+  and `report`); the PLY's mtime, the gallery's order, set to `mtime`.
 
 tests/support/ (plain modules, imported as `tests.support.<name>`):
 - `sharp_double`: the SHARP stand-in (`build`, the factory in test configs);
@@ -62,6 +65,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -78,8 +82,18 @@ from PIL import Image
 
 from daemon import Config, Daemon, JobEvent
 from daemon.config import DaemonConfig, FolderConfig, ModelConfig, ServiceConfig
-from daemon.results import Models, Origin, Report, build_report
+from daemon.results import (
+    PLY_SUFFIX,
+    PREVIEW_SUFFIX,
+    REPORT_SUFFIX,
+    Models,
+    Origin,
+    Report,
+    build_report,
+    report_json,
+)
 from pipeline import DepthSettings, Pipeline
+from pipeline.atomic import atomic_write
 from tests.support.splat_reader import read_back, splat_transform_command
 from tests.support.tiny_models import save_tiny_depth_pro
 from tests.support.viewer_browser import browser, chromium_path
@@ -298,3 +312,25 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             raise
+
+
+def write_small_result(outputs: Path, name: str, report: Report, preview: bool = True,
+                       mtime: float | None = None) -> Path:
+    """Result `name` in `outputs` as the writer leaves it, without a model: a stand-in PLY
+    (the gallery and its index never read one), a depth preview PNG, then `report` (e.g.
+    `small_report([], photo)`) naming them and its compare set's contact sheet, if any.
+    The PLY's mtime, the gallery's order, is set to `mtime`. Returns the PLY."""
+    outputs.mkdir(parents=True, exist_ok=True)
+    ply = outputs / f"{name}{PLY_SUFFIX}"
+    names = [ply.name, ply.with_suffix(REPORT_SUFFIX).name]
+    if preview:
+        names.append(write_photo(outputs / f"{name}{PREVIEW_SUFFIX}").name)
+    if report.compare is not None and report.compare.contact_sheet:
+        names.insert(0, report.compare.contact_sheet)
+    ply.write_bytes(b"ply\n")
+    if mtime is not None:
+        os.utime(ply, (mtime, mtime))
+    report = report._replace(files=tuple(names))  # last and whole, as the writer does
+    atomic_write(ply.with_suffix(REPORT_SUFFIX), json.dumps(report_json(report)).encode(),
+                 durable=False)
+    return ply

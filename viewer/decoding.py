@@ -11,7 +11,6 @@ whatever the pages ask for.
 
 from __future__ import annotations
 
-import io
 import threading
 import warnings
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import BinaryIO
 from PIL import Image, ImageOps
 
 from pipeline import InputError
-from pipeline.image import DEFAULT_MAX_PIXELS, open_regular_file
+from pipeline.image import DEFAULT_MAX_PIXELS
 
 MAX_PIXELS = DEFAULT_MAX_PIXELS
 """A photo the daemon would refuse is not decoded for a thumbnail either."""
@@ -57,13 +56,13 @@ class PixelBudget:
 BUDGET = PixelBudget(DECODE_BUDGET_PIXELS)
 
 
-def thumbnail_jpeg(photo: Path, within: Path, size: int, quality: int = 85) -> bytes:
-    """`photo` (opened only inside `within`, as the daemon opens photos) as an upright JPEG
-    at most `size` pixels wide and high. Raises InputError, OSError or ValueError (Pillow's
+def decode_small(raw: BinaryIO, photo: Path, size: int) -> Image.Image:
+    """The picture in the open file `raw` (named `photo` in messages) as upright RGB, at
+    most `size` pixels wide and high. Raises InputError, OSError or ValueError (Pillow's
     own errors for a damaged file) naming nothing secret."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with open_regular_file(photo, within) as raw, _opened(raw, photo) as image:
+        with _opened(raw, photo) as image:
             width, height = image.size
             if width * height > MAX_PIXELS:
                 raise InputError(f"image is {width}x{height}, over the limit of "
@@ -77,10 +76,7 @@ def thumbnail_jpeg(photo: Path, within: Path, size: int, quality: int = 85) -> b
                 image.thumbnail((size, size), reducing_gap=REDUCING_GAP)
             finally:
                 BUDGET.give(pixels)
-            small = ImageOps.exif_transpose(image).convert("RGB")
-    out = io.BytesIO()
-    small.save(out, format="JPEG", quality=quality)
-    return out.getvalue()
+            return ImageOps.exif_transpose(image).convert("RGB")
 
 
 def _opened(raw: BinaryIO, photo: Path) -> Image.Image:

@@ -1,14 +1,13 @@
 """The outputs folder as the viewer and gallery show it: summaries, failures, time per photo.
 
 Results and their reports are read by `daemon.results` (the one reader the journal rebuild
-uses too); a failure is a `<photo>.error.txt` note (`daemon.naming`). Everything is read
-from disk on each call, so the gallery shows what is there now, whoever wrote it.
+uses too); a failure is a `<photo>.error.txt` note (`daemon.naming`). Which of them are
+read when is the index's business (`viewer.index`): each once, and again only if it
+changed.
 """
 
 from __future__ import annotations
 
-import io
-import os
 import re
 import statistics
 from dataclasses import dataclass
@@ -20,8 +19,8 @@ from daemon.results import Result, find_result, latest_for, list_results, read_r
 from pipeline import InputError
 from pipeline.image import open_regular_file
 
-__all__ = ["Failure", "Result", "find_result", "latest_for", "list_failures", "list_results",
-           "photo_from_note", "read_result", "seconds_per_photo", "summary"]
+__all__ = ["Failure", "Result", "find_result", "latest_for", "list_results", "photo_from_note",
+           "read_failure", "read_result", "seconds_per_photo", "summary"]
 
 RECENT = 5
 """How many recent results the time-per-photo estimate averages."""
@@ -29,8 +28,9 @@ MAX_NOTE_CHARS = 2000
 _ESCAPE = re.compile(r"%([0-9A-F]{2})")
 
 
-def summary(result: Result) -> dict[str, Any]:
-    """What the gallery and the viewer's side panel show (JSON-friendly)."""
+def summary(result: Result, has_preview: bool | None = None) -> dict[str, Any]:
+    """What the gallery and the viewer's side panel show (JSON-friendly); `has_preview`
+    when the caller already knows (the index does, from its listing), else looked up."""
     report = result.report
     if report is None:  # a PLY from elsewhere, shown without facts
         return {"name": result.name, "photo": "", "created": None, "image_size": None,
@@ -53,7 +53,7 @@ def summary(result: Result) -> dict[str, Any]:
         "seconds": report.seconds,
         "device": report.models.device,
         "warnings": list(report.warnings),
-        "has_preview": result.preview is not None,
+        "has_preview": result.preview is not None if has_preview is None else has_preview,
         "compare": report.compare._asdict() if report.compare else None,
     }
 
@@ -78,26 +78,18 @@ def photo_from_note(name: str) -> str:
     return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), base)
 
 
-def list_failures(outputs: Path) -> list[Failure]:
-    """Every error note in `outputs`, newest first."""
+def read_failure(note: Path, outputs: Path, modified: float) -> Failure | None:
+    """The note at `note` (at most `MAX_NOTE_CHARS`), opened only as a regular file inside
+    `outputs` (a FIFO named like a note cannot hang the gallery); None if it cannot be."""
     try:
-        entries = [e for e in os.scandir(outputs) if e.name.endswith(NOTE_SUFFIX)]
-    except OSError:
-        return []
-    failures = []
-    for entry in entries:
-        try:  # opened as the daemon opens photos: never a pipe, device or link out
-            with (open_regular_file(Path(entry.path), outputs) as raw,
-                  io.TextIOWrapper(raw, encoding="utf-8", errors="replace") as f):
-                text = f.read(MAX_NOTE_CHARS + 1)
-            modified = entry.stat().st_mtime
-        except (OSError, InputError):
-            continue
-        if len(text) > MAX_NOTE_CHARS:
-            text = text[:MAX_NOTE_CHARS] + "..."
-        failures.append(Failure(Path(entry.path), photo_from_note(entry.name), text.strip(),
-                                modified))
-    return sorted(failures, key=lambda f: (f.modified, f.note.name), reverse=True)
+        with open_regular_file(note, outputs) as f:
+            raw = f.read(4 * (MAX_NOTE_CHARS + 1))  # UTF-8: at most 4 bytes a character
+    except (OSError, InputError):
+        return None
+    text = raw.decode("utf-8", errors="replace")
+    if len(text) > MAX_NOTE_CHARS:
+        text = text[:MAX_NOTE_CHARS] + "..."
+    return Failure(note, photo_from_note(note.name), text.strip(), modified)
 
 
 def seconds_per_photo(results: list[Result], recent: int = RECENT) -> float | None:

@@ -53,18 +53,23 @@ from pipeline import SUPPORTED_EXTENSIONS, DepthSettings, InputError
 from pipeline.image import open_regular_file
 
 from . import results, tuning
-from .decoding import thumbnail_jpeg
+from .index import ResultIndex
 from .notes import daemon_note, estimate_note
 from .sessions import Sessions, safe_page
 from .splat import SplatError, check_splat, median_depth, thinned_ply, vertical_fov
+from .thumbnails import PANEL_SIZE, SIZES, Thumbnail, ThumbnailCache
 
 STATIC = Path(__file__).with_name("static")
 PAGES = {"/": "gallery.html", "/view": "view.html", "/open": "open.html"}
 HANDOFF = "/api/handoff"
 """Where another `view` process asks this one for a launch page (`viewer.run`)."""
-THUMB_PX = 640
-MAX_THUMBS = 256
-"""Thumbnails kept in memory (about 50 KB each); the oldest goes first."""
+PAGE_SIZE = 48
+"""Results a gallery page asks for at once (it asks for more as the user scrolls)."""
+MAX_PAGE = 100_000
+MAX_FAILURES = 50
+"""Error notes the gallery lists (newest first); it says how many more there are."""
+THUMBNAIL_CACHE = "private, max-age=3600"
+"""The browser keeps a thumbnail an hour, then asks again with its ETag (a 304)."""
 MAX_BODY_BYTES = 16 * 1024
 MAX_PREVIEW_BYTES = 64 * 1024 * 1024
 """A depth preview or contact sheet is a few MB; a larger file is refused unread."""
@@ -100,6 +105,8 @@ class Pending:
     result: str | None = None
     seconds: float | None = None
     error: str | None = None
+    checked: int = -1
+    """The outputs index's version last looked at (nothing new to look at until it moves)."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +143,8 @@ class ViewerApp:
         self.shown: str | None = None
         """The result a page last reported drawn, and how many of its Gaussians."""
         self.shown_count: int | None = None
-        self._thumbs: dict[tuple[str, float], bytes] = {}
+        self.index = ResultIndex(place.outputs)
+        self.thumbnails = ThumbnailCache()
         self._closing = threading.Event()
         self.last_request = time.monotonic()
         """When a request with a live session (or the hand-off secret) last came: only
@@ -149,6 +157,7 @@ class ViewerApp:
     # life cycle -------------------------------------------------------------------------
 
     def start(self) -> None:
+        self.index.start()
         self.front.start()
         self._watcher.start()
 
@@ -156,6 +165,7 @@ class ViewerApp:
         self._closing.set()
         self.front.close()
         self.sessions.close()
+        self.index.close()
         if self._own_launch_dir:
             with contextlib.suppress(OSError):
                 self.sessions.folder.rmdir()
@@ -221,11 +231,12 @@ class ViewerApp:
         if not name:
             if self.extra is not None:
                 return self._extra_result()
-            newest = results.list_results(self.place.outputs)
+            self.index.refresh()
+            newest = self.index.newest(1)
             return newest[0] if newest else None
         if self.extra is not None and name == self.extra.name:
             return self._extra_result()
-        return results.find_result(self.place.outputs, name)
+        return self.index.find(name)
 
     def _extra_result(self) -> results.Result | None:
         assert self.extra is not None
@@ -313,15 +324,31 @@ class ViewerApp:
         defaults = self.place.defaults.as_dict()
         return {k: made[k] for k in tuning.TUNABLE if k in made and made[k] != defaults.get(k)}
 
-    def gallery(self) -> dict[str, Any]:
-        found = results.list_results(self.place.outputs)
+    def gallery(self, limit: int = PAGE_SIZE, after: str | None = None,
+                since: str | None = None, through: str | None = None) -> dict[str, Any]:
+        """A page of results (`ResultIndex.page`), the failures and the daemon's status.
+        `since`: the version the page shows; when nothing changed since, only the status
+        is sent (what every poll of an open gallery gets)."""
+        version = self.index.refresh()
         status = self.status()
-        return {
-            "results": [{**results.summary(r), "tuned": self.tuned(r)} for r in found],
-            "failures": [f.summary() for f in results.list_failures(self.place.outputs)],
+        out: dict[str, Any] = {
+            "version": version,
             "daemon": status,
             "note": daemon_note(status, None),
-            "estimate": estimate_note(found, status),
+            "estimate": estimate_note(self.index.newest(results.RECENT), status),
+        }
+        if after is None and since == str(version):
+            return {**out, "unchanged": True}
+        page = self.index.page(limit, after, through)
+        failures, failures_total = self.index.failures(MAX_FAILURES)
+        return {
+            **out,
+            "results": [{**results.summary(r, self.index.preview(r) is not None),
+                         "tuned": self.tuned(r)} for r in page.results],
+            "last": page.last,
+            "more": page.more,
+            "failures": [f.summary() for f in failures],
+            "failures_total": failures_total,
             "outputs": str(self.place.outputs),
             "inputs": str(self.place.inputs),
         }
@@ -374,6 +401,7 @@ class ViewerApp:
 
     def _watch(self) -> None:
         """Swap in the pending Apply's result as soon as its PLY (and report) exist."""
+        self.index.refresh()  # the first listing, while the browser starts
         while not self._closing.wait(WATCH_SECONDS):
             with self._lock:
                 pending = self.pending
@@ -385,35 +413,43 @@ class ViewerApp:
                 logger.opt(exception=True).warning(f"viewer: watching for a result: {exc}")
 
     def _check(self, pending: Pending) -> None:
-        found = results.latest_for(self.place.outputs, pending.photo, pending.settings)
+        version = self.index.refresh()
+        if version == pending.checked:
+            return
+        pending.checked = version
+        found = self.index.latest_for(pending.photo, pending.settings)
         if found is not None:
             with self._lock:
                 pending.result = found.name  # the page polls for it and swaps it in
             return
-        for failure in results.list_failures(self.place.outputs):
-            if (Path(failure.photo).name == pending.photo.name
-                    and failure.modified >= pending.applied_at - 1.0):
-                with self._lock:
-                    pending.error = failure.text
-                return
+        failure = self.index.failure_for(pending.photo.name, pending.applied_at - 1.0)
+        if failure is not None:
+            with self._lock:
+                pending.error = failure.text
 
     # files ------------------------------------------------------------------------------
 
-    def thumbnail(self, result: results.Result) -> bytes | None:
-        """A JPEG of the photo, at most `THUMB_PX` wide, opened only inside the inputs folder."""
-        try:
-            photo = self.photo_of(result)
-        except tuning.TuningError:
+    def thumbnail(self, result: results.Result, size: int,
+                  browser_etag: str | None = None) -> Thumbnail | None:
+        """The photo, its long side `size`, opened only inside the inputs folder."""
+        if not self.tunable(result):
             return None
+        return self._thumbnail(result.photo, self.place.inputs, size, browser_etag)
+
+    def preview_thumbnail(self, result: results.Result, size: int,
+                          browser_etag: str | None = None) -> Thumbnail | None:
+        """The depth preview (or contact sheet), its long side `size`."""
+        preview = self.index.preview(result)
+        if preview is None:
+            return None
+        return self._thumbnail(preview, self.place.outputs, size, browser_etag)
+
+    def _thumbnail(self, path: Path, within: Path, size: int,
+                   browser_etag: str | None) -> Thumbnail | None:
         try:
-            key = (str(photo), photo.stat().st_mtime)
-            if key not in self._thumbs:
-                if len(self._thumbs) >= MAX_THUMBS:
-                    self._thumbs.pop(next(iter(self._thumbs)))  # the oldest
-                self._thumbs[key] = thumbnail_jpeg(photo, self.place.inputs, THUMB_PX)
-            return self._thumbs[key]
+            return self.thumbnails.get(path, within, size, browser_etag)
         except (OSError, InputError, ValueError) as exc:
-            logger.debug(f"viewer: no thumbnail of {photo}: {exc}")
+            logger.debug(f"viewer: no thumbnail of {path}: {exc}")
             return None
 
 
@@ -534,10 +570,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(code)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(length))
-        self.send_header("Cache-Control", "no-store")
+        self.send_header("Cache-Control", extra.get("Cache-Control", "no-store"))
         self.send_header("X-Content-Type-Options", "nosniff")
         for key, value in {**security_headers(), **extra}.items():
-            self.send_header(key, value)
+            if key != "Cache-Control":
+                self.send_header(key, value)
         self.end_headers()
 
     def _send(self, code: int, data: bytes, kind: str,
@@ -566,7 +603,17 @@ class _Handler(BaseHTTPRequestHandler):
         return found
 
     def api_gallery(self, query: dict[str, str]) -> None:
-        self._json(200, self.app.gallery())
+        """`?limit=N` results from the newest, or after the cursor `after=`, and at least
+        through the cursor `through=`; `since=V`: only the daemon's status if version V
+        is still current."""
+        try:
+            limit = _whole_number(query.get("limit"), "limit", PAGE_SIZE)
+            if not 0 < limit <= MAX_PAGE:
+                raise ValueError(f"limit must be 1 to {MAX_PAGE}, got {limit}")
+            self._json(200, self.app.gallery(limit, query.get("after"), query.get("since"),
+                                             query.get("through")))
+        except ValueError as exc:
+            self._json(400, {"error": str(exc)})
 
     def api_result(self, query: dict[str, str]) -> None:
         found = self._result(query)
@@ -578,12 +625,31 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(200, self.app.state())
 
     def photo(self, query: dict[str, str]) -> None:
-        found = self.app.result(query.get("ply"))
-        data = self.app.thumbnail(found) if found is not None else None
-        if data is None:
-            self._json(404, {"error": "no photo for this result"})
+        """The result's photo, small (`size`: one of `thumbnails.SIZES`)."""
+        self._thumbnail(query, ViewerApp.thumbnail, "no photo for this result")
+
+    def _thumbnail(self, query: dict[str, str],
+                   make: Callable[[ViewerApp, results.Result, int, str | None],
+                                  Thumbnail | None], missing: str) -> None:
+        """A thumbnail the browser may keep; 304 when the one it has is current."""
+        try:
+            size = _whole_number(query.get("size"), "size", PANEL_SIZE)
+            if size not in SIZES:
+                raise ValueError(f"size must be one of {', '.join(map(str, SIZES))}")
+        except ValueError as exc:
+            self._json(400, {"error": str(exc)})
             return
-        self._send(200, data, "image/jpeg")
+        found = self.app.result(query.get("ply"))
+        browser_etag = self.headers.get("If-None-Match")
+        thumbnail = make(self.app, found, size, browser_etag) if found is not None else None
+        if thumbnail is None:
+            self._json(404, {"error": missing})
+            return
+        cache = {"ETag": thumbnail.etag, "Cache-Control": THUMBNAIL_CACHE}
+        if thumbnail.etag == browser_etag:
+            self._headers(304, 0, "image/jpeg", cache)
+            return
+        self._send(200, thumbnail.data, "image/jpeg", cache)
 
     def splat(self, query: dict[str, str]) -> None:
         """The result's PLY for the page's renderer; with `budget`, a thinned copy."""
@@ -615,7 +681,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def preview(self, query: dict[str, str]) -> None:
         """The depth preview (or contact sheet), opened like the PLY (only inside its
-        folder, never a pipe or device) and at most `MAX_PREVIEW_BYTES`."""
+        folder, never a pipe or device) and at most `MAX_PREVIEW_BYTES`; with `size`, a
+        thumbnail of it."""
+        if "size" in query:
+            self._thumbnail(query, ViewerApp.preview_thumbnail, "no depth preview")
+            return
         found = self.app.result(query.get("ply"))
         path = found.preview if found is not None else None
         if found is None or path is None:
@@ -630,6 +700,14 @@ class _Handler(BaseHTTPRequestHandler):
         except (OSError, InputError) as exc:
             self._json(404 if isinstance(exc, FileNotFoundError) else 422,
                        {"error": f"cannot show {path.name}: {exc}"})
+
+
+def _whole_number(text: str | None, name: str, default: int) -> int:
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"{name} must be a whole number, got {text!r}")
+    return int(text)
 
 
 def _shown(app: ViewerApp, body: dict[str, Any]) -> dict[str, Any]:

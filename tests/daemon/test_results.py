@@ -6,6 +6,8 @@ field existed read as version 1; anything not one of our reports is skipped by a
 from __future__ import annotations
 
 import json
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +176,17 @@ def test_facts_only_shown_read_as_unknown_when_malformed(tmp_path: Path) -> None
     assert read.gaussians is None and read.depth.range_m is None
     assert read.depth.from_cache is None and read.models.device is None
     assert read.timings == {"sharp": 2.0} and read.warnings == () and read.compare is None
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on Windows")
+def test_a_fifo_report_is_refused_without_hanging(tmp_path: Path) -> None:
+    fifo = tmp_path / "a.json"
+    os.mkfifo(fifo)
+    answer: list[object] = []
+    thread = threading.Thread(target=lambda: answer.append(read_report(fifo)), daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():  # let the blocked open go before failing
+        with open(fifo, "wb"):
+            pass
+    assert answer == [None], "reading a FIFO named like a report must not block"

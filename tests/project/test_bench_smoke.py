@@ -122,3 +122,13 @@ def test_big_drop_bench_prints_the_queueing_of_a_drop() -> None:
                      r"rate=(\d+)/s longest_pause_s=(\d+\.\d) load=(\d+\.\d)$", out, re.M)
     assert line, out
     assert float(line.group(2)) >= float(line.group(4)) and int(line.group(3)) > 0
+
+
+def test_gallery_bench_prints_old_and_new_costs() -> None:
+    out = _run("gallery.py", "--sizes", "5", "20", "--no-browser")
+    assert re.search(r"^\| results \| 5 \| 20 \|$", out, re.M), out
+    for label in ("old /api/gallery, per call (s)", "index cold: first page (s)",
+                  "poll, nothing changed (ms)", "poll after 1 new result (ms)"):
+        row = re.search(rf"^\| {re.escape(label)} \| ([\d.e+-]+) \| ([\d.e+-]+) \|$", out, re.M)
+        assert row, f"no row {label!r}:\n{out}"
+        assert float(row.group(1)) >= 0 and float(row.group(2)) > 0

@@ -29,8 +29,9 @@ from pipeline.atomic import atomic_write
 from tests.conftest import wait_for, write_photo
 from tests.support.viewer_requests import call, write_result
 from viewer import decoding
-from viewer.decoding import PixelBudget, thumbnail_jpeg
+from viewer.decoding import PixelBudget
 from viewer.server import MAX_PREVIEW_BYTES, Pending, ViewerApp
+from viewer.thumbnails import ThumbnailCache
 
 POSIX = sys.platform != "win32"
 needs_links = pytest.mark.skipif(not hasattr(os, "symlink") or not POSIX,
@@ -296,7 +297,8 @@ def test_concurrent_thumbnails_share_one_pixel_budget(
     monkeypatch.setattr(decoding, "BUDGET", budget)
     photos = [write_photo(tmp_path / f"p{n}.png", 1200, 900, seed=n) for n in range(6)]
     made: list[bytes] = []
-    threads = [threading.Thread(target=lambda p=p: made.append(thumbnail_jpeg(p, tmp_path, 64)))
+    cache = ThumbnailCache()
+    threads = [threading.Thread(target=lambda p=p: made.append(cache.get(p, tmp_path, 64).data))
                for p in photos]
     for thread in threads:
         thread.start()

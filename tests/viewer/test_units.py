@@ -22,6 +22,7 @@ from service import launch
 from tests.conftest import wait_for, write_photo
 from tests.support.viewer_requests import call, gaussians, launch_key, viewer_session, write_result
 from viewer import notes, results, tuning
+from viewer.index import ResultIndex
 from viewer.server import ViewerApp
 from viewer.splat import SplatError, check_splat, median_depth, thinned_ply, vertical_fov
 
@@ -269,7 +270,9 @@ def test_results_newest_first_with_failures_and_estimates(tmp_path: Path) -> Non
     assert results.summary(found[0])["focal"]["origin"] == "exif"
     assert results.latest_for(outputs, photo, DepthSettings().as_dict()).ply == old
     assert results.find_result(outputs, "../a_2.ply") is None
-    [failure] = results.list_failures(outputs)
+    index = ResultIndex(outputs)
+    index.refresh()
+    [failure], _ = index.failures(10)
     assert failure.photo == "sub/b.jpg" and failure.text == "b.jpg: cannot decode"
     assert results.seconds_per_photo(found) == 120.0
     text = notes.estimate_note(found, {"queue_length": 3})
