@@ -38,7 +38,7 @@ def _spz_count(path: Path) -> int:
     """The Gaussian count in an SPZ header (magic, version, count, ...)."""
     with gzip.open(path, "rb") as f:
         magic, version, count = struct.unpack("<III", f.read(12))
-    assert (magic, version) == (0x5053474E, 3)
+    assert (magic, version) == (0x5053474E, 2)  # the spz_version setting's default
     return count
 
 
@@ -59,8 +59,7 @@ def _check_report_sizes(report: dict, outputs: Path, own_name: str) -> None:
 
 
 def test_the_format_names_are_the_exporters() -> None:
-    # "sog" joins the setting's names once the settings refactor has landed
-    assert set(EXPORT_FORMATS) == set(EXPORTERS) - {"sog"}
+    assert set(EXPORT_FORMATS) == set(EXPORTERS)
 
 
 def test_sidecar_formats_write_every_export_beside_the_ply(running_daemon, daemon_config,
@@ -160,13 +159,52 @@ def test_formats_in_config_defaults_are_checked_and_used(tmp_path: Path) -> None
 def test_job_key_follows_the_formats_and_is_unchanged_by_the_default() -> None:
     photo = "cd" * 32
     plain = DepthSettings()
-    old_style = {k: v for k, v in plain.as_dict().items() if k not in ("compare", "formats")}
+    old_style = {k: v for k, v in plain.as_dict().items()
+                 if k not in ("compare", "formats", "spz_version")}
     blob = json.dumps({"photo": photo, "settings": old_style}, sort_keys=True,
                       separators=(",", ":"))
     assert job_key(photo, plain, None) == hashlib.sha256(blob.encode()).hexdigest()
     keys = {job_key(photo, DepthSettings(formats=f), None)
-            for f in (("ply",), ("ply", "spz"), ("ply", "splat"), ("ply", "spz", "splat"))}
-    assert len(keys) == 4
+            for f in (("ply",), ("ply", "spz"), ("ply", "splat"), ("ply", "spz", "splat"),
+                      ("ply", "sog"), ("ply", "html"))}
+    assert len(keys) == 6
+    spz3 = DepthSettings(formats=("ply", "spz"), spz_version=3)
+    assert job_key(photo, spz3, None) not in keys  # another SPZ is another result
+
+
+@pytest.mark.parametrize("value, needle", [
+    (4, "spz_version must be a whole number in 2..3, got 4"),
+    (1, "spz_version must be a whole number in 2..3, got 1"),
+    ("2", "spz_version must be a whole number, got '2'"),
+    (2.0, "spz_version must be a whole number, got 2.0"),
+])
+def test_a_bad_spz_version_in_a_sidecar_names_the_file_and_the_key(
+        tmp_path: Path, value: object, needle: str) -> None:
+    sidecar = tmp_path / "photo.toml"
+    with pytest.raises(SidecarError) as info:
+        apply_sidecar({"spz_version": value}, sidecar, tmp_path / "photo.jpg", DepthSettings(),
+                      tmp_path)
+    assert str(sidecar) in str(info.value) and needle in str(info.value)
+
+
+def test_the_spz_version_setting_reaches_the_daemons_spz(running_daemon, daemon_config,
+                                                         make_photo) -> None:
+    """Version 2 unless the sidecar (or config) says 3; the share page beside it too."""
+    inputs, outputs = daemon_config.inputs, daemon_config.outputs
+    inputs.mkdir(parents=True)
+    _write(inputs / "cat.toml", 'formats = ["ply", "spz", "html"]\nspz_version = 3\n')
+    make_photo(inputs / "cat.jpg")
+    events: list = []
+    daemon = running_daemon(events=events)
+    assert wait_for(lambda: len(events) == 1) and daemon.wait_until_idle(30)
+    (cat,) = outputs.glob("cat_*.ply")
+    with gzip.open(cat.with_suffix(".spz"), "rb") as f:
+        assert struct.unpack("<III", f.read(12))[1] == 3
+    page = cat.with_suffix(".html").read_text(encoding="utf-8")
+    assert "<title>cat.jpg - 3D photo</title>" in page  # the photo's name, not the result's
+    report = json.loads(cat.with_suffix(".json").read_text())
+    assert report["settings"]["spz_version"] == 3
+    _check_report_sizes(report, outputs, cat.with_suffix(".json").name)
 
 
 def test_predict_writes_the_formats_it_is_asked_for(tmp_path: Path, tiny_depth_dir: Path,

@@ -37,6 +37,7 @@ from PIL import Image, ImageOps
 
 from daemon.access import loopback_origins, refusal
 from pipeline import DepthSettings, InputError
+from pipeline.browser import SOFTWARE_BUDGET
 from pipeline.image import open_regular_file
 
 from . import results, tuning
@@ -49,10 +50,6 @@ THUMB_PX = 640
 MAX_THUMBS = 256
 """Thumbnails kept in memory (about 50 KB each); the oldest goes first."""
 MAX_BODY_BYTES = 16 * 1024
-SOFTWARE_BUDGET = 25_000
-"""Gaussians sent to a browser that renders WebGL without a GPU (SwiftShader, llvmpipe,
-Microsoft Basic Render Driver): about half a second a frame on a 2-core CPU, where a
-whole SHARP scene takes over a minute a frame."""
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                 ".css": "text/css; charset=utf-8"}
 """Fixed, not `mimetypes`: on Windows that reads the registry, where `.js` is often
