@@ -48,7 +48,9 @@ export function makeView(box) {
   };
   made.scene.background = new THREE.Color("rgb(24, 26, 31)");
   made.world.rotation.x = Math.PI;
-  made.scene.add(new SparkRenderer({ renderer }), made.world);
+  // Spark sorts the Gaussians for a new view in a worker; when a sort lands after the
+  // frames above, it says so (onDirty), and the new order is drawn.
+  made.scene.add(new SparkRenderer({ renderer, onDirty: wantFrames }), made.world);
   made.box.prepend(renderer.domElement);
   made.controls = new OrbitControls(made.camera, renderer.domElement);
   made.controls.addEventListener("change", wantFrames);
