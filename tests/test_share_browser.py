@@ -200,6 +200,14 @@ def test_without_webgl_the_page_says_so(shared: Shared) -> None:
         assert page.inner_text("h1") == PHOTO
 
 
+def test_a_browser_too_old_for_the_page_is_told(shared: Shared, chrome: Any) -> None:
+    page = chrome.new_page()
+    page.add_init_script("delete window.DecompressionStream;")  # as before 2023
+    page.goto(shared.page.as_uri())
+    page.wait_for_selector("#note:has-text('This browser is too old')", timeout=30_000)
+    assert "DecompressionStream" in page.inner_text("#note")
+
+
 def test_firefox_draws_the_page_from_disk(shared: Shared) -> None:
     missing = firefox_missing()
     if missing:

@@ -29,8 +29,9 @@ from tests.splat_reader import F_PX, SIZE, scene
 MAX_OVERHEAD = 5_000_000
 """What the renderer and the page may add to the scene (bytes)."""
 NOT_FETCHED = {"http://www.w3.org/1999/xhtml", "https://github.com/mrdoob/three.js/pull/21358"}
-"""The URLs inside the vendored modules: an XML namespace's name and a link in a warning's
-text; neither is ever requested (the browser test intercepts every request)."""
+"""The URLs inside the vendored modules: an XML namespace's name (`createElementNS`) and a
+link in a comment of three.js's `Pass.js`; neither is ever requested (the browser test
+records every request)."""
 
 
 class _Page(HTMLParser):
