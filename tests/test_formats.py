@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +35,13 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _spz_count(path: Path) -> int:
-    """The Gaussian count in an SPZ header (magic, version, count, ...)."""
+def _spz_count(path: Path, version: int = 2) -> int:
+    """The Gaussian count in an SPZ header (magic, version, count, ...), checking the
+    version (by default the spz_version setting's default)."""
     with gzip.open(path, "rb") as f:
-        magic, version, count = struct.unpack("<III", f.read(12))
-    assert (magic, version) == (0x5053474E, 2)  # the spz_version setting's default
-    return count
+        header = struct.unpack("<III", f.read(12))
+    assert header[:2] == (0x5053474E, version)
+    return header[2]
 
 
 def _vertex_count(ply: Path) -> int:
@@ -67,11 +69,13 @@ def test_sidecar_formats_write_every_export_beside_the_ply(running_daemon, daemo
     inputs, outputs = daemon_config.inputs, daemon_config.outputs
     inputs.mkdir(parents=True)
     _write(inputs / "cat.toml", 'formats = ["ply", "spz", "splat"]\n')
+    _write(inputs / "owl.toml", 'formats = ["ply", "spz", "sog", "html"]\nspz_version = 3\n')
     make_photo(inputs / "cat.jpg")
     make_photo(inputs / "dog.jpg", seed=1)  # no sidecar: the default, PLY only
+    make_photo(inputs / "owl.jpg", seed=2)
     events: list = []
     daemon = running_daemon(events=events)
-    assert wait_for(lambda: len(events) == 2) and daemon.wait_until_idle(30)
+    assert wait_for(lambda: len(events) == 3) and daemon.wait_until_idle(30)
     assert {e.outcome for e in events} == {"done"}
 
     (cat,) = outputs.glob("cat_*.ply")
@@ -89,6 +93,16 @@ def test_sidecar_formats_write_every_export_beside_the_ply(running_daemon, daemo
     assert not list(outputs.glob("dog_*.spz")) and not list(outputs.glob("dog_*.splat"))
     dog_report = json.loads(dog.with_suffix(".json").read_text())
     assert dog_report["file_bytes"][dog.name] == dog.stat().st_size
+
+    (owl,) = outputs.glob("owl_*.ply")  # SPZ version 3 as asked; the SOG and share page
+    assert _spz_count(owl.with_suffix(".spz"), version=3) == _vertex_count(owl)
+    with zipfile.ZipFile(owl.with_suffix(".sog")) as bundle:
+        assert json.loads(bundle.read("meta.json"))["count"] == _vertex_count(owl)
+    page = owl.with_suffix(".html").read_text(encoding="utf-8")
+    assert "<title>owl.jpg - 3D photo</title>" in page  # the photo's name, not the result's
+    owl_report = json.loads(owl.with_suffix(".json").read_text())
+    assert owl_report["settings"]["spz_version"] == 3
+    _check_report_sizes(owl_report, outputs, owl.with_suffix(".json").name)
 
 
 def test_adding_a_format_to_the_sidecar_is_new_work(running_daemon, daemon_config,
@@ -185,26 +199,6 @@ def test_a_bad_spz_version_in_a_sidecar_names_the_file_and_the_key(
         apply_sidecar({"spz_version": value}, sidecar, tmp_path / "photo.jpg", DepthSettings(),
                       tmp_path)
     assert str(sidecar) in str(info.value) and needle in str(info.value)
-
-
-def test_the_spz_version_setting_reaches_the_daemons_spz(running_daemon, daemon_config,
-                                                         make_photo) -> None:
-    """Version 2 unless the sidecar (or config) says 3; the share page beside it too."""
-    inputs, outputs = daemon_config.inputs, daemon_config.outputs
-    inputs.mkdir(parents=True)
-    _write(inputs / "cat.toml", 'formats = ["ply", "spz", "html"]\nspz_version = 3\n')
-    make_photo(inputs / "cat.jpg")
-    events: list = []
-    daemon = running_daemon(events=events)
-    assert wait_for(lambda: len(events) == 1) and daemon.wait_until_idle(30)
-    (cat,) = outputs.glob("cat_*.ply")
-    with gzip.open(cat.with_suffix(".spz"), "rb") as f:
-        assert struct.unpack("<III", f.read(12))[1] == 3
-    page = cat.with_suffix(".html").read_text(encoding="utf-8")
-    assert "<title>cat.jpg - 3D photo</title>" in page  # the photo's name, not the result's
-    report = json.loads(cat.with_suffix(".json").read_text())
-    assert report["settings"]["spz_version"] == 3
-    _check_report_sizes(report, outputs, cat.with_suffix(".json").name)
 
 
 def test_predict_writes_the_formats_it_is_asked_for(tmp_path: Path, tiny_depth_dir: Path,

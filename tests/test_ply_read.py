@@ -84,20 +84,16 @@ def test_a_ply_without_sharps_camera_is_refused_naming_what_is_missing(
     assert str(caught.value).endswith("which places the photo's own viewpoint")
 
 
-@pytest.mark.parametrize(("data", "words"), [
-    (b"not a ply at all", "no end_header"),
-    (b"ply\nformat binary_little_endian 1.0\nelement vertex 1\nproperty float x\n"
-     b"end_header\n\0\0\0\0", "vertex columns are x; expected SHARP's x, y, z"),
-    (b"ply\nformat binary_little_endian 1.0\nelement camera 1\nproperty float f\n"
-     b"element vertex 1\nproperty float x\nend_header\n", "element 'camera' comes before"),
-    (b"ply\nformat binary_little_endian 1.0\nelement face 1\nend_header\n", "no 'element vertex"),
-])
-def test_other_files_are_refused_naming_them(tmp_path: Path, data: bytes, words: str) -> None:
+def test_a_ply_whose_vertices_do_not_come_first_is_refused(tmp_path: Path) -> None:
+    """(Other layouts, truncated files and files that are no PLY: `test_viewer_units.py`,
+    on the same check.)"""
     path = tmp_path / "odd.ply"
-    path.write_bytes(data)
-    with pytest.raises(SplatError, match=words) as caught:
+    path.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement camera 1\nproperty float f\n"
+                     b"element vertex 1\nproperty float x\nend_header\n")
+    with pytest.raises(SplatError) as caught:
         read_ply(path)
-    assert str(caught.value).startswith(f"{path}: ")
+    assert str(caught.value) == (f"{path}: element 'camera' comes before the vertices; "
+                                 "SHARP's PLYs start with them")
 
 
 def test_a_camera_cut_short_or_unusable_is_named(tmp_path: Path) -> None:

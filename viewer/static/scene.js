@@ -72,8 +72,20 @@ export function makeView(box) {
   return made;
 }
 
+// Put `mesh` (a loaded SplatMesh) in the view in place of the one shown; resolves once it
+// is drawn.
+export async function replaceMesh(view, mesh) {
+  view.world.add(mesh);
+  if (view.mesh) {
+    view.world.remove(view.mesh);
+    view.mesh.dispose();
+  }
+  view.mesh = mesh;
+  await nextFrame();
+}
+
 // Resolves once a frame has been drawn with the scene as it is now.
-export function nextFrame() {
+function nextFrame() {
   wantFrames();
   return new Promise((done) => redraw.drawn.push(done));
 }

@@ -3,7 +3,7 @@
 // SOG (base64), and a thinned copy for browsers that draw without a GPU; the renderer is
 // the viewer's own (scene.js: the same camera, orbit, zoom and touch).
 import { SplatFileType, SplatMesh } from "@sparkjsdev/spark";
-import { makeView, nextFrame, softwareRendering, toPhotoViewpoint } from "./scene.js";
+import { makeView, replaceMesh, softwareRendering, toPhotoViewpoint } from "./scene.js";
 
 const facts = JSON.parse(document.getElementById("share-facts").textContent);
 const note = document.getElementById("note");
@@ -30,13 +30,7 @@ function embedded(id) {
 async function show(id, count) {
   const mesh = new SplatMesh({ fileBytes: embedded(id), fileType: SplatFileType.PCSOGSZIP });
   await mesh.initialized;
-  view.world.add(mesh);
-  if (view.mesh) {
-    view.world.remove(view.mesh);
-    view.mesh.dispose();
-  }
-  view.mesh = mesh;
-  await nextFrame();
+  await replaceMesh(view, mesh);
   view.shown = { count, total: facts.gaussians, drawnAt: performance.now() };
   // For tests and the bench, readable without running script in the page (which its
   // Content-Security-Policy forbids): what is drawn, and when (ms since the page opened).
@@ -54,7 +48,6 @@ async function start() {
   document.getElementById("reset-view").addEventListener(
     "click", () => toPhotoViewpoint(view, facts.camera));
   const thin = facts.thinned !== null && softwareRendering(view.renderer.getContext());
-  view.budget = thin ? facts.thinned : null;
   say("Loading the 3D photo...");
   await show(thin ? "scene-thinned-sog" : "scene-sog", thin ? facts.thinned : facts.gaussians);
   say("");
@@ -65,14 +58,18 @@ async function start() {
     `${facts.thinned.toLocaleString()} of ${facts.gaussians.toLocaleString()} Gaussians ` +
     "to stay responsive.";
   document.getElementById("thinned").hidden = false;
-  all.addEventListener("click", async () => {
+  all.addEventListener("click", () => {
     all.disabled = true;
-    view.budget = null;
     say("Loading every Gaussian (slow without a GPU)...");
-    await show("scene-sog", facts.gaussians);
-    document.getElementById("thinned").hidden = true;
-    say("");
+    show("scene-sog", facts.gaussians).then(() => {
+      document.getElementById("thinned").hidden = true;
+      say("");
+    }).catch(failed);
   });
 }
 
-start().catch((error) => say(`Cannot show this 3D photo: ${error.message || error}`, "bad"));
+function failed(error) {
+  say(`Cannot show this 3D photo: ${error.message || error}`, "bad");
+}
+
+start().catch(failed);

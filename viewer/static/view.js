@@ -3,7 +3,7 @@
 // swaps it into the same scene (the camera stays where the user left it) and reports the
 // time it took.
 import { SplatFileType, SplatMesh } from "@sparkjsdev/spark";
-import { makeView, nextFrame, softwareRendering, toPhotoViewpoint } from "./scene.js";
+import { makeView, replaceMesh, softwareRendering, toPhotoViewpoint } from "./scene.js";
 
 let name = new URLSearchParams(location.search).get("ply") || "";
 let detail = null;
@@ -46,13 +46,7 @@ async function showSplat(ply) {
     mesh.dispose();
     return;
   }
-  view.world.add(mesh);
-  if (view.mesh) {
-    view.world.remove(view.mesh);
-    view.mesh.dispose();
-  }
-  view.mesh = mesh;
-  await nextFrame();
+  await replaceMesh(view, mesh);
   view.shown = { ply, count, total };
   note.hidden = true;
   const thinned = document.getElementById("thinned");
