@@ -1,16 +1,20 @@
-"""Export sizes and write times for one SHARP-sized scene: PLY, SPZ, .splat and SOG.
+"""Export sizes and write times for one SHARP-sized scene: PLY, SPZ, .splat, SOG and the
+share page.
 
-    python bench/exports.py [--n 1179648] [--repeat 3] [--scene random|grid]
+    python bench/exports.py [--n 1179648] [--repeat 3] [--scene random|grid|sharp]
 
-Every format of `pipeline.exports.EXPORTERS`, plus SPZ version 2 (`spz2`, the version
-every SPZ reader opens), measured in one run: the file's size (MB, and as a fraction of
-the PLY's), and the best wall and CPU seconds of `--repeat` writes (the formats take
-turns, as in `bench/ply_write.py`), then where the SOG's bytes go. `random` scatters the
-Gaussians uniformly in space and in file order (the worst case for SPZ's gzip and SOG's
-WebP); `grid` lays them on SHARP's two layers of pixels, in SHARP's order, with smooth
-depth and colour, closer to what a photo gives. Both draw every rotation, and much of
-each size, colour and opacity, at random per Gaussian: noise that no lossless coder
-removes, and which sets a floor under their SOG's size (docs/formats.md).
+Every format of `pipeline.exports.EXPORTERS` (SPZ in the default version 2), plus SPZ
+version 3 (`spz3`), measured in one run: the file's size (MB, and as a fraction of the
+PLY's), and the best wall and CPU seconds of `--repeat` writes (the formats take turns, as
+in `bench/ply_write.py`), then where the SOG's bytes go. `random` scatters the Gaussians
+uniformly in space and in file order (the worst case for SPZ's gzip and SOG's WebP);
+`grid` lays them on SHARP's two layers of pixels, in SHARP's order, with smooth depth and
+colour. Both draw every rotation, and much of each size, colour and opacity, at random
+per Gaussian: noise that no lossless coder removes, and which sets a floor under their
+SOG's size (docs/formats.md). `sharp` is `bench/scenes.py`'s SHARP-like scene (the grid
+with a photo's colours, depth edges, and rotations and sizes that vary smoothly with a
+small scatter), the closest stand-in for a real result; `bench/share.py` sweeps its
+scatter.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.ply_write import F_PX, SHARP_N, SIZE, random_gaussians, time_writers
+from bench.scenes import sharp_like
 from pipeline import Gaussians
-from pipeline.exports import EXPORTERS, Exporter, write_spz
+from pipeline.exports import EXPORTERS, Exporter, ExportOptions, write_spz
 
 
 def grid_gaussians(n: int, seed: int = 0) -> Gaussians:
@@ -59,21 +64,29 @@ def grid_gaussians(n: int, seed: int = 0) -> Gaussians:
 
 def timed(exporter: Exporter, warnings: list[str]) -> Callable[..., object]:
     """`exporter` in `time_writers`' shape: (path, gaussians, f_px, image_size)."""
-    return lambda path, g, f_px, size: exporter.write(path, g, f_px, size, warnings)
+    return lambda path, g, f_px, size: exporter.write(path, g, f_px, size, warnings,
+                                                      ExportOptions(title="bench.jpg"))
+
+
+SCENES: dict[str, Callable[[int], Gaussians]] = {
+    "random": random_gaussians,
+    "grid": grid_gaussians,
+    "sharp": lambda n: sharp_like(side=math.isqrt(n // 2))[0],
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=SHARP_N, help="number of Gaussians")
     parser.add_argument("--repeat", type=int, default=3, help="best of this many runs")
-    parser.add_argument("--scene", choices=("random", "grid"), default="random")
+    parser.add_argument("--scene", choices=tuple(SCENES), default="random")
     parser.add_argument("--dir", type=Path, default=None, help="where to write (default: temp)")
     args = parser.parse_args(argv)
 
-    g = random_gaussians(args.n) if args.scene == "random" else grid_gaussians(args.n)
+    g = SCENES[args.scene](args.n)
     warnings: list[str] = []
     writers = {name: timed(exporter, warnings) for name, exporter in EXPORTERS.items()}
-    writers["spz2"] = lambda path, g, f_px, size: write_spz(path, g, warnings, version=2)
+    writers["spz3"] = lambda path, g, f_px, size: write_spz(path, g, warnings, version=3)
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
         results = time_writers(writers, Path(folder), g, args.repeat)
     ply_size = len(results["ply"][2])

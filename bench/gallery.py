@@ -162,7 +162,8 @@ def serve(inputs: Path, outputs: Path) -> None:
 
 def in_browser(place: Place, idle_seconds: float) -> dict[str, float]:
     import psutil
-    from tests.viewer_browser import browser
+
+    from tests.support.viewer_browser import browser
 
     out: dict[str, float] = {}
     with browser() as chrome:

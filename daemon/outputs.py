@@ -11,23 +11,42 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path, PurePath
 
 import numpy as np
 
-from pipeline import OutputError, Prediction, write_ply
+from pipeline import DepthSettings, InputError, OutputError, Prediction, write_ply
 from pipeline.atomic import atomic_write, temp_files
 from pipeline.compare import SourceRun
-from pipeline.exports import EXPORTERS
-from pipeline.ply import ply_bytes, ply_size, write_ply_bytes
+from pipeline.exports import EXPORTERS, ExportOptions
+from pipeline.ply import SplatError, ply_bytes, ply_size, read_ply, write_ply_bytes
 from pipeline.preview import PREVIEW_HEIGHT, preview_png
+from pipeline.schema import keys
 
 from .naming import note_name
-from .results import CompareNames, Report, ResultNames, write_report
+from .results import (
+    CompareNames,
+    Report,
+    ResultNames,
+    add_to_report,
+    read_result,
+    write_report,
+)
 
-__all__ = ["PREVIEW_HEIGHT", "OutputFolder", "preview_png"]
+__all__ = ["PREVIEW_HEIGHT", "Exported", "OutputFolder", "preview_png"]
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What `OutputFolder.export` wrote: each file by format, the warnings, and the report it
+    updated (None where it updated none)."""
+
+    files: dict[str, Path]
+    warnings: list[str]
+    report: Path | None
 
 
 class OutputFolder:
@@ -88,7 +107,7 @@ class OutputFolder:
             for run in runs:
                 warnings[run.source] = []
                 sizes |= _write_exports(names.exports.get(run.source, {}), run.prediction,
-                                        warnings[run.source])
+                                        warnings[run.source], reports[run.source])
             for run in runs:
                 _write_report(names.reports[run.source], reports[run.source], sizes,
                               warnings[run.source])
@@ -113,11 +132,57 @@ class OutputFolder:
                 atomic_write(names.preview, png)
                 sizes[names.preview.name] = len(png)
             warnings: list[str] = []
-            sizes |= _write_exports(names.exports, result, warnings)
+            sizes |= _write_exports(names.exports, result, warnings, report)
             sizes[names.ply.name] = ply_size(int(result.gaussians.mean_vectors.shape[-2]))
             _write_report(names.report, report, sizes, warnings)
             write_ply(names.ply, result.gaussians, result.f_px, result.image_size)
         return warnings
+
+    def export(self, ply: Path, formats: Sequence[str],
+               spz_version: int | None = None) -> Exported:
+        """Make `formats` (names of `EXPORTERS` but `ply`) from the PLY `ply` (SHARP's
+        layout: results made before these formats existed too) as `<ply stem><suffix>` in
+        this folder, all or nothing, never over an existing file.
+
+        The title and the SPZ version (unless `spz_version`) come from the result's
+        report where it has one of ours. Written beside the PLY, the files are added to
+        that report (`daemon.results.add_to_report`), last, so a failure leaves it as it
+        was. Raises ValueError for a format it cannot make, `InputError` naming the PLY
+        when it is not one of ours, `OutputError` naming a file in the way or the folder
+        that cannot be written.
+        """
+        problems = keys(DepthSettings)["formats"].problems(tuple(formats))
+        if spz_version is not None:
+            problems += keys(DepthSettings)["spz_version"].problems(spz_version)
+        if "ply" in formats or not formats:
+            problems.append(f"formats: list what to make from {ply.name} (any of "
+                            f"{', '.join(f for f in EXPORTERS if f != 'ply')})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        try:
+            scene = read_ply(ply)
+        except SplatError as exc:
+            raise InputError(str(exc).removeprefix(f"{ply}: "), ply) from exc
+        except OSError as exc:
+            raise InputError(f"cannot be read ({exc.strerror or exc})", ply) from exc
+        found = read_result(ply)
+        options = (export_options(found.report) if found is not None and found.report
+                   else ExportOptions(title=ply.name))
+        if spz_version is not None:
+            options = options._replace(spz_version=spz_version)
+        paths = {f: self.path / (ply.stem + EXPORTERS[f].suffix) for f in formats}
+        self.ensure()
+        _refuse_taken(list(paths.values()))
+        warnings: list[str] = []
+        with self._all_or_nothing(list(paths.values())):
+            for fmt, path in paths.items():
+                EXPORTERS[fmt].write(path, scene.rows, scene.f_px, scene.image_size, warnings,
+                                     options)
+            report = None
+            if self.path.resolve() == ply.parent.resolve():
+                report = add_to_report(ply, {p.name: p.stat().st_size for p in paths.values()},
+                                       warnings)
+        return Exported(paths, warnings, report)
 
     @contextlib.contextmanager
     def _all_or_nothing(self, paths: list[Path]) -> Iterator[None]:
@@ -169,6 +234,19 @@ class OutputFolder:
             self.error_path(photo).unlink(missing_ok=True)
 
 
+def _refuse_taken(paths: list[Path]) -> None:
+    """`OutputError` naming the first of `paths` that exists in any letter case (Windows
+    sees one file)."""
+    for path in paths:
+        try:
+            taken = {entry.name.casefold() for entry in os.scandir(path.parent)}
+        except OSError:
+            return  # no folder yet: nothing in the way
+        if path.name.casefold() in taken:
+            raise OutputError("already exists; nothing was written (move it away, or write "
+                              "elsewhere with -o)", path)
+
+
 def _write_report(path: Path, report: Report, sizes: dict[str, int],
                   warnings: list[str]) -> None:
     """The report with every other file's size and the exports' warnings added."""
@@ -176,12 +254,22 @@ def _write_report(path: Path, report: Report, sizes: dict[str, int],
                                        warnings=(*report.warnings, *warnings)))
 
 
-def _write_exports(paths: dict[str, Path], result: Prediction,
-                   warnings: list[str]) -> dict[str, int]:
+def export_options(report: Report) -> ExportOptions:
+    """What the exports need beyond the Gaussians, from the report of the run that made
+    them: the photo's name (the share page's title) and the `spz_version` it ran with."""
+    settings = report.settings
+    version = settings.get("spz_version", ExportOptions().spz_version)
+    return ExportOptions(spz_version=version, title=report.photo.name)
+
+
+def _write_exports(paths: dict[str, Path], result: Prediction, warnings: list[str],
+                   report: Report) -> dict[str, int]:
     """Write each export (atomically) and return its size by file name."""
     sizes = {}
+    options = export_options(report)
     for fmt, path in paths.items():
-        EXPORTERS[fmt].write(path, result.gaussians, result.f_px, result.image_size, warnings)
+        EXPORTERS[fmt].write(path, result.gaussians, result.f_px, result.image_size, warnings,
+                             options)
         sizes[path.name] = path.stat().st_size
     return sizes
 

@@ -320,9 +320,8 @@ def write_report(path: Path, report: Report) -> None:
     atomic_write(path, json.dumps(report_json(report), indent=2).encode())
 
 
-def read_report(path: Path, within: Path | None = None) -> Report | None:
-    """The report at `path`, or None when it is missing, too large, not JSON, not of our
-    shape or of a newer schema (see the module's docstring).
+def _report_data(path: Path, within: Path | None = None) -> object:
+    """The JSON at `path`, or None when it is missing, too large or not JSON.
 
     It is opened as the daemon opens photos (`open_regular_file`): a pipe or device named
     like a report cannot hang or flood the reader, nor can a link lead it out of `within`
@@ -334,10 +333,33 @@ def read_report(path: Path, within: Path | None = None) -> Report | None:
             raw = f.read(MAX_REPORT_BYTES + 1)
         if len(raw) > MAX_REPORT_BYTES:
             return None
-        data = json.loads(raw.decode("utf-8"))
+        return json.loads(raw.decode("utf-8"))
     except (OSError, InputError, ValueError, RecursionError):
         return None
-    return parse_report(data)
+
+
+def read_report(path: Path, within: Path | None = None) -> Report | None:
+    """The report at `path`, or None when it is missing, too large, not JSON, not of our
+    shape or of a newer schema (see the module's docstring)."""
+    return parse_report(_report_data(path, within))
+
+
+def add_to_report(ply: Path, sizes: Mapping[str, int], warnings: Sequence[str]) -> Path | None:
+    """Record files made later from result `ply` (`sharp-watch export`) in its report: their
+    names in `files`, their sizes in `file_bytes`, what making them warned of in
+    `warnings`. The report is rewritten atomically with every other key as written, so it
+    keeps its schema and its job. Returns the report, or None (nothing written) where
+    `ply` has no report of ours that lists it."""
+    path = ply.with_suffix(REPORT_SUFFIX)
+    data = _report_data(path)
+    report = parse_report(data)
+    if report is None or ply.name not in report.files or not isinstance(data, dict):
+        return None
+    data["files"] = [*report.files, *(name for name in sizes if name not in report.files)]
+    data["file_bytes"] = {**report.file_bytes, **sizes}
+    data["warnings"] = [*report.warnings, *warnings]
+    atomic_write(path, json.dumps(data, indent=2).encode())
+    return path
 
 
 def parse_report(data: object) -> Report | None:

@@ -1,10 +1,13 @@
 """What every compressed export encodes: the values the PLY stores, made safe to encode.
 
-The writers of `pipeline.exports` (SPZ, `.splat`) and `pipeline.sog` start from the same
-values (`ply.stored_columns`: sRGB colour as SH DC, log scales), so a viewer shows the
-same scene from each file. A Gaussian no format can encode (a non-finite value, a zero
-quaternion) is made fully transparent at the origin, and said so in the caller's
-`warnings`, rather than written as garbage.
+The writers of `pipeline.exports` (SPZ, `.splat`), `pipeline.sog` and `pipeline.share`
+start from the same values (`ply.stored_columns`: sRGB colour as SH DC, opacity logit, log
+scales), so a viewer shows the same scene from each file. They take SHARP's Gaussians or
+the PLY's own `(N, 14)` vertex columns (`ply.read_ply`): the same numbers either way, so a
+PLY written long ago converts to the same files as its photo's run would have written. A
+Gaussian no format can encode (a non-finite value, a zero quaternion) is made fully
+transparent at the origin, and said so in the caller's `warnings`, rather than written as
+garbage.
 """
 
 from __future__ import annotations
@@ -15,6 +18,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .ply import flat_fields, stored_columns
+
+Scene = Any
+"""What the writers take: SHARP's `Gaussians3D` (or ours), or the `(N, 14)` float32 vertex
+columns a PLY stores (xyz, SH DC, opacity logit, log scales, wxyz)."""
 
 
 class Encodable(NamedTuple):
@@ -29,12 +36,25 @@ class Encodable(NamedTuple):
     opacities: np.ndarray
 
 
-def encodable(gaussians: Any, warnings: list[str] | None, path: Path) -> Encodable:
+def stored(scene: Scene) -> Encodable:
+    """The values the PLY stores (opacity as the sigmoid of its stored logit, in float64),
+    from Gaussians or from the PLY's columns; quaternions not yet normalised."""
+    if isinstance(scene, np.ndarray):
+        positions, colors_dc, logits = scene[:, 0:3], scene[:, 3:6], scene[:, 6]
+        log_scales, rotations = scene[:, 7:10], scene[:, 10:14]
+    else:
+        g = flat_fields(scene)
+        colors, logit_tensor, scale_tensor = stored_columns(g)
+        positions, colors_dc, logits = g[0].numpy(), colors.numpy(), logit_tensor.numpy()
+        log_scales, rotations = scale_tensor.numpy(), g[2].numpy()
+    with np.errstate(over="ignore"):  # a logit of -inf or far below: opacity 0
+        opacities = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    return Encodable(positions, log_scales, rotations.astype(np.float64), colors_dc, opacities)
+
+
+def encodable(scene: Scene, warnings: list[str] | None, path: Path) -> Encodable:
     """The PLY's values, with Gaussians no format can encode made transparent."""
-    g = flat_fields(gaussians)
-    colors_dc, _, log_scales = stored_columns(g)
-    values = Encodable(g[0].numpy(), log_scales.numpy(), g[2].numpy().astype(np.float64),
-                       colors_dc.numpy(), g[4].numpy())
+    values = stored(scene)
     norm = np.linalg.norm(values.rotations, axis=1, keepdims=True)
     columns = [values.positions, values.log_scales, values.colors_dc, values.opacities[:, None],
                norm]

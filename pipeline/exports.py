@@ -1,17 +1,19 @@
 """Compressed exports beside SHARP's PLY: Niantic's `.spz` (a quarter to a third of the
-PLY's size), the 32-byte-per-Gaussian `.splat` of antimatter15's web viewer (57%) and
-PlayCanvas's `.sog` (`pipeline.sog`, about a sixth).
+PLY's size), the 32-byte-per-Gaussian `.splat` of antimatter15's web viewer (57%),
+PlayCanvas's `.sog` (`pipeline.sog`, a sixth to a tenth) and the single-file share page
+(`pipeline.share`: the SOG and a renderer in one `.html`).
 
 All are encoded from exactly the values the PLY stores (`pipeline.encodable`), in SHARP's
 own axes (OpenCV: x right, y down, z forward), as every reader we checked expects of
 these formats (none converts their axes on load), so a viewer that reads several of them
-shows the same scene from each. SHARP has no higher spherical harmonics, so nothing
-beyond the DC colour is lost to them. Every file goes through `atomic_write`. SPZ's
-position range (about +-2 km) is handled by moving farther Gaussians in along their line
-of sight, reported in the caller's `warnings` list. Which viewer reads which format and
-version: docs/formats.md.
+shows the same scene from each. The writers take SHARP's Gaussians or a PLY's own columns
+(`pipeline.ply.read_ply`), so an old result converts as its photo's run would have. SHARP
+has no higher spherical harmonics, so nothing beyond the DC colour is lost to them. Every
+file goes through `atomic_write`. SPZ's position range (about +-2 km) is handled by
+moving farther Gaussians in along their line of sight, reported in the caller's
+`warnings` list. Which viewer reads which format and version: docs/formats.md.
 
-    EXPORTERS["spz"].write(path, gaussians, f_px, image_size, warnings)
+    EXPORTERS["spz"].write(path, gaussians, f_px, image_size, warnings, ExportOptions())
 """
 
 from __future__ import annotations
@@ -25,19 +27,12 @@ from typing import Any, BinaryIO, NamedTuple
 import numpy as np
 
 from .atomic import atomic_write
-from .encodable import Encodable, encodable, round_half_away, to_u8, warn
+from .encodable import Encodable, Scene, encodable, round_half_away, to_u8, warn
 from .ply import SH_C0, write_ply
+from .settings import DEFAULT_SPZ_VERSION, SPZ_VERSIONS
+from .share import write_share_page
 from .sog import write_sog
 
-SPZ_VERSION = 3
-"""The version `write_spz` writes unless told otherwise."""
-SPZ_VERSIONS = (2, 3)
-"""The versions `write_spz` writes: one gzip stream each, with the same header and
-sections but for the rotations. Version 2 stores the quaternion's x, y, z (made
-w-positive) as a byte each and rebuilds w from unit length; it is read by every SPZ reader
-we checked, gaussian-splats-3d included (which rejects 3). Version 3 stores "smallest
-three" in 4 bytes, about 3x finer, but Spark and splat-transform are its only web readers
-of the four (docs/formats.md). Version 4 (zstd) is read by splat-transform alone."""
 SPZ_FRACTIONAL_BITS = 12
 """Positions in 1/4096 m steps (error at most 0.12 mm), as Niantic's writer uses."""
 SPZ_LIMIT_M = ((1 << 23) - 1) / (1 << SPZ_FRACTIONAL_BITS)
@@ -124,10 +119,16 @@ def _spz_sections(values: Encodable, version: int) -> list[np.ndarray]:
     ]
 
 
-def write_spz(path: Path | str, gaussians: Any, warnings: list[str] | None = None,
-              version: int = SPZ_VERSION) -> Path:
-    """Write `gaussians` as SPZ `version` (one of `SPZ_VERSIONS`; gzip, SH degree 0) to
-    `path` atomically.
+def write_spz(path: Path | str, gaussians: Scene, warnings: list[str] | None = None,
+              version: int = DEFAULT_SPZ_VERSION) -> Path:
+    """Write `gaussians` as SPZ `version` (one of `pipeline.settings.SPZ_VERSIONS`, the
+    `spz_version` setting's; gzip, SH degree 0) to `path` atomically.
+
+    Version 2 stores the quaternion's x, y, z (made w-positive) as a byte each and
+    rebuilds w from unit length: read by every SPZ reader we checked, gaussian-splats-3d
+    included (which rejects 3). Version 3 stores "smallest three" in 4 bytes, about 3x
+    finer, but Spark and splat-transform are its only web readers of the four
+    (docs/formats.md). Version 4 (zstd) is read by splat-transform alone.
 
     Lossy by design: positions to 1/4096 m, log scales to 1/16, colours and opacity to a
     byte, rotations to 9 bits per component (version 3) or a byte per x, y, z (version 2).
@@ -166,7 +167,7 @@ def _splat_records(values: Encodable) -> np.ndarray:
     return np.take(records.view(np.uint8).reshape(-1, SPLAT_RECORD.itemsize), order, axis=0)
 
 
-def write_splat(path: Path | str, gaussians: Any, warnings: list[str] | None = None) -> Path:
+def write_splat(path: Path | str, gaussians: Scene, warnings: list[str] | None = None) -> Path:
     """Write `gaussians` as a `.splat` (32 bytes each, no header) to `path` atomically.
 
     Positions and scales stay float32; colour and opacity are a byte each; rotations a
@@ -180,8 +181,18 @@ def write_splat(path: Path | str, gaussians: Any, warnings: list[str] | None = N
     return atomic_write(path, write)
 
 
-Writer = Callable[[Path, Any, float, tuple[int, int], list[str]], Path]
-"""`(path, gaussians, f_px, (width, height), warnings) -> path`: one shape for every format."""
+class ExportOptions(NamedTuple):
+    """What a writer needs beyond the Gaussians and the camera, from the photo's run."""
+
+    spz_version: int = DEFAULT_SPZ_VERSION
+    """The `spz_version` setting."""
+    title: str = ""
+    """The photo's name, which the share page shows (its file's name when empty)."""
+
+
+Writer = Callable[[Path, Scene, float, tuple[int, int], list[str], ExportOptions], Path]
+"""`(path, gaussians, f_px, (width, height), warnings, options) -> path`: one shape for
+every format."""
 
 
 class Exporter(NamedTuple):
@@ -192,23 +203,29 @@ class Exporter(NamedTuple):
 
 
 def _ply(path: Path, gaussians: Any, f_px: float, image_size: tuple[int, int],
-         _: list[str]) -> Path:
+         _: list[str], _options: ExportOptions) -> Path:
     return write_ply(path, gaussians, f_px, image_size)
 
 
-def _spz(path: Path, gaussians: Any, _f_px: float, _size: tuple[int, int],
-         warnings: list[str]) -> Path:
-    return write_spz(path, gaussians, warnings)
+def _spz(path: Path, gaussians: Scene, _f_px: float, _size: tuple[int, int],
+         warnings: list[str], options: ExportOptions) -> Path:
+    return write_spz(path, gaussians, warnings, options.spz_version)
 
 
-def _splat(path: Path, gaussians: Any, _f_px: float, _size: tuple[int, int],
-           warnings: list[str]) -> Path:
+def _splat(path: Path, gaussians: Scene, _f_px: float, _size: tuple[int, int],
+           warnings: list[str], _options: ExportOptions) -> Path:
     return write_splat(path, gaussians, warnings)
 
 
-def _sog(path: Path, gaussians: Any, _f_px: float, _size: tuple[int, int],
-         warnings: list[str]) -> Path:
+def _sog(path: Path, gaussians: Scene, _f_px: float, _size: tuple[int, int],
+         warnings: list[str], _options: ExportOptions) -> Path:
     return write_sog(path, gaussians, warnings)
+
+
+def _html(path: Path, gaussians: Scene, f_px: float, image_size: tuple[int, int],
+          warnings: list[str], options: ExportOptions) -> Path:
+    return write_share_page(path, gaussians, f_px, image_size, options.title or path.stem,
+                            warnings)
 
 
 EXPORTERS: dict[str, Exporter] = {
@@ -216,5 +233,6 @@ EXPORTERS: dict[str, Exporter] = {
     "spz": Exporter(".spz", _spz),
     "splat": Exporter(".splat", _splat),
     "sog": Exporter(".sog", _sog),
+    "html": Exporter(".html", _html),
 }
 """Every format by the name a `formats = [...]` setting uses."""

@@ -19,8 +19,13 @@ from .depth.sources import DEFAULT_DEPTH_MODEL, DEPTH_SOURCES
 from .schema import Checked, Choice, Slider, problems, setting
 
 DEPTH_FORMATS: tuple[str, ...] = ("metric", "relative", "inverse-relative", "auto")
-EXPORT_FORMATS: tuple[str, ...] = ("ply", "spz", "splat")
+EXPORT_FORMATS: tuple[str, ...] = ("ply", "spz", "splat", "sog", "html")
 """The result formats a `formats = [...]` setting may list (`pipeline.exports.EXPORTERS`)."""
+SPZ_VERSIONS: tuple[int, ...] = (2, 3)
+"""The SPZ versions `pipeline.exports.write_spz` writes (docs/formats.md: which reader
+opens which)."""
+DEFAULT_SPZ_VERSION = 2
+"""Version 2: the one every SPZ reader we checked opens (gaussian-splats-3d refuses 3)."""
 PRECISIONS: tuple[str, ...] = ("float32", "bfloat16", "float16")
 
 DEPTH_MIN_M = 0.001
@@ -75,8 +80,13 @@ class DepthSettings:
              "empty: one result from depth_source")
     formats: tuple[str, ...] = setting(
         ("ply",), choices=EXPORT_FORMATS, item="format", later=True,
-        help="result files: ply (always) plus spz (about a quarter of the PLY's size) "
-             "and/or splat (read by most web viewers)")
+        help="result files: ply (always) plus any of spz (about a quarter of the PLY's "
+             "size), splat (read by most web viewers), sog (about a tenth) and html (one "
+             "page that shows the scene in any browser, offline)")
+    spz_version: int = setting(
+        DEFAULT_SPZ_VERSION, low=min(SPZ_VERSIONS), high=max(SPZ_VERSIONS), later=True,
+        help="the SPZ version an spz export is written in: 2 opens in every SPZ reader, "
+             "3 keeps rotations about 3x finer but some web viewers refuse it")
 
     def __post_init__(self) -> None:
         for name in ("compare", "formats"):  # lists from TOML or JSON; tuples stay hashable
@@ -130,7 +140,7 @@ def validate_depth_settings(s: DepthSettings) -> list[str]:
         found.append("compare lists 'npy', which needs external_depth (a .npy file or folder)")
     if "ply" not in s.formats:
         found.append(f"formats must include 'ply' (the result the viewer and SHARP's own "
-                     f"tools read), got {list(s.formats)}; add 'spz' or 'splat' beside it")
+                     f"tools read), got {list(s.formats)}; list the others beside it")
     return found
 
 

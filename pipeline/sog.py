@@ -17,13 +17,13 @@ import math
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 from PIL import Image, features
 
 from .atomic import atomic_write
-from .encodable import Encodable, encodable, to_u8
+from .encodable import Encodable, Scene, encodable, to_u8
 from .errors import OutputError
 
 SOG_VERSION = 2
@@ -183,9 +183,11 @@ def _entry(name: str) -> zipfile.ZipInfo:
     return info
 
 
-def write_sog(path: Path | str, gaussians: Any, warnings: list[str] | None = None) -> Path:
-    """Write `gaussians` as a bundled SOG (a zip, nothing compressed twice) to `path`
-    atomically.
+def sog_bytes(scene: Scene, warnings: list[str] | None = None,
+              path: Path | str = "scene.sog") -> bytes:
+    """`scene` (Gaussians, or a PLY's columns: `pipeline.encodable`) as a bundled SOG (a
+    zip, nothing compressed twice), for a file called `path` (named in `warnings` and
+    errors).
 
     Lossy by design: positions to 16 bits of their log over the scene's range, rotations
     to a byte per stored component, log scales and colours to their codebook's nearest
@@ -195,7 +197,7 @@ def write_sog(path: Path | str, gaussians: Any, warnings: list[str] | None = Non
     path = Path(path)
     if not features.check("webp"):
         raise OutputError(f"cannot write {path.name} (this Pillow has no WebP support)", path)
-    meta, images = sog_contents(encodable(gaussians, warnings, path))
+    meta, images = sog_contents(encodable(scene, warnings, path))
     size = texture_size(meta["count"])
     if max(size) > MAX_TEXTURE_SIDE:
         raise OutputError(f"cannot write {path.name} ({meta['count']} Gaussians need "
@@ -203,11 +205,14 @@ def write_sog(path: Path | str, gaussians: Any, warnings: list[str] | None = Non
     with ThreadPoolExecutor(max_workers=len(images)) as pool:  # libwebp releases the GIL
         encoded = dict(zip(images, pool.map(lambda t: _webp(t, size), images.values()),
                            strict=True))
-    blob = json.dumps(meta, separators=(",", ":")).encode("ascii")
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as bundle:
+        bundle.writestr(_entry("meta.json"), json.dumps(meta, separators=(",", ":")))
+        for name, data in encoded.items():
+            bundle.writestr(_entry(name), data)
+    return out.getvalue()
 
-    def write(out: BinaryIO) -> None:
-        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as bundle:
-            bundle.writestr(_entry("meta.json"), blob)
-            for name, data in encoded.items():
-                bundle.writestr(_entry(name), data)
-    return atomic_write(path, write)
+
+def write_sog(path: Path | str, scene: Scene, warnings: list[str] | None = None) -> Path:
+    """Write `scene` as a bundled SOG (`sog_bytes`) to `path` atomically."""
+    return atomic_write(Path(path), sog_bytes(scene, warnings, path))

@@ -19,7 +19,7 @@ import time
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
-from . import compare, options, predict, system
+from . import compare, export, options, predict, system
 from .text import printable, say, warn
 
 NOT_RUNNING = 3
@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                    ).set_defaults(func=cmd_doctor)
     predict.add_parser(sub)
     compare.add_parser(sub)
+    export.add_parser(sub)
     view = sub.add_parser("view", parents=[common], help="look at a result in the browser; tune it",
                           description="Open a result in a local web page (127.0.0.1, this "
                                       "user only): orbit the 3D scene, see the photo and depth "

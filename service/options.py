@@ -37,7 +37,8 @@ def add_config_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None, help=CONFIG_HELP)
 
 
-def _parsing(key: Setting) -> dict[str, Any]:
+def flag_parsing(key: Setting) -> dict[str, Any]:
+    """How argparse reads the flag of `key`: its type, choices or action."""
     if key.kind == "bool":
         return {"action": argparse.BooleanOptionalAction}
     if key.kind == "names":
@@ -70,7 +71,7 @@ def add_setting_options(p: argparse.ArgumentParser, skip: Iterable[str] = (),
                 group.add_argument(key.flag, dest=key.name, default=None,
                                    help=_help(key, section, defaults.get(key.name) or (
                                        "unset" if key.default() is None
-                                       else key.shown_default())), **_parsing(key))
+                                       else key.shown_default())), **flag_parsing(key))
 
 
 def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:

@@ -50,6 +50,7 @@ from daemon.access import bearer, foreign, loopback_origins, same_secret
 from daemon.config import inside
 from daemon.loopback import Limits, LoopbackServer, Request, error_response, response
 from pipeline import SUPPORTED_EXTENSIONS, DepthSettings, InputError
+from pipeline.browser import SOFTWARE_BUDGET
 from pipeline.image import open_regular_file
 
 from . import results, tuning
@@ -73,10 +74,6 @@ THUMBNAIL_CACHE = "private, max-age=3600"
 MAX_BODY_BYTES = 16 * 1024
 MAX_PREVIEW_BYTES = 64 * 1024 * 1024
 """A depth preview or contact sheet is a few MB; a larger file is refused unread."""
-SOFTWARE_BUDGET = 25_000
-"""Gaussians sent to a browser that renders WebGL without a GPU (SwiftShader, llvmpipe,
-Microsoft Basic Render Driver): about half a second a frame on a 2-core CPU, where a
-whole SHARP scene takes over a minute a frame."""
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                 ".css": "text/css; charset=utf-8"}
 """Fixed, not `mimetypes`: on Windows that reads the registry, where `.js` is often

@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import json
 import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +29,13 @@ from tests.conftest import wait_for
 from tests.support.files import save_sidecar
 
 
-def _spz_count(path: Path) -> int:
-    """The Gaussian count in an SPZ header (magic, version, count, ...)."""
+def _spz_count(path: Path, version: int = 2) -> int:
+    """The Gaussian count in an SPZ header (magic, version, count, ...), checking the
+    version (by default the spz_version setting's default)."""
     with gzip.open(path, "rb") as f:
-        magic, version, count = struct.unpack("<III", f.read(12))
-    assert (magic, version) == (0x5053474E, 3)
-    return count
+        header = struct.unpack("<III", f.read(12))
+    assert header[:2] == (0x5053474E, version)
+    return header[2]
 
 
 def _vertex_count(ply: Path) -> int:
@@ -53,8 +55,7 @@ def _check_report_sizes(report: dict, outputs: Path, own_name: str) -> None:
 
 
 def test_the_format_names_are_the_exporters() -> None:
-    # "sog" joins the setting's names once the settings refactor has landed
-    assert set(EXPORT_FORMATS) == set(EXPORTERS) - {"sog"}
+    assert set(EXPORT_FORMATS) == set(EXPORTERS)
 
 
 def test_sidecar_formats_write_every_export_beside_the_ply(running_daemon, daemon_config,
@@ -62,11 +63,13 @@ def test_sidecar_formats_write_every_export_beside_the_ply(running_daemon, daemo
     inputs, outputs = daemon_config.inputs, daemon_config.outputs
     inputs.mkdir(parents=True)
     save_sidecar(inputs / "cat.toml", 'formats = ["ply", "spz", "splat"]\n')
+    save_sidecar(inputs / "owl.toml", 'formats = ["ply", "spz", "sog", "html"]\nspz_version = 3\n')
     make_photo(inputs / "cat.jpg")
     make_photo(inputs / "dog.jpg", seed=1)  # no sidecar: the default, PLY only
+    make_photo(inputs / "owl.jpg", seed=2)
     events: list = []
     daemon = running_daemon(events=events)
-    assert wait_for(lambda: len(events) == 2) and daemon.wait_until_idle(30)
+    assert wait_for(lambda: len(events) == 3) and daemon.wait_until_idle(30)
     assert {e.outcome for e in events} == {"done"}
 
     (cat,) = outputs.glob("cat_*.ply")
@@ -84,6 +87,16 @@ def test_sidecar_formats_write_every_export_beside_the_ply(running_daemon, daemo
     assert not list(outputs.glob("dog_*.spz")) and not list(outputs.glob("dog_*.splat"))
     dog_report = json.loads(dog.with_suffix(".json").read_text())
     assert dog_report["file_bytes"][dog.name] == dog.stat().st_size
+
+    (owl,) = outputs.glob("owl_*.ply")  # SPZ version 3 as asked; the SOG and share page
+    assert _spz_count(owl.with_suffix(".spz"), version=3) == _vertex_count(owl)
+    with zipfile.ZipFile(owl.with_suffix(".sog")) as bundle:
+        assert json.loads(bundle.read("meta.json"))["count"] == _vertex_count(owl)
+    page = owl.with_suffix(".html").read_text(encoding="utf-8")
+    assert "<title>owl.jpg - 3D photo</title>" in page  # the photo's name, not the result's
+    owl_report = json.loads(owl.with_suffix(".json").read_text())
+    assert owl_report["settings"]["spz_version"] == 3
+    _check_report_sizes(owl_report, outputs, owl.with_suffix(".json").name)
 
 
 def test_adding_a_format_to_the_sidecar_is_new_work(running_daemon, daemon_config,
@@ -154,13 +167,32 @@ def test_formats_in_config_defaults_are_checked_and_used(tmp_path: Path) -> None
 def test_job_key_follows_the_formats_and_is_unchanged_by_the_default() -> None:
     photo = "cd" * 32
     plain = DepthSettings()
-    old_style = {k: v for k, v in plain.as_dict().items() if k not in ("compare", "formats")}
+    old_style = {k: v for k, v in plain.as_dict().items()
+                 if k not in ("compare", "formats", "spz_version")}
     blob = json.dumps({"photo": photo, "settings": old_style}, sort_keys=True,
                       separators=(",", ":"))
     assert job_key(photo, plain, None) == hashlib.sha256(blob.encode()).hexdigest()
     keys = {job_key(photo, DepthSettings(formats=f), None)
-            for f in (("ply",), ("ply", "spz"), ("ply", "splat"), ("ply", "spz", "splat"))}
-    assert len(keys) == 4
+            for f in (("ply",), ("ply", "spz"), ("ply", "splat"), ("ply", "spz", "splat"),
+                      ("ply", "sog"), ("ply", "html"))}
+    assert len(keys) == 6
+    spz3 = DepthSettings(formats=("ply", "spz"), spz_version=3)
+    assert job_key(photo, spz3, None) not in keys  # another SPZ is another result
+
+
+@pytest.mark.parametrize("value, needle", [
+    (4, "spz_version must be a whole number in 2..3, got 4"),
+    (1, "spz_version must be a whole number in 2..3, got 1"),
+    ("2", "spz_version must be a whole number, got '2'"),
+    (2.0, "spz_version must be a whole number, got 2.0"),
+])
+def test_a_bad_spz_version_in_a_sidecar_names_the_file_and_the_key(
+        tmp_path: Path, value: object, needle: str) -> None:
+    sidecar = tmp_path / "photo.toml"
+    with pytest.raises(SidecarError) as info:
+        apply_sidecar({"spz_version": value}, sidecar, tmp_path / "photo.jpg", DepthSettings(),
+                      tmp_path)
+    assert str(sidecar) in str(info.value) and needle in str(info.value)
 
 
 def test_predict_writes_the_formats_it_is_asked_for(tmp_path: Path, tiny_depth_dir: Path,

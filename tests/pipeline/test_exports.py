@@ -27,7 +27,7 @@ import torch
 
 from pipeline import OutputError, write_ply
 from pipeline.atomic import temp_files
-from pipeline.exports import EXPORTERS, SPZ_LIMIT_M, write_splat, write_spz
+from pipeline.exports import EXPORTERS, SPZ_LIMIT_M, ExportOptions, write_splat, write_spz
 from pipeline.ply import vertex_rows
 from pipeline.sog import write_sog
 from tests.support.splat_reader import (
@@ -74,7 +74,7 @@ def test_spz_reads_back_in_splat_transform_as_the_ply_within_its_quantisation(
         tmp_path: Path, to_ply: Callable[[Path], np.ndarray]) -> None:
     g = scene()
     warnings: list[str] = []
-    got = to_ply(write_spz(tmp_path / "scene.spz", g, warnings))
+    got = to_ply(write_spz(tmp_path / "scene.spz", g, warnings, version=3))
     assert_decoded(got, stored(g), SPZ_POSITION, SPZ_DC, SPZ_LOG_SCALE, SPZ_ROTATION)
     assert warnings == []
 
@@ -140,7 +140,7 @@ def test_spz_bytes_match_splat_transforms_own_spz_encoder(
     theirs = tmp_path / "theirs.spz"
     subprocess.run([*splat_transform, "-q", "-w", "--spz-version", "3", str(ply), str(theirs)],
                    check=True, capture_output=True, timeout=240)
-    ours_header, ours = spz_payload(write_spz(tmp_path / "ours.spz", g))
+    ours_header, ours = spz_payload(write_spz(tmp_path / "ours.spz", g, version=3))
     their_header, their = spz_payload(theirs)
     assert ours_header == their_header
     assert len(ours) == len(their) == 20 * 3000
@@ -160,7 +160,7 @@ def test_spz_moves_gaussians_beyond_its_range_in_along_their_ray(
     g.mean_vectors[0, :3] = far
     g.singular_values[0, :3] = torch.tensor([[9.0, 4.0, 2.0], [1.0, 1.0, 3.0], [0.5, 2.0, 6.0]])
     warnings: list[str] = []
-    got = to_ply(write_spz(tmp_path / "far.spz", g, warnings))
+    got = to_ply(write_spz(tmp_path / "far.spz", g, warnings, version=3))
     want = stored(g)
     assert warnings == ["far.spz: 3 of 200 Gaussians lie beyond SPZ's 2048 m range (farthest "
                         "at 9000 m); moved in to it along their line of sight, scaled to "
@@ -191,9 +191,9 @@ def test_gaussians_a_format_cannot_encode_are_transparent_at_the_origin(
     assert hidden.sum() == 3
     assert np.abs(got[hidden, :3]).max() <= origin
     assert np.isfinite(got).all()
-    if writer is write_spz:
+    if writer is write_spz:  # version 2, the default
         want = stored(scene(100))[3:]
-        assert_decoded(got[3:], want, SPZ_POSITION, SPZ_DC, SPZ_LOG_SCALE, SPZ_ROTATION)
+        assert_decoded(got[3:], want, SPZ_POSITION, SPZ_DC, SPZ_LOG_SCALE, SPZ2_W)
 
 
 @pytest.mark.parametrize(("version", "rotation_bytes"), [(3, 4), (2, 3)])
@@ -248,9 +248,10 @@ def test_splat_records_hold_the_srgb_colour_and_the_exact_positions(tmp_path: Pa
 
 
 def test_no_gaussians_give_an_empty_but_valid_spz_and_an_empty_splat(tmp_path: Path) -> None:
+    """And SPZ is written as version 2 unless told otherwise: the one every reader opens."""
     g = scene(0)
     assert spz_payload(write_spz(tmp_path / "none.spz", g)) == (
-        (0x5053474E, 3, 0, 0, 12, 0, 0), b"")
+        (0x5053474E, 2, 0, 0, 12, 0, 0), b"")
     assert write_splat(tmp_path / "none.splat", g).read_bytes() == b""
 
 
@@ -275,15 +276,18 @@ def test_exporters_write_each_format_under_its_suffix_and_pass_warnings_on(
     g = scene(50)
     g.mean_vectors[0, 0, 2] = 4000.0
     warnings: list[str] = []
+    options = ExportOptions(spz_version=3, title="cat.jpg")
     written = {name: exporter.write(tmp_path / f"scene{exporter.suffix}", g, F_PX, SIZE,
-                                    warnings)
+                                    warnings, options)
                for name, exporter in EXPORTERS.items()}
     assert {name: path.name for name, path in written.items()} == {
-        "ply": "scene.ply", "spz": "scene.spz", "splat": "scene.splat", "sog": "scene.sog"}
+        "ply": "scene.ply", "spz": "scene.spz", "splat": "scene.splat", "sog": "scene.sog",
+        "html": "scene.html"}
     assert written["ply"].read_bytes().startswith(b"ply\nformat binary_little_endian 1.0\n")
-    assert spz_payload(written["spz"])[0][2] == 50
+    assert spz_payload(written["spz"])[0][1:3] == (3, 50)  # the options' version
     assert written["splat"].stat().st_size == 50 * 32
     with zipfile.ZipFile(written["sog"]) as bundle:
         assert json.loads(bundle.read("meta.json"))["count"] == 50
-    assert len(warnings) == 1
+    assert "<title>cat.jpg - 3D photo</title>" in written["html"].read_text(encoding="utf-8")
+    assert len(warnings) == 1  # the SOG and the share page had nothing to say
     assert warnings[0].startswith("scene.spz: 1 of 50 Gaussians lie beyond SPZ's 2048 m range")

@@ -70,7 +70,7 @@ def test_exports_bench_prints_size_and_time_for_every_format() -> None:
     out = _run("exports.py", "--n", "20000", "--repeat", "1")
     assert "N = 20000 Gaussians (random scene)" in out
     rows = {}
-    for name in ("ply", "spz", "splat", "sog", "spz2"):
+    for name in ("ply", "spz", "splat", "sog", "html", "spz3"):
         row = re.search(rf"^{name}\s+(\d+\.\d+)\s+(\d\.\d+)\s+(\d+\.\d+)\s+(\d+\.\d+)$", out, re.M)
         assert row, f"no row for {name}:\n{out}"
         rows[name] = [float(value) for value in row.groups()]
@@ -78,11 +78,28 @@ def test_exports_bench_prints_size_and_time_for_every_format() -> None:
     assert rows["ply"][1] == 1.0
     assert rows["spz"][0] < rows["splat"][0] < rows["ply"][0]
     assert rows["spz"][1] < 0.5
-    assert rows["spz2"][0] < rows["spz"][0] and rows["sog"][0] < rows["splat"][0]
+    assert rows["spz"][0] < rows["spz3"][0] and rows["sog"][0] < rows["splat"][0]
+    assert rows["sog"][0] < rows["html"][0]  # the page holds the SOG and the renderer
     parts = re.search(r"^sog bytes per Gaussian: meta.json \d+\.\d\d, means_l (\d+\.\d\d), "
                       r"means_u \d+\.\d\d, quats (\d+\.\d\d), scales \d+\.\d\d, sh0 \d+\.\d\d$",
                       out, re.M)
     assert parts and float(parts.group(1)) > 0 and 2 < float(parts.group(2)) <= 4
+
+
+def test_share_bench_prints_every_target() -> None:
+    out = _run("share.py", "--side", "64", "--sweep", "0", "--frames", "1")
+    assert re.search(r"^SHARP-like scene: 8,192 Gaussians, colours from .+, per-Gaussian "
+                     r"scatter 0\.03", out, re.M), out
+    for label in (r"SOG, SHARP-like \(noise 0\.03\)", r"SOG, SHARP-like \(noise 0\.0\)",
+                  "SOG, random scene"):
+        assert re.search(rf"^{label}\s+\d+\.\d\d MB  1/\s*\d+\.\d\d of the PLY", out, re.M), label
+    assert re.search(r"^target: SOG of the SHARP-like scene at most 1/12 of the PLY: "
+                     r"1/\d+\.\d\d, (met|NOT MET)$", out, re.M)
+    assert re.search(r"^share page: \d+\.\d\d MB, written in \d+\.\d\d s wall .*: "
+                     r"(met|NOT MET)$", out, re.M)
+    assert re.search(r"the renderer and the page add \d\.\d\d MB, .*: met$", out, re.M)
+    assert re.search(r"^(target: first frame within 5 s: slowest \d+\.\d\d s, (met|NOT MET)"
+                     r"|first frame: skipped .*)$", out, re.M), out
 
 
 def test_durability_bench_prints_both_costs_per_photo() -> None:

@@ -14,7 +14,7 @@ import pytest
 from plyfile import PlyData
 
 from pipeline import DepthSettings
-from pipeline.exports import EXPORTERS, Exporter
+from pipeline.exports import EXPORTERS, Exporter, ExportOptions
 from service.cli import main
 from tests.conftest import SHARP_DOUBLE
 from viewer.results import list_results, summary
@@ -103,9 +103,9 @@ def test_an_export_warning_is_printed_and_kept_in_the_report(
     real = EXPORTERS["splat"]
 
     def warns(path: Path, gaussians: object, f_px: float, size: tuple[int, int],
-              warnings: list[str]) -> Path:
+              warnings: list[str], options: ExportOptions) -> Path:
         warnings.append(f"{Path(path).name}: 3 Gaussians written transparent")
-        return real.write(path, gaussians, f_px, size, warnings)
+        return real.write(path, gaussians, f_px, size, warnings, options)
 
     monkeypatch.setitem(EXPORTERS, "splat", Exporter(".splat", warns))
     photo = make_photo(tmp_path / "in" / "cat.jpg")
