@@ -23,10 +23,11 @@ from daemon import Config, Daemon, DaemonError
 from daemon.config import DaemonConfig, FolderConfig
 from daemon.folder_lock import LOCK_NAME, LOCK_OFFSET, FolderInUse, FolderLock
 from daemon.jobs import finished_results
+from daemon.naming import NOTE_SUFFIX
+from daemon.results import list_results
 from pipeline import Pipeline
 from tests.conftest import wait_for, write_photo
 from tests.support.daemon_runs import log_lines
-from viewer.results import list_failures, list_results
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -129,7 +130,7 @@ def test_lock_files_are_never_photos_results_or_notes_and_go_with_a_clean_stop(
     assert not d.intake.settler.pending(daemon_config.inputs / LOCK_NAME)
     assert [r.name for r in list_results(daemon_config.outputs)] == [
         p.name for p in daemon_config.outputs.glob("photo_*.ply")]
-    assert list_failures(daemon_config.outputs) == []
+    assert list(daemon_config.outputs.glob(f"*{NOTE_SUFFIX}")) == []
     assert len(finished_results(daemon_config.outputs)) == 1
     assert d.status().failed == 0
     d.stop()
