@@ -6,7 +6,8 @@ it. A photo whose sidecar is still settling waits for it, so a photo and sidecar
 dropped together run once, with the sidecar. This thread also recreates a deleted
 inputs folder and restarts the watcher on it, rescans the folder every
 `rescan_seconds` for files whose events were lost (every `BURST_RESCAN_SECONDS` during a
-burst of events, when watchers lose them), and re-queues retryable failures whose
+burst of events, when watchers lose them, and after it until a rescan finds nothing new:
+a copy goes on after the events stop), and re-queues retryable failures whose
 backoff has passed.
 
 A big drop is queued quickly: the photos ready at one step go to the journal many to a
@@ -149,23 +150,28 @@ class Intake:
         with self._lock:
             self._rushed.add(photo)
 
-    def rescan(self, catchup: bool = False) -> None:
-        """Note the files that are new or changed since the last listing, and vanished sidecars.
+    def rescan(self, catchup: bool = False) -> int:
+        """Note the files that are new or changed since the last listing, and vanished
+        sidecars; returns how many were noted.
 
         With `catchup` (at start, and when the folder comes back) every file is noted as
         a catch-up; done results are skipped by key and the hashes come from the journal.
         """
         listing = scan(self.inputs, self.config.folders.recursive, self._skip)
         if listing is None:
-            return  # folder gone or offline: keep the last listing for when it is back
+            return 0  # folder gone or offline: keep the last listing for when it is back
         previous, self._seen = self._seen, listing
+        noted = 0
         for name, signature in listing.items():
             if catchup or (previous.get(name) != signature
                            and not self.settler.pending(Path(name))):
                 self.note(Path(name), catchup=catchup)
+                noted += 1
         for name in previous.keys() - listing.keys():
             if name.lower().endswith(SIDECAR_SUFFIX):
                 self.note(Path(name))
+                noted += 1
+        return noted
 
     @property
     def idle(self) -> bool:
@@ -179,6 +185,7 @@ class Intake:
     def _loop(self) -> None:
         backoff, folder_backoff = Backoff(), Backoff()
         next_check = next_scan = time.monotonic()
+        bursting = False  # a burst's rescans go on until one finds nothing new
         while not self._stop.wait(POLL_SECONDS):
             self.busy = True
             try:
@@ -187,12 +194,14 @@ class Intake:
                     next_check = time.monotonic() + (wait or CHECK_FOLDERS_SECONDS)
                     self._retry_failed()
                 if self._events >= BURST_EVENTS:  # the watcher may be losing events
+                    bursting = True
                     next_scan = min(next_scan, time.monotonic() + BURST_RESCAN_SECONDS)
                 if time.monotonic() >= next_scan:
-                    next_scan = time.monotonic() + self.config.daemon.rescan_seconds
                     self._events = 0
                     with self.problems.busy("intake", f"listing {self.inputs}"):
-                        self.rescan()
+                        bursting = bursting and self.rescan() > 0
+                    next_scan = time.monotonic() + (
+                        BURST_RESCAN_SECONDS if bursting else self.config.daemon.rescan_seconds)
                 self._step()
             except Exception as exc:
                 # A journal batch that failed is the same trouble `Journal` reports (and

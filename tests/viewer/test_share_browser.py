@@ -125,7 +125,7 @@ def _viewer_frames(shared: Shared, chrome: Any) -> tuple[bytes, bytes, dict[str,
     app.start()
     try:
         page = chrome.new_page(viewport={"width": 1100, "height": 700})
-        page.goto(app.url(f"/view?ply={shared.ply.name}"))
+        page.goto(app.launch(f"/view?ply={shared.ply.name}").as_uri())
         assert wait_for(lambda: app.shown == shared.ply.name, 60)
         assert app.shown_count == SOFTWARE_BUDGET
         canvas = page.locator("#scene canvas")
