@@ -92,13 +92,15 @@ def test_photos_whose_events_a_burst_lost_are_found_long_before_the_periodic_res
     config = make_daemon_config(rescan_seconds=3600.0)
     count, trickle = 1500, 100
     rescans = {"n": 0}
+    dropped = threading.Event()
     real_rescan = daemon.intake.Intake.rescan
 
     def rescan_while_the_copy_goes_on(self: Any, catchup: bool = False) -> int:
-        """After each of the burst's first two rescans, more photos arrive (their events
-        lost too): a rescan that finds fewer than a burst's worth must not end the burst."""
+        """After each of the first two rescans that follow the drop, more photos arrive
+        (their events lost too): a rescan that finds fewer than a burst's worth must not
+        end the burst."""
         noted = real_rescan(self, catchup)
-        if not catchup and rescans["n"] < 2:
+        if not catchup and dropped.is_set() and rescans["n"] < 2:
             _drop(config.inputs, trickle, count + rescans["n"] * trickle)
             rescans["n"] += 1
         return noted
@@ -107,6 +109,7 @@ def test_photos_whose_events_a_burst_lost_are_found_long_before_the_periodic_res
     d = running_daemon(config)
     d.pause()
     _drop(config.inputs, count)
+    dropped.set()
     assert delivered["n"] > 2 * passed  # more events were lost than delivered
     total = count + 2 * trickle
     assert wait_for(lambda: d.status().queue_length == total, 120), d.status().queue_length
