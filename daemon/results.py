@@ -521,6 +521,17 @@ def list_results(outputs: Path) -> list[Result]:
     return sorted(found, key=lambda r: (r.modified, r.name), reverse=True)
 
 
+def has_results(outputs: Path) -> bool:
+    """Whether `outputs` holds any result; stops at the first (a start page for a folder of
+    10,000 results reads one report, not all)."""
+    try:
+        with os.scandir(outputs) as entries:
+            return any(read_result(outputs / e.name) is not None
+                       for e in entries if e.name.endswith(PLY_SUFFIX))
+    except OSError:
+        return False
+
+
 def find_result(outputs: Path, name: str) -> Result | None:
     """The result called `name` in `outputs`; only a plain file name is accepted."""
     if not name or Path(name).name != name or not name.endswith(PLY_SUFFIX):

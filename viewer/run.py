@@ -30,6 +30,7 @@ from urllib.parse import quote, urlencode
 from loguru import logger
 
 from daemon.control import ControlError, NotRunning, request
+from daemon.results import has_results
 from pipeline.atomic import atomic_write, private_folder
 
 from . import results
@@ -73,7 +74,7 @@ def start_page(outputs: Path, target: Path | None, gallery: bool) -> tuple[str, 
     if gallery:
         return "/", None
     if target is None:
-        return ("/view" if results.list_results(outputs) else "/"), None
+        return ("/view" if has_results(outputs) else "/"), None
     if not target.exists() and len(target.parts) == 1 and (outputs / target).is_file():
         target = outputs / target  # a bare result name, as the gallery shows it
     target = target.expanduser().resolve()

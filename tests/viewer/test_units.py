@@ -497,8 +497,12 @@ def test_the_tray_starts_no_viewer_when_the_extra_is_missing(
     assert started == []
 
 
-def test_the_command_finds_the_page_for_its_target(tmp_path: Path) -> None:
+def test_the_command_finds_the_page_for_its_target(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from daemon import results
     from viewer.run import start_page
+
+    real_read = results.read_report
 
     inputs, outputs = tmp_path / "in", tmp_path / "out"
     photo = write_photo(inputs / "a.jpg")
@@ -506,9 +510,16 @@ def test_the_command_finds_the_page_for_its_target(tmp_path: Path) -> None:
     ply = write_result(outputs, photo, "a_1")
     assert start_page(outputs, None, gallery=True) == ("/", None)
     assert start_page(outputs, None, gallery=False) == ("/view", None)
+    write_result(outputs, photo, "a_2")
+    reads = []
+    monkeypatch.setattr(results, "read_report",
+                        lambda path, *rest: reads.append(path) or real_read(path, *rest))
+    assert start_page(outputs, None, gallery=False) == ("/view", None)
+    assert len(reads) == 1, "one report tells that there is a result"
+    monkeypatch.undo()
     assert start_page(outputs, ply, gallery=False) == ("/view?ply=a_1.ply", None)
     assert start_page(outputs, Path("a_1.ply"), gallery=False) == ("/view?ply=a_1.ply", None)
-    assert start_page(outputs, photo, gallery=False) == ("/view?ply=a_1.ply", None)
+    assert start_page(outputs, photo, gallery=False) == ("/view?ply=a_2.ply", None)  # its newest
     elsewhere = write_ply(tmp_path / "b c.ply", gaussians(), 50.0, (64, 48))
     assert start_page(outputs, elsewhere, gallery=False) == ("/view?ply=b%20c.ply", elsewhere)
     with pytest.raises(ValueError, match="no result for"):
