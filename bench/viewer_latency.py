@@ -155,10 +155,11 @@ def time_to_visible(folder: Path, side: int, timeout: float, full: bool, gpu: bo
     ply = folder / "scene.ply"
     write_ply(ply, sharp_like(side), F_PX, SIZE)
     count = 2 * side * side
-    (folder / "scene.json").write_text(json.dumps({
-        "photo": "", "settings": {}, "files": [ply.name], "image_size": list(SIZE),
-        "focal": {"f_px": F_PX, "origin": "bench"}}), encoding="utf-8")
-    app = ViewerApp(Place(folder, folder, DepthSettings()), lambda: None, lambda _: None)
+    # Opened as `sharp-watch view scene.ply` opens a PLY that is not a result: its camera
+    # comes from the PLY's own intrinsics.
+    (folder / "outputs").mkdir(exist_ok=True)
+    app = ViewerApp(Place(folder, folder / "outputs", DepthSettings()), lambda: None,
+                    lambda _: None, extra=ply)
     app.start()
     try:
         print(f"scene: {count:,} Gaussians, PLY {ply.stat().st_size / 1e6:.1f} MB", flush=True)

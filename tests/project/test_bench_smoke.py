@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,3 +150,17 @@ def test_gallery_bench_prints_old_and_new_costs() -> None:
         row = re.search(rf"^\| {re.escape(label)} \| ([\d.e+-]+) \| ([\d.e+-]+) \|$", out, re.M)
         assert row, f"no row {label!r}:\n{out}"
         assert float(row.group(1)) >= 0 and float(row.group(2)) > 0
+
+
+def test_viewer_latency_bench_draws_a_ply_that_is_not_a_result() -> None:
+    """As `sharp-watch view scene.ply` opens it; a bench that the viewer refused printed
+    "not within the timeout" after minutes instead of a time."""
+    from tests.support.viewer_browser import chromium_path
+
+    if chromium_path() is None:
+        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
+    out = _run("viewer_latency.py", "--side", "16", "--skip-apply", "--timeout", "60")
+    for label in ("browser: page opened -> splat visible", "  page's own report: splat drawn",
+                  "baseline: the same with 2,048 Gaussians"):
+        assert re.search(rf"^{re.escape(label)}\s+\d+\.\d\d s", out, re.M), f"{label!r}:\n{out}"
+    assert "512 of 512 Gaussians drawn" in out, out
