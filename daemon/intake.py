@@ -199,7 +199,8 @@ class Intake:
                 if time.monotonic() >= next_scan:
                     self._events = 0
                     with self.problems.busy("intake", f"listing {self.inputs}"):
-                        bursting = bursting and self.rescan() > 0
+                        found = self.rescan()
+                    bursting = bursting and found > 0
                     next_scan = time.monotonic() + (
                         BURST_RESCAN_SECONDS if bursting else self.config.daemon.rescan_seconds)
                 self._step()
