@@ -8,9 +8,10 @@ one writes the others read.
 A result is `<stem>_<stamp>.ply` with its report `<stem>_<stamp>.json` beside it, and maybe
 a preview `_depth.png`, SHARP's own depth `_internal_depth.npy` and exports (`.spz`,
 `.splat`, `.sog`, `.html`), and clips the viewer made later, `<stem>_<stamp>_<move>.mp4`
-(or `.webm`), all listed in the report's `files`. A compare set shares one stamp: the contact sheet `<stem>_<stamp>_compare.png`,
-then per source `<stem>_<stamp>_compare_<source>.ply` and `.json`. Names never take one an
-earlier result has, in any letter case, and are valid on Windows (`daemon.naming`).
+(or `.webm`), all listed in the report's `files`. A compare set shares one stamp: the
+contact sheet `<stem>_<stamp>_compare.png`, then per source
+`<stem>_<stamp>_compare_<source>.ply` and `.json`. Names never take one an earlier result
+has, in any letter case, and are valid on Windows (`daemon.naming`).
 
 A report carries `schema_version`. Reports written before that field existed have none and
 are version 1 (the shape has not changed since), so old results stay listed and still

@@ -45,10 +45,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from email.message import Message
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, BinaryIO
-from email.message import Message
 from urllib.parse import parse_qs, quote, urlsplit
 
 from loguru import logger

@@ -28,7 +28,8 @@ def _report(app: ViewerApp) -> dict:
 
 
 def _clip(app: ViewerApp, data: bytes, kind: str = "video/mp4",
-          query: str = "ply=a_1.ply&move=orbit", headers: dict[str, str] | None = None) -> tuple[int, object]:
+          query: str = "ply=a_1.ply&move=orbit",
+          headers: dict[str, str] | None = None) -> tuple[int, object]:
     status, answer, _ = call(app, "POST", f"/api/clip?{query}", data,
                              {"Content-Type": kind, **(headers or {})})
     return status, answer

@@ -144,7 +144,7 @@ function showFailures(data) {
   document.getElementById("failures-title").hidden = data.failures_total === 0;
   document.getElementById("failures").replaceChildren(
     ...data.failures.map((f) => el("div", { class: "failure" }, el("b", {}, f.photo), "\n", f.text)),
-    more > 0 ? el("p", { class: "dim" }, `and ${more} older, in the outputs folder`) : null);
+    ...(more > 0 ? [el("p", { class: "dim" }, `and ${more} older, in the outputs folder`)] : []));
 }
 
 function showMore() {
