@@ -67,6 +67,7 @@ function card(result) {
                      title: "Download this 3D photo as one .html page anyone can open" },
         "Share")),
     el("div", { class: "takeaways" },
+      result.takeaways.length ? el("span", { class: "dim" }, "Download:") : null,
       ...takeawayLinks(result.name, result.takeaways, (error) => cardNote(error, result.name))));
 }
 
