@@ -50,6 +50,17 @@ def test_make_a_clip_and_share_in_chromium(viewer_app: ViewerApp, tmp_path: Path
         page.goto(viewer_app.launch("/view?ply=a_1.ply").as_uri())
         assert wait_for(lambda: viewer_app.shown == "a_1.ply", 60), "the scene was not drawn"
         assert page.input_value("#clip-move") == "orbit", "orbit is the default move"
+        moves = page.evaluate("""async () => {
+            const { MOVES } = await import("/static/clip.js");
+            const path = (move) => [...Array(24).keys()].map((i) => MOVES[move](i, 24, 2));
+            return { dolly: path("dolly"), wiggle: path("wiggle"), orbit: path("orbit") };
+        }""")
+        forward = [o["forward"] for o in moves["dolly"]]
+        assert forward[0] == 0 and forward[-1] == pytest.approx(0.5) and forward == sorted(forward)
+        sides = [o["right"] for o in moves["wiggle"]]
+        assert sides == [-0.04] * 4 + [0.04] * 4 + [-0.04] * 4 + [0.04] * 4 + [-0.04] * 4 + \
+            [0.04] * 4, "two viewpoints, 4 frames each, in turn"
+        assert max(abs(o["right"]) for o in moves["orbit"]) == pytest.approx(0.16, rel=0.01)
         page.select_option("#clip-seconds", str(SECONDS))
         page.click("#make-clip")
         saved = _note(page, "Saved a_1_orbit.mp4")
