@@ -21,7 +21,7 @@ VIDEO = b"\x00\x00\x00\x18ftypisom" + bytes(1000)
 def test_a_clip_without_a_report_to_list_it_is_not_left(tmp_path: Path) -> None:
     ply = write_result(tmp_path, write_photo(tmp_path / "a.jpg"), "a_1")
     ply.with_suffix(".json").unlink()
-    with pytest.raises(OutputError, match="a_1.ply: has no report of sharp-watch's"):
+    with pytest.raises(OutputError, match=r"a_1\.ply: has no report of sharp-watch's"):
         OutputFolder(tmp_path).save_clip(ply, "orbit", VIDEO, ".mp4")
     assert not (tmp_path / "a_1_orbit.mp4").exists() and list(temp_files(tmp_path)) == []
 
