@@ -36,7 +36,8 @@ _ESCAPE = re.compile(r"%([0-9A-F]{2})")
 
 
 def summary(result: Result, has_preview: bool | None = None) -> dict[str, Any]:
-    """What the gallery and the viewer's side panel show (JSON-friendly); `has_preview`
+    """What the gallery and the viewer's side panel show (JSON-friendly), with the downloads
+    (`takeaways`: those the report lists that are there); `has_preview`
     when the caller already knows (the index does, from its listing), else looked up."""
     report = result.report
     if report is None:  # a PLY from elsewhere, shown without facts
@@ -62,7 +63,8 @@ def summary(result: Result, has_preview: bool | None = None) -> dict[str, Any]:
         "warnings": list(report.warnings),
         "has_preview": result.preview is not None if has_preview is None else has_preview,
         "compare": report.compare._asdict() if report.compare else None,
-        "takeaways": takeaways(result.name, report.files),
+        "takeaways": [name for name in takeaways(result.name, report.files)
+                      if (result.ply.parent / name).is_file()],
     }
 
 

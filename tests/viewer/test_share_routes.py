@@ -61,6 +61,9 @@ def test_a_clip_is_saved_beside_the_result_and_listed_in_its_report(viewer_app: 
     viewer_app.index.refresh()
     card = call(viewer_app, "GET", "/api/gallery")[1]["results"][0]
     assert card["takeaways"] == clips
+    (outputs / "a_1_orbit.mp4").unlink()
+    card = call(viewer_app, "GET", "/api/gallery")[1]["results"][0]
+    assert card["takeaways"] == clips[1:], "a file deleted by hand is not offered"
 
 
 @pytest.mark.parametrize(("kind", "data", "query", "status"), [
