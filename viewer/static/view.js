@@ -105,6 +105,7 @@ async function shareClicked() {
 async function clipClicked() {
   const button = document.getElementById("make-clip");
   const move = document.getElementById("clip-move").value;
+  const ply = name;  // the result shown now, even if an Apply swaps in another meanwhile
   const length = Number(document.getElementById("clip-seconds").value);
   button.disabled = true;
   const started = performance.now();
@@ -115,7 +116,7 @@ async function clipClicked() {
     });
     shareNote("Saving the clip...");
     const response = await request(
-      `/api/clip?ply=${encodeURIComponent(name)}&move=${encodeURIComponent(move)}`,
+      `/api/clip?ply=${encodeURIComponent(ply)}&move=${encodeURIComponent(move)}`,
       { method: "POST", headers: { "Content-Type": clip.type }, body: clip.blob });
     const saved = await response.json();
     if (!response.ok) throw new Error(saved.error || `HTTP ${response.status}`);
