@@ -83,11 +83,14 @@ def test_make_a_clip_and_share_in_chromium(viewer_app: ViewerApp, tmp_path: Path
         page.goto(f"http://127.0.0.1:{viewer_app.port}/")
         card = page.locator(".card[data-name='a_1.ply']")
         card.wait_for()
-        assert card.locator(".takeaways a").all_inner_texts() == ["a_1_orbit.mp4", "a_1.html"]
+        assert card.locator(".takeaways a").all_inner_texts() == ["a_1_orbit.mp4"], \
+            "a download deleted by hand is not offered"
         with page.expect_download() as download:
             card.locator("button.share").click()
         assert download.value.suggested_filename == "a_1.html"
         assert (outputs / "a_1.html").is_file()
+        assert wait_for(lambda: card.locator(".takeaways a").all_inner_texts() ==
+                        ["a_1_orbit.mp4", "a_1.html"], 20), "the card lists the page it made"
         with page.expect_download() as download:
             card.locator(".takeaways a", has_text="a_1_orbit.mp4").click()
         download.value.save_as(tmp_path / "clip.mp4")
