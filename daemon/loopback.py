@@ -6,7 +6,9 @@ memory, until its whole request has arrived and passed the server's own checks:
 - One selector thread accepts connections and reads every request, head and body, without
   blocking. A client has `Limits.request_seconds` from connecting to the end of its
   request; at most `max_pending` connections wait at once (a new one pushes out the
-  oldest); a head over `max_head_bytes` is answered 431, a body over `max_body_bytes` 413,
+  oldest); a head over `max_head_bytes` is answered 431, a body over `max_body_bytes` 413
+  (or over what the server's `body_limit` hook allows that request, judged from its head
+  alone, so an upload is read only for a client the server trusts),
   anything that is not HTTP/1.x 400, a chunked body 411.
 - The server's `early` hook sees each whole request first, on that thread, and answers
   what needs no work there: refusals (no secret, a foreign Host or Origin) and fixed
@@ -96,6 +98,8 @@ class Request:
 Early = Callable[[Request], bytes | None]
 """A whole response to send from the selector thread (the connection closes after it), or
 None to have a worker answer."""
+BodyLimit = Callable[[str, str, Message], int]
+"""The most body bytes a request may carry, from its method, target and headers."""
 Answer = Callable[[socket.socket, Request], bool]
 """Answer on a worker thread (a blocking socket with a send timeout); True keeps the
 connection open for the client's next request."""
@@ -138,9 +142,11 @@ class LoopbackServer:
     """Listens on 127.0.0.1 (an OS-chosen port) until `close()`; see the module docstring."""
 
     def __init__(self, name: str, limits: Limits, early: Early, answer: Answer,
-                 headers: Mapping[str, str] | None = None) -> None:
+                 headers: Mapping[str, str] | None = None,
+                 body_limit: BodyLimit | None = None) -> None:
         self.name = name
         self.limits = limits
+        self._body_limit = body_limit or (lambda *_: limits.max_body_bytes)
         self._early = early
         self._answer = answer
         self._headers = dict(headers or {})
@@ -297,9 +303,9 @@ class LoopbackServer:
         except _BadRequest as exc:
             self._reply(connection, exc.code, str(exc))
             return
-        if length > limits.max_body_bytes:
-            self._reply(connection, 413, f"the request body is over {limits.max_body_bytes} "
-                                         "bytes")
+        most = self._body_limit(method, target, headers)
+        if length > most:
+            self._reply(connection, 413, f"the request body is over {most} bytes")
             return
         if len(data) < end + length:
             return

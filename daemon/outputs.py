@@ -32,6 +32,7 @@ from .results import (
     Report,
     ResultNames,
     add_to_report,
+    clip_path,
     read_result,
     write_report,
 )
@@ -183,6 +184,28 @@ class OutputFolder:
                 report = add_to_report(ply, {p.name: p.stat().st_size for p in paths.values()},
                                        warnings)
         return Exported(paths, warnings, report)
+
+    def share_page(self, ply: Path) -> Path:
+        """Result `ply`'s share page (`<stem>.html` beside it): the one there, else made now
+        from the PLY (`export`), so results made before the format existed can be shared."""
+        page = ply.with_suffix(EXPORTERS["html"].suffix)
+        if page.is_file():
+            return page
+        return self.export(ply, ["html"]).files["html"]
+
+    def save_clip(self, ply: Path, move: str, video: bytes, suffix: str) -> Path:
+        """A clip of result `ply` (in this folder), `daemon.results.clip_path`, written
+        atomically, then added to the result's report (a clip it does not list would be
+        unknown to the gallery and to cleanup). Raises `OutputError` naming the PLY when it
+        has no report of ours (nothing is left written), or the folder when it cannot be
+        written."""
+        path = clip_path(ply, move, suffix)
+        with self._all_or_nothing([path]):
+            atomic_write(path, video)
+            if add_to_report(ply, {path.name: len(video)}, []) is None:
+                raise OutputError("has no report of sharp-watch's beside it, so a clip of "
+                                  "it would not be listed anywhere; nothing was written", ply)
+        return path
 
     @contextlib.contextmanager
     def _all_or_nothing(self, paths: list[Path]) -> Iterator[None]:

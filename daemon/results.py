@@ -7,9 +7,11 @@ one writes the others read.
 
 A result is `<stem>_<stamp>.ply` with its report `<stem>_<stamp>.json` beside it, and maybe
 a preview `_depth.png`, SHARP's own depth `_internal_depth.npy` and exports (`.spz`,
-`.splat`). A compare set shares one stamp: the contact sheet `<stem>_<stamp>_compare.png`,
-then per source `<stem>_<stamp>_compare_<source>.ply` and `.json`. Names never take one an
-earlier result has, in any letter case, and are valid on Windows (`daemon.naming`).
+`.splat`, `.sog`, `.html`), and clips the viewer made later, `<stem>_<stamp>_<move>.mp4`
+(or `.webm`), all listed in the report's `files`. A compare set shares one stamp: the
+contact sheet `<stem>_<stamp>_compare.png`, then per source
+`<stem>_<stamp>_compare_<source>.ply` and `.json`. Names never take one an earlier result
+has, in any letter case, and are valid on Windows (`daemon.naming`).
 
 A report carries `schema_version`. Reports written before that field existed have none and
 are version 1 (the shape has not changed since), so old results stay listed and still
@@ -23,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,6 +57,10 @@ STAMP_FORMAT = "%Y%m%d-%H%M%S"
 MAX_STEM_BYTES = MAX_NAME_BYTES - len("_YYYYmmdd-HHMMSS-NNN") - len(INTERNAL_DEPTH_SUFFIX)
 """Room for the longest result name (`<stem>_<stamp>-N_internal_depth.npy`)."""
 _LONGEST_SOURCE = max(len(name) for name in DEPTH_SOURCES)
+CLIP_MOVES = ("orbit", "dolly", "wiggle")
+"""The camera moves of a clip (the viewer's "Make a clip"), each a word of its file name."""
+CLIP_SUFFIXES = {"video/mp4": ".mp4", "video/webm": ".webm"}
+"""A clip's file ending, by its media type."""
 
 
 # ---------------------------------------------------------------- names
@@ -87,6 +94,36 @@ def timestamped_path(folder: Path, stem: str, suffix: str, when: datetime | None
         if not any((base + ending).casefold() in taken for ending in endings):
             return folder / (base + suffix)
         n += 1
+
+
+def clip_path(ply: Path, move: str, suffix: str) -> Path:
+    """Beside result `ply`: `<ply stem>_<move><suffix>`, with `-2`, `-3`... if that name is
+    taken in any letter case."""
+    if move not in CLIP_MOVES or suffix not in CLIP_SUFFIXES.values():
+        raise ValueError(f"a clip's move is one of {', '.join(CLIP_MOVES)} and its file "
+                         f"one of {', '.join(CLIP_SUFFIXES.values())}, not {move!r}, {suffix!r}")
+    try:
+        taken = {entry.name.casefold() for entry in os.scandir(ply.parent)}
+    except OSError:
+        taken = set()
+    n = 1
+    while True:
+        name = f"{ply.stem}_{move}" + (f"-{n}" if n > 1 else "") + suffix
+        if name.casefold() not in taken:
+            return ply.with_name(name)
+        n += 1
+
+
+def takeaways(ply_name: str, files: Iterable[str]) -> list[str]:
+    """Of a report's `files`, those made from the PLY `ply_name` to send or keep: its exports
+    (`<stem>.spz`, `.splat`, `.sog`, `.html`) and its clips (`<stem>_<move>[-N].mp4`,
+    `.webm`); not the PLY, reports, previews or depth, nor a compare set's other sources'."""
+    stem = Path(ply_name).stem
+    clip = re.compile(re.escape(stem) + f"_({'|'.join(CLIP_MOVES)})(-[0-9]+)?("
+                      + "|".join(map(re.escape, CLIP_SUFFIXES.values())) + ")")
+    return [name for name in files
+            if name != ply_name and not name.endswith(REPORT_SUFFIX)
+            and (Path(name).stem == stem or clip.fullmatch(name))]
 
 
 @dataclass(frozen=True)

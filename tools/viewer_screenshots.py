@@ -146,6 +146,9 @@ def main() -> int:
                 while app.shown_count != 2 * SIDE * SIDE:
                     page.wait_for_timeout(50)
                 page.wait_for_timeout(3000)  # Spark's sort of the full scene, redrawn
+                with page.expect_download(timeout=120_000):  # the card then offers it
+                    page.click("#share")
+                page.wait_for_selector("#share-note.good")
                 save(page.screenshot(timeout=120_000), args.out / "viewer.png")
                 page.goto(app.launch("/").as_uri())
                 page.wait_for_selector(".card img")

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from daemon.naming import NOTE_SUFFIX
-from daemon.results import Result, find_result, latest_for, list_results, read_result
+from daemon.results import (
+    Result,
+    find_result,
+    latest_for,
+    list_results,
+    read_result,
+    takeaways,
+)
 from pipeline import InputError
 from pipeline.image import open_regular_file
 
@@ -29,7 +36,8 @@ _ESCAPE = re.compile(r"%([0-9A-F]{2})")
 
 
 def summary(result: Result, has_preview: bool | None = None) -> dict[str, Any]:
-    """What the gallery and the viewer's side panel show (JSON-friendly); `has_preview`
+    """What the gallery and the viewer's side panel show (JSON-friendly), with the downloads
+    (`takeaways`: those the report lists that are there); `has_preview`
     when the caller already knows (the index does, from its listing), else looked up."""
     report = result.report
     if report is None:  # a PLY from elsewhere, shown without facts
@@ -37,7 +45,7 @@ def summary(result: Result, has_preview: bool | None = None) -> dict[str, Any]:
                 "gaussians": None, "focal": {"f_px": None, "origin": None},
                 "depth": {"source": None, "range_m": None, "from_cache": None},
                 "settings": {}, "timings_s": {}, "seconds": None, "device": None,
-                "warnings": [], "has_preview": False, "compare": None}
+                "warnings": [], "has_preview": False, "compare": None, "takeaways": []}
     depth = report.depth
     return {
         "name": result.name,
@@ -55,6 +63,8 @@ def summary(result: Result, has_preview: bool | None = None) -> dict[str, Any]:
         "warnings": list(report.warnings),
         "has_preview": result.preview is not None if has_preview is None else has_preview,
         "compare": report.compare._asdict() if report.compare else None,
+        "takeaways": [name for name in takeaways(result.name, report.files)
+                      if (result.ply.parent / name).is_file()],
     }
 
 

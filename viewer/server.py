@@ -18,6 +18,12 @@ applied settings and its PLY); the page, polling `/api/state`, swaps it into its
 soon as it exists, keeping its camera, and reports when it is drawn (`/api/shown`), which
 gives the Apply-to-new-view time it shows; or it says why nothing happens yet (daemon
 paused, busy with another photo, not running, or the photo failed).
+
+Share and Make a clip write beside a result in the outputs folder, through the daemon's
+writer (`daemon.outputs`: atomic files, listed in the result's report): `/api/share` makes
+the share page from the PLY if it is not there yet, `/api/clip` saves a clip the page
+encoded (the one request whose body may be large, and only with a live token), and
+`/files/takeaway` hands either (or an export) to the page to download.
 """
 
 from __future__ import annotations
@@ -39,17 +45,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from email.message import Message
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from loguru import logger
 
 from daemon.access import bearer, foreign, loopback_origins, same_secret
 from daemon.config import inside
 from daemon.loopback import Limits, LoopbackServer, Request, error_response, response
-from pipeline import SUPPORTED_EXTENSIONS, DepthSettings, InputError
+from daemon.results import CLIP_MOVES, CLIP_SUFFIXES, takeaways
+from pipeline import SUPPORTED_EXTENSIONS, DepthSettings, InputError, PipelineError
 from pipeline.browser import SOFTWARE_BUDGET
 from pipeline.image import open_regular_file
 
@@ -74,6 +82,12 @@ THUMBNAIL_CACHE = "private, max-age=3600"
 MAX_BODY_BYTES = 16 * 1024
 MAX_PREVIEW_BYTES = 64 * 1024 * 1024
 """A depth preview or contact sheet is a few MB; a larger file is refused unread."""
+CLIP = "/api/clip"
+MAX_CLIP_BYTES = 64 * 1024 * 1024
+"""A clip of 8 s at 1280 x 720 is a few MB; a larger upload is refused (413) unread."""
+VIDEO_MAGIC = {".mp4": (4, b"ftyp"), ".webm": (0, b"\x1a\x45\xdf\xa3")}
+"""Where each clip format's signature is, and what it is (an MP4's first box, WebM's EBML
+header)."""
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                 ".css": "text/css; charset=utf-8"}
 """Fixed, not `mimetypes`: on Windows that reads the registry, where `.js` is often
@@ -146,8 +160,11 @@ class ViewerApp:
         self.last_request = time.monotonic()
         """When a request with a live session (or the hand-off secret) last came: only
         those keep the viewer from stopping when idle."""
+        self._writing = threading.Lock()
+        """One write beside a result at a time: each picks a free name and rewrites the
+        report."""
         self.front = LoopbackServer("viewer", LIMITS, self._early, self._answer,
-                                    security_headers())
+                                    security_headers(), self._body_limit)
         self.port: int = self.front.port
         self._watcher = threading.Thread(target=self._watch, name="viewer-watch", daemon=True)
 
@@ -199,6 +216,15 @@ class ViewerApp:
                                        "it again from sharp-watch", security_headers())
         self.last_request = time.monotonic()
         return None
+
+    def _body_limit(self, method: str, target: str, headers: Message) -> int:
+        """A clip's upload may be large, and only from a page with a live token; any other
+        request's body stays small."""
+        if (method == "POST" and urlsplit(target).path == CLIP
+                and foreign(headers, self.port, loopback_origins(self.port)) is None
+                and self.sessions.valid(bearer(headers))):
+            return MAX_CLIP_BYTES
+        return MAX_BODY_BYTES
 
     def _session(self, body: bytes) -> bytes:
         """`POST /api/session {"key": KEY}`: the one-time key spent for a session token."""
@@ -424,6 +450,59 @@ class ViewerApp:
             with self._lock:
                 pending.error = failure.text
 
+    # share and clips --------------------------------------------------------------------
+
+    def _in_outputs(self, name: str) -> results.Result:
+        """Result `name` when it is in the outputs folder (only there does the viewer write);
+        raises `WriteRefused` saying why not."""
+        found = self.result(name) if name else None
+        if found is None:
+            raise WriteRefused(404, f"no result called {name!r} in {self.place.outputs}")
+        if found.report is None or found.ply.parent.resolve() != self.place.outputs.resolve():
+            raise WriteRefused(400, f"{found.ply} is not a result in the outputs folder "
+                                    f"{self.place.outputs}; only those can be shared here "
+                                    "(use `sharp-watch export` for another PLY)")
+        return found
+
+    def share(self, name: str) -> dict[str, Any]:
+        """Result `name`'s share page: the one beside it, else made now from its PLY."""
+        from daemon.outputs import OutputFolder  # imports the exporters: only when sharing
+
+        found = self._in_outputs(name)
+        with self._writing:
+            page = OutputFolder(self.place.outputs).share_page(found.ply)
+        return {"file": page.name, "bytes": page.stat().st_size}
+
+    def save_clip(self, name: str, move: str, kind: str, video: bytes) -> dict[str, Any]:
+        """A clip of result `name` the page encoded: checked (move, media type, signature),
+        then saved beside it and listed in its report (`OutputFolder.save_clip`)."""
+        from daemon.outputs import OutputFolder
+
+        if move not in CLIP_MOVES:
+            raise WriteRefused(400, f"move must be one of {', '.join(CLIP_MOVES)}, got {move!r}")
+        suffix = CLIP_SUFFIXES.get(kind.split(";")[0].strip().lower())
+        if suffix is None:
+            raise WriteRefused(415, f"a clip is sent as {' or '.join(CLIP_SUFFIXES)}, not "
+                                    f"{kind or 'no Content-Type'}")
+        at, magic = VIDEO_MAGIC[suffix]
+        if video[at:at + len(magic)] != magic:
+            raise WriteRefused(415, f"the body is not an {suffix[1:].upper()} file (no "
+                                    f"{magic!r} at byte {at})")
+        found = self._in_outputs(name)
+        with self._writing:
+            path = OutputFolder(self.place.outputs).save_clip(found.ply, move, video, suffix)
+        logger.info(f"viewer: saved {path.name} ({len(video) / 1e6:.2f} MB)")
+        return {"file": path.name, "bytes": len(video)}
+
+    def takeaway(self, name: str, file: str) -> Path:
+        """File `file` of result `name` to download: one its report lists as made from its
+        PLY (`daemon.results.takeaways`); raises `WriteRefused` (404) otherwise."""
+        found = self._in_outputs(name)
+        assert found.report is not None
+        if file not in takeaways(found.name, found.report.files):
+            raise WriteRefused(404, f"{found.name} has no file {file!r} to download")
+        return self.place.outputs / file
+
     # files ------------------------------------------------------------------------------
 
     def thumbnail(self, result: results.Result, size: int,
@@ -448,6 +527,14 @@ class ViewerApp:
         except (OSError, InputError, ValueError) as exc:
             logger.debug(f"viewer: no thumbnail of {path}: {exc}")
             return None
+
+
+class WriteRefused(Exception):
+    """A share, clip or download the viewer will not do: its HTTP status and why."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
 
 
 @functools.cache
@@ -544,6 +631,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _post(self) -> None:
         url = urlsplit(self.path)
+        if url.path == CLIP:
+            self._clip({k: v[-1] for k, v in parse_qs(url.query).items()})
+            return
         route = _POST_ROUTES.get(url.path)
         try:
             length = int(self.headers.get("Content-Length") or 0)
@@ -559,8 +649,27 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, route(self.app, body))
         except (ValueError, RecursionError, OverflowError, tuning.TuningError) as exc:
             self._json(400, {"error": str(exc) or type(exc).__name__})
+        except WriteRefused as exc:
+            self._json(exc.status, {"error": str(exc)})
+        except PipelineError as exc:  # a PLY not in SHARP's layout, a folder not writable
+            self._json(422, {"error": str(exc)})
         except OSError as exc:
             self._json(500, {"error": f"cannot write: {exc.strerror or exc}"})
+
+    def _clip(self, query: dict[str, str]) -> None:
+        """`POST /api/clip?ply=NAME&move=MOVE`, the body the clip (`video/mp4` or
+        `video/webm`, at most `MAX_CLIP_BYTES`, the front door's limit for it)."""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+            video = self.rfile.read(length)
+            self._json(200, self.app.save_clip(query.get("ply", ""), query.get("move", ""),
+                                               self.headers.get("Content-Type", ""), video))
+        except ValueError as exc:
+            self._json(400, {"error": str(exc)})
+        except WriteRefused as exc:
+            self._json(exc.status, {"error": str(exc)})
+        except PipelineError as exc:
+            self._json(422, {"error": str(exc)})
 
     def _headers(self, code: int, length: int, kind: str, extra: dict[str, str]) -> None:
         self._started = True
@@ -676,6 +785,20 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404 if isinstance(exc, FileNotFoundError) else 422,
                        {"error": f"cannot show {found.ply.name}: {exc}"})
 
+    def takeaway(self, query: dict[str, str]) -> None:
+        """`?ply=NAME&file=FILE`: a share page, clip or export of the result, as a download
+        (opened only inside the outputs folder, never a pipe or device)."""
+        try:
+            path = self.app.takeaway(query.get("ply", ""), query.get("file", ""))
+            with open_regular_file(path, self.app.place.outputs) as f:
+                self._send_file(f, "application/octet-stream", {
+                    "Content-Disposition": f"attachment; filename*=UTF-8''{quote(path.name)}"})
+        except WriteRefused as exc:
+            self._json(exc.status, {"error": str(exc)})
+        except (OSError, InputError) as exc:
+            self._json(404 if isinstance(exc, FileNotFoundError) else 422,
+                       {"error": f"cannot send {query.get('file')}: {exc}"})
+
     def preview(self, query: dict[str, str]) -> None:
         """The depth preview (or contact sheet), opened like the PLY (only inside its
         folder, never a pipe or device) and at most `MAX_PREVIEW_BYTES`; with `size`, a
@@ -728,6 +851,12 @@ def _open_folder(app: ViewerApp, body: dict[str, Any]) -> dict[str, Any]:
     return {"opened": str(app.place.outputs)}
 
 
+def _share(app: ViewerApp, body: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(body.get("ply"), str):
+        raise ValueError('expected {"ply": NAME}')
+    return app.share(body["ply"])
+
+
 def _handoff(app: ViewerApp, body: dict[str, Any]) -> dict[str, Any]:
     """Another `view` of this user asks for a launch page of `page` (`viewer.run`)."""
     page = body.get("page")
@@ -743,10 +872,12 @@ _GET_ROUTES: dict[str, Callable[[_Handler, dict[str, str]], None]] = {
     "/files/photo": _Handler.photo,
     "/files/preview": _Handler.preview,
     "/files/splat": _Handler.splat,
+    "/files/takeaway": _Handler.takeaway,
 }
 _POST_ROUTES: dict[str, Callable[[ViewerApp, dict[str, Any]], dict[str, Any]]] = {
     "/api/shown": _shown,
     "/api/apply": _apply,
     "/api/open-folder": _open_folder,
+    "/api/share": _share,
     HANDOFF: _handoff,
 }

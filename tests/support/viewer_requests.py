@@ -4,8 +4,8 @@ program makes them, and results written as the daemon writes them, without a mod
 - `gaussians(n, seed)`, `write_result(outputs, photo, name, settings, seconds, device)`: a
   few random Gaussians, and a result (PLY, report naming the photo, preview PNG).
 - `call(app, method, path, body=None, headers=None) -> (status, body, response)`: one
-  request with the app's session token (a header given as "" is left out); a JSON body is
-  decoded.
+  request with the app's session token (a header given as "" is left out); `body` is sent
+  as JSON, or as it is when bytes; a JSON answer is decoded.
 - `raw_status(port, data)`, `send_raw(sock, data)`: raw bytes to a loopback server (on a
   new connection, or on `sock`); the answer's status, or None when it closed without one.
 - `launch_key(page)`, `viewer_session(app)`: the one-time key in a launch page, and a
@@ -93,7 +93,7 @@ def call(app: Any, method: str, path: str, body: Any = None,
     connection = http.client.HTTPConnection("127.0.0.1", app.port, timeout=10)
     sent = {"Host": f"127.0.0.1:{app.port}", "Authorization": f"Bearer {app.token}",
             **(headers or {})}
-    data = None if body is None else json.dumps(body).encode()
+    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
     try:
         connection.request(method, path, body=data,
                            headers={k: v for k, v in sent.items() if v})

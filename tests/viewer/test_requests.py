@@ -61,7 +61,8 @@ def test_bad_requests_get_a_4xx(viewer_app: ViewerApp, method: str, target: byte
 _TARGETS = st.one_of(
     st.text(max_size=40).map(lambda t: "/" + t),
     st.sampled_from(["/api/result?ply=", "/files/photo?ply=", "/files/preview?ply=",
-                     "/files/splat?budget=3&ply=", "/api/state?", "/static/"])
+                     "/files/splat?budget=3&ply=", "/api/state?", "/static/",
+                     "/files/takeaway?ply=a_1.ply&file="])
     .flatmap(lambda base: st.text(max_size=40).map(lambda t: base + t)))
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
@@ -82,7 +83,8 @@ _BODIES = st.one_of(
 @settings(max_examples=150, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(method=st.sampled_from(["GET", "POST"]), target=_TARGETS,
-       post=st.sampled_from(["/api/apply", "/api/shown", "/api/session", "/api/open-folder"]),
+       post=st.sampled_from(["/api/apply", "/api/shown", "/api/session", "/api/open-folder",
+                             "/api/share", "/api/clip?ply=a_1.ply&move=orbit"]),
        body=_BODIES)
 def test_fuzzed_requests_are_always_answered_and_never_with_a_5xx(
         viewer_app: ViewerApp, method: str, target: str, post: str, body: bytes) -> None:

@@ -35,6 +35,44 @@ async function api(path, body) {
   return data;
 }
 
+// Save the file at `path` (fetched with the token: a plain link cannot send it) in the
+// user's downloads as `name`.
+async function download(path, name) {
+  const response = await request(path);
+  if (!response.ok) {
+    const error = await response.json().catch(() => ({}));
+    throw new Error(error.error || `HTTP ${response.status}`);
+  }
+  const url = URL.createObjectURL(await response.blob());
+  const link = el("a", { href: url, download: name, hidden: "" });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
+// Download `file`, one of result `ply`'s share page, clips and exports (`takeaways`).
+function takeaway(ply, file) {
+  return download(`/files/takeaway?ply=${encodeURIComponent(ply)}&file=${
+    encodeURIComponent(file)}`, file);
+}
+
+// Share result `ply`: its share page (.html, made from the PLY first where it has none),
+// downloaded to send to anyone. Resolves to the server's answer ({file, bytes}).
+async function share(ply) {
+  const page = await api("/api/share", { ply });
+  await takeaway(ply, page.file);
+  return page;
+}
+
+// Links downloading each of `files` of result `ply` (`takeaway`); `failed` is told why not.
+function takeawayLinks(ply, files, failed) {
+  return files.map((file) => el("a", {
+    href: "#", class: "takeaway", "data-file": file,
+    onclick: (e) => { e.preventDefault(); takeaway(ply, file).catch(failed); },
+  }, file));
+}
+
 // Show the picture at `path` in `img` (an <img> cannot send the token itself): fetched,
 // then shown from a blob URL, released once the picture is decoded.
 async function showImage(img, path) {

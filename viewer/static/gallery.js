@@ -62,7 +62,36 @@ function card(result) {
       el("a", { href: viewLink(result.name), class: "view" }, "View"),
       el("a", { href: viewLink(result.name, "#tune"), class: "tune" }, "Tune"),
       el("a", { href: "#", onclick: (e) => { e.preventDefault(); api("/api/open-folder", {}); } },
-        "Open folder")));
+        "Open folder"),
+      el("button", { class: "share", onclick: (e) => shareCard(e.target, result.name),
+                     title: "Download this 3D photo as one .html page anyone can open" },
+        "Share")),
+    el("div", { class: "takeaways" },
+      result.takeaways.length ? el("span", { class: "dim" }, "Download:") : null,
+      ...takeawayLinks(result.name, result.takeaways, (error) => cardNote(error, result.name))));
+}
+
+// A card's note (under its links), e.g. why a download failed.
+function cardNote(text, name) {
+  const node = document.querySelector(`.card[data-name="${CSS.escape(name)}"]`);
+  if (!node) return;
+  let note = node.querySelector(".card-note");
+  if (!note) node.append(note = el("div", { class: "card-note dim" }));
+  note.textContent = String(text.message || text);
+}
+
+// The share page of the card's result, made if it has none yet, downloaded. The gallery
+// lists it with the card's other downloads at its next poll.
+async function shareCard(button, name) {
+  button.disabled = true;
+  cardNote("Making the share page...", name);
+  try {
+    const page = await share(name);
+    cardNote(`Downloaded ${page.file}`, name);
+  } catch (error) {
+    cardNote(`Not shared: ${error.message}`, name);
+  }
+  button.disabled = false;
 }
 
 // The card of `result`: the one already on the page if its facts are the same (its
@@ -116,7 +145,7 @@ function showFailures(data) {
   document.getElementById("failures-title").hidden = data.failures_total === 0;
   document.getElementById("failures").replaceChildren(
     ...data.failures.map((f) => el("div", { class: "failure" }, el("b", {}, f.photo), "\n", f.text)),
-    more > 0 ? el("p", { class: "dim" }, `and ${more} older, in the outputs folder`) : null);
+    ...(more > 0 ? [el("p", { class: "dim" }, `and ${more} older, in the outputs folder`)] : []));
 }
 
 function showMore() {

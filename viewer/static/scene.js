@@ -45,6 +45,7 @@ export function makeView(box) {
     mesh: null,
     wanted: null,
     budget: null,  // most Gaussians to fetch (software WebGL), null for all
+    paused: false,  // true while something else draws the frames (clip.js)
   };
   made.scene.background = new THREE.Color("rgb(24, 26, 31)");
   made.world.rotation.x = Math.PI;
@@ -64,7 +65,7 @@ export function makeView(box) {
   new ResizeObserver(resize).observe(made.box);
   resize();
   renderer.setAnimationLoop(() => {
-    if (performance.now() > redraw.until && redraw.frames <= 0) return;
+    if (made.paused || (performance.now() > redraw.until && redraw.frames <= 0)) return;
     redraw.frames -= 1;
     renderer.render(made.scene, made.camera);
     for (const done of redraw.drawn.splice(0)) done();

@@ -4,6 +4,7 @@
 // time it took.
 import { SplatFileType, SplatMesh } from "@sparkjsdev/spark";
 import { makeView, replaceMesh, softwareRendering, toPhotoViewpoint } from "./scene.js";
+import { FPS, SECONDS, makeClip } from "./clip.js";
 
 let name = new URLSearchParams(location.search).get("ply") || "";
 let detail = null;
@@ -63,6 +64,79 @@ function sceneError(error) {
   note.className = "note bad";
   note.textContent = `Cannot show this result: ${error.message || error}`;
 }
+
+// Share and clips ----------------------------------------------------------------------
+
+function shareNote(text, kind = "") {
+  const note = document.getElementById("share-note");
+  note.hidden = false;
+  note.className = `note ${kind}`;
+  note.textContent = text;
+}
+
+const shareFailed = (error) => shareNote(`Not done: ${error.message || error}`, "bad");
+
+function renderTakeaways(d) {
+  const links = takeawayLinks(name, d.takeaways, shareFailed);
+  document.getElementById("takeaways").replaceChildren(
+    ...(links.length ? [el("span", { class: "dim" }, "Download:"), ...links] : []));
+}
+
+async function refreshTakeaways() {
+  renderTakeaways(await api(`/api/result?ply=${encodeURIComponent(name)}`));
+}
+
+async function shareClicked() {
+  const button = document.getElementById("share");
+  button.disabled = true;
+  shareNote("Making the share page (a few seconds for a large photo)...");
+  try {
+    const page = await share(name);
+    shareNote(`Downloaded ${page.file} (${(page.bytes / 1e6).toFixed(1)} MB): send it to ` +
+              "anyone; it opens in any current browser, offline.", "good");
+    await refreshTakeaways();
+  } catch (error) {
+    shareFailed(error);
+  }
+  button.disabled = false;
+}
+
+// Render the chosen move frame by frame (clip.js), then save it beside the result.
+async function clipClicked() {
+  const button = document.getElementById("make-clip");
+  const move = document.getElementById("clip-move").value;
+  const ply = name;  // the result shown now, even if an Apply swaps in another meanwhile
+  const length = Number(document.getElementById("clip-seconds").value);
+  button.disabled = true;
+  const started = performance.now();
+  try {
+    if (!view || !view.shown) throw new Error("the 3D view has not drawn this result yet");
+    const clip = await makeClip(view, move, length, (i, n) => {
+      shareNote(`Rendering the clip: frame ${i} of ${n}...`);
+    });
+    shareNote("Saving the clip...");
+    const response = await request(
+      `/api/clip?ply=${encodeURIComponent(ply)}&move=${encodeURIComponent(move)}`,
+      { method: "POST", headers: { "Content-Type": clip.type }, body: clip.blob });
+    const saved = await response.json();
+    if (!response.ok) throw new Error(saved.error || `HTTP ${response.status}`);
+    shareNote(`Saved ${saved.file} beside the result: ${clip.frames} frames at ${FPS} fps, ` +
+              `${clip.width} x ${clip.height}, ${(saved.bytes / 1e6).toFixed(1)} MB, made in ` +
+              `${seconds((performance.now() - started) / 1000)}.`, "good");
+    await refreshTakeaways();
+  } catch (error) {
+    shareFailed(error);
+  }
+  button.disabled = false;
+}
+
+const lengths = document.getElementById("clip-seconds");
+for (let s = SECONDS.low; s <= SECONDS.high; s++) {
+  lengths.append(el("option", { value: s }, `${s} s`));
+}
+lengths.value = SECONDS.default;
+document.getElementById("share").addEventListener("click", shareClicked);
+document.getElementById("make-clip").addEventListener("click", clipClicked);
 
 function renderFacts(d) {
   const rows = [
@@ -194,6 +268,7 @@ async function load(newName) {
     showImage(preview, `/files/preview?ply=${q}`).catch(() => { preview.hidden = true; });
   }
   renderFacts(detail);
+  renderTakeaways(detail);
   if (!applying) renderControls(detail);
   if (detail.camera.error) throw new Error(detail.camera.error);
 }
