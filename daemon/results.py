@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -278,15 +278,17 @@ def build_report(origin: Origin, prediction: Prediction, *, models: Models,
         compare=compare)
 
 
-def compare_reports(origin: Origin, runs: Sequence[SourceRun], pipe: Pipeline,
-                    names: CompareNames, files: Iterable[Path],
+def compare_reports(origin: Origin, runs: Sequence[SourceRun],
+                    models: Callable[[DepthSettings], Models], names: CompareNames,
+                    files: Iterable[Path],
                     timings: Mapping[str, float] | None = None) -> dict[str, Report]:
-    """One report per source of a compare set, by source; each source's timings follow
-    `timings` (what the set shared, e.g. decoding the photo)."""
+    """One report per source of a compare set, by source; `models(settings)`: the models
+    that ran a source (`Models.of(pipe, ...)`, a stage's `models`); each source's timings
+    follow `timings` (what the set shared, e.g. decoding the photo)."""
     files = list(files)
     sources = tuple(origin.settings.compare)
     return {run.source: build_report(
-        origin, run.prediction, models=Models.of(pipe, origin.settings.for_source(run.source)),
+        origin, run.prediction, models=models(origin.settings.for_source(run.source)),
         timings={**(timings or {}), **run.timings}, from_cache=run.from_cache, files=files,
         compare=Compare(run.source, sources, names.sheet.name)) for run in runs}
 
