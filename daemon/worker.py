@@ -338,24 +338,26 @@ class Worker:
         job, out = run.job, run.output
         origin = Origin(job.photo, job.photo_hash, job.key, job.settings)
         if out.compare:
-            compare = compare_names(self.outputs.path, job.photo.stem, job.settings.compare,
-                                    job.settings.save_internal_depth, job.settings.formats)
-            files.extend(compare.all())
-            self.journal.reserve_outputs(job.key, [str(p) for p in files])
-            assert run.image is not None
-            sheet = contact_sheet_png(run.image, out.compare)
-            reports = compare_reports(origin, out.compare, self.stage.models, compare, files,
-                                      {"decode": out.timings.get("decode", 0.0)})
-            self.outputs.write_compare(compare, out.compare, sheet, reports)
+            with self.outputs.reserved(lambda held: compare_names(
+                    self.outputs.path, job.photo.stem, job.settings.compare,
+                    job.settings.save_internal_depth, job.settings.formats, held)) as compare:
+                files.extend(compare.all())
+                self.journal.reserve_outputs(job.key, [str(p) for p in files])
+                assert run.image is not None
+                sheet = contact_sheet_png(run.image, out.compare)
+                reports = compare_reports(origin, out.compare, self.stage.models, compare,
+                                          files, {"decode": out.timings.get("decode", 0.0)})
+                self.outputs.write_compare(compare, out.compare, sheet, reports)
             return compare.plys[job.settings.compare[0]]
         assert out.result is not None
-        names = result_names(self.outputs.path, job.photo.stem, self.config.daemon.preview,
-                             job.settings.save_internal_depth, job.settings.formats)
-        files.extend(names.all())
-        self.journal.reserve_outputs(job.key, [str(p) for p in files])
-        report = build_report(origin, out.result, models=self.stage.models(job.settings),
-                              timings=out.timings, from_cache=out.cache_hit, files=files)
-        self.outputs.write_result(names, out.result, report)
+        with self.outputs.reserved(lambda held: result_names(
+                self.outputs.path, job.photo.stem, self.config.daemon.preview,
+                job.settings.save_internal_depth, job.settings.formats, held)) as names:
+            files.extend(names.all())
+            self.journal.reserve_outputs(job.key, [str(p) for p in files])
+            report = build_report(origin, out.result, models=self.stage.models(job.settings),
+                                  timings=out.timings, from_cache=out.cache_hit, files=files)
+            self.outputs.write_result(names, out.result, report)
         return names.ply
 
     def _write(self, run: _Run) -> None:
