@@ -32,9 +32,10 @@ def daemon_note(status: dict[str, Any] | None, photo: Path | None) -> str:
     state = status.get("state")
     current = status.get("current_file")
     queued = int(status.get("queue_length") or 0)
-    working = [w for w in status.get("workers") or () if w.get("current_file")]
-    files = [w["current_file"] for w in working] or ([current] if current else [])
-    mine = photo is not None and any(Path(file).name == photo.name for file in files)
+    working = [w for w in status.get("workers") or () if w.get("current_file")] or (
+        [status] if current else [])
+    mine = next((w for w in working if photo is not None
+                 and Path(w["current_file"]).name == photo.name), None)
     if status.get("download_progress") is not None:
         return (f"sharp-watch is downloading models "
                 f"({float(status['download_progress']) * 100:.0f}%); photos wait until then.")
@@ -46,7 +47,7 @@ def daemon_note(status: dict[str, Any] | None, photo: Path | None) -> str:
     if state == "error":
         return f"sharp-watch has a problem: {status.get('last_error') or 'see its log'}."
     if state == "working" and mine:
-        return f"Rerunning {photo.name if photo else ''} now ({status.get('stage') or '...'})."
+        return f"Rerunning {photo.name if photo else ''} now ({mine.get('stage') or '...'})."
     if state == "working":
         waiting = f"{queued} queued" + (" (yours among them)" if photo is not None else "")
         if len(working) > 1:
