@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,3 +150,13 @@ def test_gallery_bench_prints_old_and_new_costs() -> None:
         row = re.search(rf"^\| {re.escape(label)} \| ([\d.e+-]+) \| ([\d.e+-]+) \|$", out, re.M)
         assert row, f"no row {label!r}:\n{out}"
         assert float(row.group(1)) >= 0 and float(row.group(2)) > 0
+
+
+def test_workers_bench_prints_one_and_two_workers_and_their_ratio() -> None:
+    out = _run("workers.py", "--photos", "2", "--grid", "32", "--size", "64x48")
+    assert "threads per worker: 1" in out
+    rates = {n: float(m) for n, m in re.findall(r"^(\d) workers?:\s+(\d+\.\d+) photos/s$", out,
+                                                re.M)}
+    assert set(rates) == {"1", "2"} and min(rates.values()) > 0
+    ratio = re.search(r"^ratio:\s+(\d+\.\d+)x", out, re.M)
+    assert ratio and float(ratio.group(1)) == pytest.approx(rates["2"] / rates["1"], abs=0.01)
