@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 import daemon.stage
 from daemon import ConfigError, Daemon
 from daemon.config import FolderConfig, ModelConfig, parse_config
+from daemon.jobs import file_sha256, job_key, settings_to_json
 from daemon.journal import Journal
 from daemon.outputs import OutputFolder
 from daemon.results import result_names
@@ -190,3 +192,39 @@ def test_a_bad_device_is_a_config_error_naming_it(device, words):
     with pytest.raises(ConfigError, match=r"\[models\] device") as caught:
         parse_config({"models": {"device": device}}, "my.toml")
     assert words in str(caught.value) and "my.toml" in str(caught.value)
+
+
+def test_a_suspect_photo_runs_alone_while_the_other_worker_waits(two_workers, monkeypatch,
+                                                                   tmp_path, daemon_config):
+    inputs = tmp_path / "inputs"
+    suspect = write_photo(inputs / "suspect.jpg", seed=99)
+    photo_hash = file_sha256(suspect)
+    settings = daemon_config.defaults
+    journal = Journal(tmp_path / "state" / "journal.sqlite3")  # it was running at a kill
+    key = job_key(photo_hash, settings, None)
+    journal.submit(key, suspect, photo_hash, settings_to_json(settings))
+    assert journal.claim(key) is not None
+    journal.close()
+    running: list[Path] = []
+    overlapped: list[tuple[Path, ...]] = []
+    lock = threading.Lock()
+    real: Run = daemon.stage.LocalStage._run
+
+    def run(self, job, image, progress):
+        with lock:
+            running.append(job.photo)
+            overlapped.append(tuple(running))
+        try:
+            time.sleep(0.05)  # room for an overlap, were it allowed
+            return real(self, job, image, progress)
+        finally:
+            with lock:
+                running.remove(job.photo)
+
+    monkeypatch.setattr(daemon.stage.LocalStage, "_run", run)
+    for n in range(4):
+        write_photo(inputs / f"p{n}.jpg", seed=n)
+    d = two_workers()
+    assert wait_for(lambda: d.status().done == 5, 120)
+    assert [seen for seen in overlapped if suspect in seen] == [(suspect,)]
+    assert len(overlapped) == 5
