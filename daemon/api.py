@@ -17,7 +17,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 from loguru import logger
 
-from pipeline import Pipeline
+from pipeline import Pipeline, PipelineError
 
 from .config import Config, ConfigError, check_folders, inside
 from .crashes import CrashRecord, crashed_thread, first_line
@@ -88,6 +88,12 @@ class Daemon:
         self._lock_folders()
         self.journal = self._open_journal(state / "journal.sqlite3")
         self.cache = DepthCache(state / "depth-cache", self.config.daemon.depth_cache_mb)
+        try:
+            self.stages = build_stages(self.config, self.cache, self._progress, self._pipeline)
+        except PipelineError as exc:  # a device this machine lacks, say
+            self.journal.close()
+            self._release_locks()
+            raise DaemonError(str(exc)) from None
         for tmp in self.outputs.clean_temp():
             logger.info("removed leftover temp file {}", tmp.name)
         record = self._crashes.take()
@@ -101,7 +107,6 @@ class Daemon:
         self.outputs.remove([Path(p) for p in stale])
         for job, error in given_up:
             self._report_failure(job.photo, error, 0.0)
-        self.stages = build_stages(self.config, self.cache, self._progress, self._pipeline)
         self.board.set(workers=[])
         crew = Crew()
         self.workers = [Worker(self.config, stage, self.journal, self.outputs, self.board,
