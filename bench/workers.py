@@ -1,6 +1,6 @@
 """What a second worker buys: a daemon's throughput with one worker and with two.
 
-    python bench/workers.py [--photos 6] [--grid 1536] [--size 640x480]
+    python bench/workers.py [--photos 10] [--grid 1536] [--size 640x480]
 
 Runs the daemon with `[models] device = ["cpu"]`, then `["cpu", "cpu"]`, each worker
 limited to one CPU thread (as one GPU each would be: two workers, two devices), drops
@@ -103,7 +103,7 @@ def photos_per_second(root: Path, workers: int, photos: int, size: tuple[int, in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--photos", type=int, default=6)
+    parser.add_argument("--photos", type=int, default=10)
     parser.add_argument("--grid", type=int, default=1536, help="the SHARP double's grid")
     parser.add_argument("--size", default="640x480", help="photo size WxH")
     args = parser.parse_args()
