@@ -164,3 +164,13 @@ def test_viewer_latency_bench_draws_a_ply_that_is_not_a_result() -> None:
                   "baseline: the same with 2,048 Gaussians"):
         assert re.search(rf"^{re.escape(label)}\s+\d+\.\d\d s", out, re.M), f"{label!r}:\n{out}"
     assert "512 of 512 Gaussians drawn" in out, out
+
+
+def test_workers_bench_prints_one_and_two_workers_and_their_ratio() -> None:
+    out = _run("workers.py", "--photos", "2", "--grid", "32", "--size", "64x48")
+    assert "threads per worker: 1" in out
+    rates = {n: float(m) for n, m in re.findall(r"^(\d) workers?:\s+(\d+\.\d+) photos/s$", out,
+                                                re.M)}
+    assert set(rates) == {"1", "2"} and min(rates.values()) > 0
+    ratio = re.search(r"^ratio:\s+(\d+\.\d+)x", out, re.M)
+    assert ratio and float(ratio.group(1)) == pytest.approx(rates["2"] / rates["1"], abs=0.01)

@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from daemon.config import ConfigError, ModelConfig, parse_config
+from daemon.config import Config, ConfigError, ModelConfig, parse_config
 from daemon.jobs import job_key
 from daemon.sidecar import SidecarError, apply_sidecar
 from pipeline import DepthSettings, ModelSettings, Pipeline, RawDepth, load_image
@@ -105,7 +105,7 @@ def test_one_table_names_every_source_and_its_model(models: ModelConfig) -> None
     assert _hub(OUTDOOR) == "depth-anything/Depth-Anything-V2-Metric-Outdoor-Large-hf"
     assert _hub("depth-anything-indoor") == (
         "depth-anything/Depth-Anything-V2-Metric-Indoor-Large-hf")
-    pipe = Pipeline(models)
+    pipe = Pipeline(Config(models=models).model_settings())
     ids = {s: pipe.depth_model_id(Settings(depth_source=s, external_depth=Path("x.npy")))
            for s in DEPTH_SOURCES}
     assert ids == {"depth-pro": models.depth_model, "depth-pro-apple": "apple/ml-depth-pro",
@@ -147,7 +147,7 @@ def test_a_named_source_downloads_once_with_progress(tiny_depth_anything_dir: Pa
 
 def test_depth_anything_is_metres_squashed_onto_sharps_grid(models: ModelConfig,
                                                             tmp_path: Path) -> None:
-    pipe = Pipeline(models)
+    pipe = Pipeline(Config(models=models).model_settings())
     image = load_image(write_photo(tmp_path / "wide.jpg", width=96, height=48))
     settings = Settings(depth_source=OUTDOOR)
     raw = pipe.estimate_depth(image, settings)
@@ -165,9 +165,9 @@ def test_depth_anything_is_metres_squashed_onto_sharps_grid(models: ModelConfig,
 
 def test_compare_gives_every_source_one_focal_borrowed_from_depth_pro(models: ModelConfig,
                                                                       tmp_path: Path) -> None:
-    pipe = Pipeline(models)
+    pipe = Pipeline(Config(models=models).model_settings())
     image = load_image(write_photo(tmp_path / "p.jpg"))
-    real = Pipeline(models)
+    real = Pipeline(Config(models=models).model_settings())
 
     def depth(settings: DepthSettings) -> tuple[RawDepth | None, bool]:
         raw = real.estimate_depth(image, settings)
@@ -191,7 +191,7 @@ def test_compare_gives_every_source_one_focal_borrowed_from_depth_pro(models: Mo
 def test_compare_loads_each_model_once_and_keeps_only_the_kept_one(models: ModelConfig,
                                                                    tmp_path: Path,
                                                                    depth_calls: DepthCalls) -> None:
-    pipe = Pipeline(models)
+    pipe = Pipeline(Config(models=models).model_settings())
     image = load_image(write_photo(tmp_path / "p.jpg"))
     run_compare(pipe, image, Settings(compare=THREE), keep=("depth-pro",))
     assert depth_calls.runs == {models.depth_model: 1, _hub(OUTDOOR): 1}
