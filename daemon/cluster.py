@@ -1,0 +1,214 @@
+"""The daemon's side of a cluster: one connection to the Dask scheduler, shared by slots.
+
+With `[cluster]` the GPU stage of each photo runs on a remote worker (`daemon.remote`);
+this daemon still owns the journal, the depth cache and the outputs and writes a result
+only once the photo's future has resolved, so a worker lost mid-photo (its task is run
+again elsewhere by the scheduler) never writes anything twice. The daemon keeps
+`in_flight_per_worker x max_workers` slots; a slot sends photos only while enough GPU
+workers are connected (`Cluster.capacity`), so a big drop never floods memory.
+
+The engine (`distributed`, the `cluster` extra) is imported on the first connection,
+never without the section. Missing, or a scheduler that cannot be reached: the problem
+is reported (status and log, naming the address and the fix), photos stay queued, and
+the connection is tried again until it comes up.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import CancelledError
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from pipeline import ModelError
+from pipeline.errors import install_hint
+
+from .config import ClusterConfig
+from .status import Backoff, Problems
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from .remote import PhotoReply, PhotoRequest
+
+PROBLEM = "cluster"
+"""The name cluster trouble is reported under in `Status.problems`."""
+CAPACITY_REFRESH_S = 1.0
+
+
+class Abandoned(Exception):
+    """The daemon is stopping while a photo waits for the cluster: the job stays in the
+    journal as it is and runs again at the next start."""
+
+
+def security_of(cluster: ClusterConfig | None, address: str) -> Any:
+    """Dask's TLS settings for a `tls://` address (None for `tcp://`): this machine's
+    certificate, as client and as worker, signed by the cluster's CA."""
+    if not address.startswith("tls://"):
+        return None
+    if cluster is None or None in (cluster.tls_ca_file, cluster.tls_cert, cluster.tls_key):
+        raise ValueError(f"{address} is tls://: set tls_ca_file, tls_cert and tls_key in "
+                         "[cluster] of the config (docs/cluster.md#security)")
+    from distributed.security import Security
+
+    ca, cert, key = str(cluster.tls_ca_file), str(cluster.tls_cert), str(cluster.tls_key)
+    return Security(tls_ca_file=ca, tls_client_cert=cert, tls_client_key=key,
+                    tls_worker_cert=cert, tls_worker_key=key, require_encryption=True)
+
+
+class Cluster:
+    """The Dask client, (re)connected on demand; thread-safe, shared by all slots."""
+
+    def __init__(self, config: ClusterConfig, problems: Problems,
+                 stopping: threading.Event) -> None:
+        self.config = config
+        self.problems = problems
+        self.stopping = stopping
+        self.keys: dict[str, str] = {}
+        """Depth cache keys the workers made raw depths under, by source (the daemon may
+        not have the weights to compute them itself)."""
+        self._lock = threading.Lock()
+        self._client: Client | None = None
+        self._capacity = (0, 0.0)
+        self._backoff = Backoff()
+        self._next_try = 0.0
+
+    def client(self) -> Client | None:
+        """The connected client, or None (reported) while the scheduler cannot be reached."""
+        with self._lock:
+            if self._client is not None and self._client.status == "running":
+                return self._client
+            if time.monotonic() < self._next_try:
+                return None
+            self._close()
+            try:
+                self._client = self._connect()
+            except Exception as exc:
+                self._next_try = time.monotonic() + self._backoff.next()
+                self.problems.report(PROBLEM, self._unreachable(exc))
+                return None
+            self._backoff.reset()
+            self.problems.clear(PROBLEM)
+            logger.info("connected to the Dask scheduler at {}", self.config.address)
+            return self._client
+
+    def _connect(self) -> Client:
+        try:
+            from distributed import Client
+        except ImportError as exc:
+            raise ImportError(f"the Dask engine is not installed ({exc.name} is missing); "
+                              f"{install_hint('cluster')}") from None
+        return Client(self.config.address, timeout=self.config.connect_timeout_seconds,
+                      security=security_of(self.config, self.config.address),
+                      set_as_default=False)
+
+    def _unreachable(self, exc: Exception) -> str:
+        if isinstance(exc, ImportError):
+            return f"cannot use the cluster at {self.config.address}: {exc}"
+        return (f"cannot reach the Dask scheduler at {self.config.address} ({type(exc).__name__}"
+                f": {exc}); photos wait in the queue. Start it there (`dask scheduler --port "
+                "PORT`) and a GPU worker (`sharp-watch cluster-worker --scheduler ADDRESS`), "
+                "or fix [cluster] address in the config (docs/cluster.md)")
+
+    def _close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            try:
+                client.close(timeout=2)
+            except Exception:  # a client whose scheduler went away may fail to close
+                logger.debug("closing the old Dask client failed", exc_info=True)
+
+    def capacity(self) -> int:
+        """How many photos may be in flight now: `in_flight_per_worker` per GPU worker."""
+        count, when = self._capacity
+        if time.monotonic() - when < CAPACITY_REFRESH_S:
+            return count
+        client = self.client()
+        workers = 0
+        if client is not None:
+            try:
+                info = client.scheduler_info(n_workers=-1)["workers"].values()
+                workers = sum(1 for w in info if w.get("resources", {}).get("GPU", 0) >= 1)
+            except Exception as exc:
+                logger.debug("no worker list from the scheduler ({!r})", exc)
+        count = min(workers, self.config.max_workers) * self.config.in_flight_per_worker
+        self._capacity = (count, time.monotonic())
+        return count
+
+    def run(self, request: PhotoRequest) -> PhotoReply:
+        """The photo's reply from whichever worker the scheduler gives it to (again, if
+        that worker is lost), waiting out a lost scheduler; `Abandoned` when stopping."""
+        from .remote import GPU_RESOURCE, run_photo
+
+        while True:
+            client = self.client()
+            if client is None:
+                if self.stopping.wait(0.5):
+                    raise Abandoned
+                continue
+            try:
+                future = client.submit(run_photo, request, resources={GPU_RESOURCE: 1},
+                                       pure=False)
+            except Exception as exc:
+                self._lost(client, exc)
+                continue
+            try:
+                return self._wait(future)
+            except Abandoned:
+                future.cancel()
+                raise
+            except Exception as exc:
+                if client.status == "running" and not _connection_error(exc):
+                    raise _failure(exc) from exc
+                self._lost(client, exc)
+
+    def _wait(self, future: Any) -> PhotoReply:
+        """The future's result, checking now and then whether the daemon is stopping (a
+        photo in progress is waited for, like a local one; one still queued there is not)."""
+        while True:
+            try:
+                reply: PhotoReply = future.result(timeout=0.5)
+                return reply
+            except TimeoutError:
+                if self.stopping.is_set() and future.status == "pending" and not _running(future):
+                    raise Abandoned from None
+
+    def _lost(self, client: Client, exc: Exception) -> None:
+        self.problems.report(PROBLEM, f"lost the Dask scheduler at {self.config.address} "
+                             f"({type(exc).__name__}: {exc}); the photo is sent again once "
+                             "it is back")
+        with self._lock:
+            if self._client is client:
+                self._close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+
+def _running(future: Any) -> bool:
+    """Whether the scheduler has the future's task running on a worker now (best effort)."""
+    try:
+        processing = future.client.processing()
+    except Exception:
+        return False
+    return any(future.key in keys for keys in processing.values())
+
+
+def _connection_error(exc: Exception) -> bool:
+    from distributed.comm import CommClosedError
+
+    return isinstance(exc, (CancelledError, CommClosedError, OSError, TimeoutError))
+
+
+def _failure(exc: Exception) -> Exception:
+    """A task failure as the daemon reports it: workers that kept dying on the photo are a
+    model failure of this photo; anything else is raised as it came."""
+    from distributed.scheduler import KilledWorker
+
+    if isinstance(exc, KilledWorker):
+        return ModelError(f"the GPU workers running it were lost too many times ({exc}); "
+                          "see their logs")
+    return exc
