@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 PROBLEM = "cluster"
 """The name cluster trouble is reported under in `Status.problems`."""
 CAPACITY_REFRESH_S = 1.0
+PHOTO_MAX = "2GB"
 
 
 class Abandoned(Exception):
@@ -96,13 +97,19 @@ class Cluster:
 
     def _connect(self) -> Client:
         try:
+            import dask
             from distributed import Client
         except ImportError as exc:
             raise ImportError(f"the Dask engine is not installed ({exc.name} is missing); "
                               f"{install_hint('cluster')}") from None
+        # A photo travels inside its task (so another worker can run it if one is lost):
+        # tens of MB by design, not the mistake Dask's warning is about.
+        dask.config.set({"distributed.admin.large-graph-warning-threshold": PHOTO_MAX})
+        # Results come straight from the worker, not through the scheduler: half the hops
+        # (bench/cluster.py); the daemon must reach the workers' ports (docs/cluster.md).
         return Client(self.config.address, timeout=self.config.connect_timeout_seconds,
                       security=security_of(self.config, self.config.address),
-                      set_as_default=False)
+                      set_as_default=False, direct_to_workers=True)
 
     def _unreachable(self, exc: Exception) -> str:
         if isinstance(exc, ImportError):

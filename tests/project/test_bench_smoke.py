@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,3 +150,16 @@ def test_gallery_bench_prints_old_and_new_costs() -> None:
         row = re.search(rf"^\| {re.escape(label)} \| ([\d.e+-]+) \| ([\d.e+-]+) \|$", out, re.M)
         assert row, f"no row {label!r}:\n{out}"
         assert float(row.group(1)) >= 0 and float(row.group(2)) > 0
+
+
+def test_cluster_bench_times_the_round_trip_through_a_real_worker() -> None:
+    pytest.importorskip("distributed", reason="the cluster extra is not installed")
+    out = _run("cluster.py", "--photos", "1", "--size", "64x48", "--gaussians", "1000")
+    assert "Photo 64x48 RGB (0 MB there), 1000 Gaussians" in out
+    rows = {label: re.search(rf"^\| {re.escape(label)}[^|]* \| (\d+) ms \|$", out, re.M)
+            for label in ("local path", "cluster path", "of which")}
+    assert all(rows.values()), out
+    overhead = re.search(r"^cluster overhead per photo: (-?\d+) ms \(target < 500 ms\)$", out,
+                         re.M)
+    assert overhead, out
+    assert re.search(r"^targets (met|MISSED)$", out, re.M)
