@@ -17,21 +17,30 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import CancelledError
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from pipeline import ModelError
+from pipeline import LoadedImage, ModelError, Prediction
+from pipeline.compare import SourceRun
+from pipeline.depth.external import read_npy_for
+from pipeline.depth.sources import MODEL_SOURCES
 from pipeline.errors import install_hint
 
-from .config import ClusterConfig
+from .config import ClusterConfig, Config
+from .depth_cache import DepthCache
+from .jobs import Job
+from .results import Models
+from .sidecar import depth_root
 from .status import Backoff, Problems
 
 if TYPE_CHECKING:
     from distributed import Client
 
-    from .remote import PhotoReply, PhotoRequest
+    from .remote import CachedDepth, PhotoReply, PhotoRequest
 
 PROBLEM = "cluster"
 """The name cluster trouble is reported under in `Status.problems`."""
@@ -219,3 +228,75 @@ def _failure(exc: Exception) -> Exception:
         return ModelError(f"the GPU workers running it were lost too many times ({exc}); "
                           "see their logs")
     return exc
+
+
+@dataclass
+class RemoteRun:
+    """One photo's GPU stage as a remote worker did it, for this daemon to write."""
+
+    result: Prediction | None = None
+    compare: list[SourceRun] = field(default_factory=list)
+    cache_hit: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+    models: dict[str, Models] = field(default_factory=dict)
+    worker: str = ""
+
+
+class DaskStage:
+    """One in-flight slot: a photo at a time sent to whichever GPU worker the scheduler
+    picks; the depth cache, the `.npy` and the results stay on this machine."""
+
+    def __init__(self, cluster: Cluster, slot: int, config: Config, cache: DepthCache) -> None:
+        self.cluster = cluster
+        self.slot = slot
+        self.config = config
+        self.cache = cache
+
+    def ready(self) -> bool:
+        """Whether this slot may take a photo now (enough GPU workers are connected)."""
+        return self.slot < self.cluster.capacity()
+
+    def run(self, job: Job, image: LoadedImage, stage: Callable[[str], None]) -> RemoteRun:
+        """The photo's Gaussians (or compare runs) from a remote worker; raises the
+        pipeline's error for the photo as a local run would, `Abandoned` when stopping."""
+        from .remote import request_for
+
+        settings = job.settings
+        if not settings.compare:  # the preview needs SHARP's own depth too
+            want = settings.save_internal_depth or self.config.daemon.preview
+            settings = settings.replace(save_internal_depth=want)
+        npy = None
+        if "npy" in settings.sources:
+            assert settings.external_depth is not None
+            npy = read_npy_for(settings.external_depth, job.photo,
+                               depth_root(settings.external_depth, self.config.inputs))
+        keep = tuple(s for s in self.config.defaults.sources if s in MODEL_SOURCES)
+        stage("sharp")
+        started = time.perf_counter()
+        reply = self.cluster.run(request_for(image, settings, self._cached(job), npy, keep))
+        reply.raise_error(job.photo)
+        for source, (key, raw) in reply.new_depths.items():
+            self.cluster.keys[source] = key
+            self.cache.put(job.photo_hash, key, raw)
+        done = RemoteRun(cache_hit=reply.cache_hit, models=reply.models, worker=reply.worker)
+        if reply.compare:
+            done.compare = reply.runs()
+            for run in done.compare:
+                for name, seconds in run.timings.items():
+                    done.timings[name] = done.timings.get(name, 0.0) + seconds
+        else:
+            done.result = reply.result()
+            done.timings.update(done.result.timings)
+        done.timings["cluster"] = time.perf_counter() - started - sum(done.timings.values())
+        logger.debug("{} ran on {}", job.photo.name, reply.worker)
+        return done
+
+    def _cached(self, job: Job) -> dict[str, CachedDepth]:
+        """The raw depths this daemon has for the photo, under the keys workers use."""
+        found = {}
+        for source in job.settings.sources:
+            key = self.cluster.keys.get(source)
+            raw = self.cache.get(job.photo_hash, key) if key is not None else None
+            if key is not None and raw is not None:
+                found[source] = (key, raw)
+        return found

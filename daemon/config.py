@@ -126,9 +126,11 @@ class ClusterConfig(Checked):
 
     engine: str = setting(
         "dask", choices=("dask",),
-        help="the distributed engine; only dask (the `cluster` extra): ray is not supported")
+        help="the distributed engine: dask (the `cluster` extra); ray is not supported "
+             "(docs/cluster.md)")
     address: str = setting(
-        "", default_text='required, e.g. "tcp://192.168.1.20:8786"', help="the scheduler: tcp://host:8786, or tls://host:8786 with the tls_* keys")
+        "", default_text='required, e.g. "tcp://192.168.1.20:8786"',
+        help="the scheduler: tcp://host:8786, or tls://host:8786 with the tls_* keys")
     in_flight_per_worker: int = setting(
         2, low=1, high=16,
         help="photos sent to one GPU worker at a time (one runs, the rest wait there), so a "

@@ -43,6 +43,8 @@ from pipeline.depth.sources import MODEL_SOURCES
 from pipeline.device import free_device_memory
 from pipeline.settings import DepthSettings
 
+from .results import Models
+
 PLUGIN_NAME = "sharp-watch-models"
 GPU_RESOURCE = "GPU"
 """The custom resource each worker offers once (`--resources GPU=1`) and each photo asks
@@ -83,6 +85,8 @@ class PhotoReply:
         default_factory=list)
     cache_hit: bool = False
     new_depths: dict[str, CachedDepth] = field(default_factory=dict)
+    models: dict[str, Models] = field(default_factory=dict)
+    """The models each source ran with, for its report (by depth source)."""
     error: tuple[str, str] | None = None
     """(error class name in `ERRORS`, reason): the pipeline refused or failed the photo."""
     worker: str = ""
@@ -180,6 +184,8 @@ def _run(pipe: Pipeline, request: PhotoRequest, reply: PhotoReply) -> None:
             reply.new_depths[source] = (key, raw)
         return raw, False
 
+    reply.models = {source: Models.of(pipe, settings.for_source(source))
+                    for source in settings.sources}
     if settings.compare:
         runs = run_compare(pipe, image, settings, pixels=pixels, depth=depth,
                            keep=request.keep, npy=request.npy)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 from typing import Any
 
@@ -61,10 +62,8 @@ def serve(config: Any, args: argparse.Namespace) -> int:
         return 1
     security = security_of(config.cluster, args.scheduler)
     say(f"models loaded on {pipe.device}; joining {args.scheduler}")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C: the scheduler reschedules
         asyncio.run(_work(args, ModelsPlugin(pipe), GPU_RESOURCE, security))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

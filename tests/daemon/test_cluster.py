@@ -73,6 +73,6 @@ def test_a_shipped_npy_is_used_and_a_bad_one_is_refused_naming_the_photo(
     turned = _remote(cluster, request_for(image, settings, {}, NpyMap(tmp_path / "d.npy",
                                                                       depth.T.copy()), ()))
     assert turned.error is not None and turned.error[0] == "InputError"
-    with pytest.raises(InputError, match="d.npy") as refused:
+    with pytest.raises(InputError, match=r"d\.npy") as refused:
         turned.raise_error(photo)
     assert refused.value.path == photo
