@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from loguru import logger
 
 from pipeline import Pipeline
 
+from .cluster import Cluster, DaskStage
 from .config import Config, ConfigError, check_folders, inside
 from .crashes import CrashRecord, crashed_thread, first_line
 from .depth_cache import DepthCache
@@ -61,6 +63,10 @@ class Daemon:
         self.cache: DepthCache | None = None
         self.intake: Intake | None = None
         self.worker: Worker | None = None
+        """The first of `workers` (the only one without a cluster)."""
+        self.workers: list[Worker] = []
+        self.cluster: Cluster | None = None
+        self._stopping = threading.Event()
 
     def start(self) -> None:
         """Open the journal, recover interrupted jobs, then watch and work (non-blocking)."""
@@ -97,16 +103,35 @@ class Daemon:
         self.outputs.remove([Path(p) for p in stale])
         for job, error in given_up:
             self._report_failure(job.photo, error, 0.0)
-        self.worker = Worker(self.config, self.pipeline, self.journal, self.cache, self.outputs,
-                             self.board, self._failed_job, self._content_hash,
-                             self._surviving_copy, self._crashes.clear)
-        self.intake = Intake(self.config, self.journal, self.worker.wake.set,
+        self.workers = [Worker(self.config, self.pipeline, self.journal, self.cache, self.outputs,
+                               self.board, self._failed_job, self._content_hash,
+                               self._surviving_copy, self._crashes.clear, remote)
+                        for remote in self._slots()]
+        self.worker = self.workers[0]
+        self.intake = Intake(self.config, self.journal, self._wake,
                              self._failed_photo, self._stuck, self.board.problems,
                              renewed=self._relock_folders)
         logger.info("watching {} -> {}", self.config.inputs, self.config.outputs)
         self.board.set(phase="running")
+        self._stopping.clear()
         self.intake.start()
-        self.worker.start()
+        for worker in self.workers:
+            worker.start()
+
+    def _slots(self) -> list[DaskStage | None]:
+        """One remote slot per photo that may be in flight on the cluster, else the one
+        local worker (None)."""
+        cluster = self.config.cluster
+        if cluster is None:
+            return [None]
+        assert self.cache is not None
+        self.cluster = Cluster(cluster, self.board.problems, self._stopping)
+        return [DaskStage(self.cluster, slot, self.config, self.cache)
+                for slot in range(cluster.in_flight_per_worker * cluster.max_workers)]
+
+    def _wake(self) -> None:
+        for worker in self.workers:
+            worker.wake.set()
 
     def _lock_folders(self) -> None:
         """Hold the inputs' and the outputs' folder locks, or release everything and refuse."""
@@ -161,18 +186,20 @@ class Daemon:
         A job abandoned here is not counted against its photo (see `Journal.recover`), and
         a journal that is locked or full does not hold the stop up.
         """
-        if self.worker is not None:
-            self.worker.stopping.set()  # claims nothing new from here on
+        self._stopping.set()
+        for worker in self.workers:
+            worker.stopping.set()  # claims nothing new from here on
         if self.journal is not None:
             self.journal.abort.set()
             self.journal.mark_stopping()
         if self.intake is not None:
             self.intake.stop()
-        finished = True
-        if self.worker is not None:
-            finished = self.worker.stop(timeout)
-            if not finished:
+        deadline = time.monotonic() + timeout
+        for worker in self.workers:
+            if not worker.stop(max(0.0, deadline - time.monotonic())):
                 logger.warning("current job abandoned; it runs again at the next start")
+        if self.cluster is not None:
+            self.cluster.close()
         if self.journal is not None:
             # Also when a job was abandoned: its thread must not touch the journal (or write
             # results, which it reserves there first) once another daemon may own them.
@@ -183,13 +210,13 @@ class Daemon:
 
     def pause(self) -> None:
         """Keep watching and queueing; run nothing after the current job."""
-        if self.worker is not None:
-            self.worker.paused.set()
+        for worker in self.workers:
+            worker.paused.set()
 
     def resume(self) -> None:
-        if self.worker is not None:
-            self.worker.paused.clear()
-            self.worker.wake.set()
+        for worker in self.workers:
+            worker.paused.clear()
+            worker.wake.set()
 
     def rerun(self, photo: Path | str) -> Path:
         """Queue a photo of the inputs folder now, skipping the settle wait: for a sidecar
@@ -235,10 +262,10 @@ class Daemon:
 
     def _problems(self) -> tuple[str, ...]:
         """Each failing or stalled thread's line, and any thread that has ended (a bug)."""
-        ended = tuple(f"{name}: thread has stopped unexpectedly (see the log); restart "
-                      "sharp-watch" for name, part in (("worker", self.worker),
-                                                      ("intake", self.intake))
-                      if part is not None and not part.alive)
+        parts = [*(("worker", w) for w in self.workers), ("intake", self.intake)]
+        ended = tuple(dict.fromkeys(f"{name}: thread has stopped unexpectedly (see the log); "
+                                    "restart sharp-watch" for name, part in parts
+                                    if part is not None and not part.alive))
         return self.board.problems.lines() + ended
 
     def wait_until_idle(self, timeout: float) -> bool:
@@ -264,7 +291,7 @@ class Daemon:
             return False
         counts = self.journal.counts()
         return (self.intake.idle and counts["queued"] == 0 and counts["running"] == 0
-                and not self.worker.busy and not self.worker.writing)
+                and not any(w.busy or w.writing for w in self.workers))
 
     def _content_hash(self, path: Path) -> str | None:
         if self.intake is None:

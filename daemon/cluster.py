@@ -274,7 +274,7 @@ class DaskStage:
         stage("sharp")
         started = time.perf_counter()
         reply = self.cluster.run(request_for(image, settings, self._cached(job), npy, keep))
-        reply.raise_error(job.photo)
+        reply.raise_error(job.photo, npy.path if npy is not None else None)
         for source, (key, raw) in reply.new_depths.items():
             self.cluster.keys[source] = key
             self.cache.put(job.photo_hash, key, raw)

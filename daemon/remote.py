@@ -87,16 +87,19 @@ class PhotoReply:
     new_depths: dict[str, CachedDepth] = field(default_factory=dict)
     models: dict[str, Models] = field(default_factory=dict)
     """The models each source ran with, for its report (by depth source)."""
-    error: tuple[str, str] | None = None
-    """(error class name in `ERRORS`, reason): the pipeline refused or failed the photo."""
+    error: tuple[str, str, str | None] | None = None
+    """(error class name in `ERRORS`, reason, the name of the file it is about): the
+    pipeline refused or failed the photo."""
     worker: str = ""
     """The worker's address (the log names where a photo ran)."""
 
-    def raise_error(self, photo: Path) -> None:
-        """Raise the remote pipeline error, as the local pipeline would, naming `photo`."""
+    def raise_error(self, photo: Path, npy: Path | None = None) -> None:
+        """Raise the remote pipeline error as the local pipeline would: naming the `.npy`
+        it is about (the daemon's path of it), else `photo`."""
         if self.error is not None:
-            kind, reason = self.error
-            raise ERRORS.get(kind, PipelineError)(reason, photo)
+            kind, reason, about = self.error
+            path = npy if npy is not None and about == npy.name else photo
+            raise ERRORS.get(kind, PipelineError)(reason, path)
 
     def result(self) -> Prediction:
         assert self.prediction is not None
@@ -159,7 +162,8 @@ def run_photo(request: PhotoRequest) -> PhotoReply:
     except PipelineError as exc:
         if isinstance(exc, OutOfMemoryError):
             free_device_memory()
-        reply.error = (type(exc).__name__, exc.reason)
+        reply.error = (type(exc).__name__, exc.reason,
+                       exc.path.name if exc.path is not None else None)
     return reply
 
 

@@ -278,15 +278,23 @@ def build_report(origin: Origin, prediction: Prediction, *, models: Models,
         compare=compare)
 
 
-def compare_reports(origin: Origin, runs: Sequence[SourceRun], pipe: Pipeline,
-                    names: CompareNames, files: Iterable[Path],
+def compare_reports(origin: Origin, runs: Sequence[SourceRun],
+                    models: Pipeline | Mapping[str, Models], names: CompareNames,
+                    files: Iterable[Path],
                     timings: Mapping[str, float] | None = None) -> dict[str, Report]:
     """One report per source of a compare set, by source; each source's timings follow
-    `timings` (what the set shared, e.g. decoding the photo)."""
+    `timings` (what the set shared, e.g. decoding the photo). `models`: the pipeline that
+    ran the set, or each source's models (a remote worker's, `daemon.remote`)."""
     files = list(files)
     sources = tuple(origin.settings.compare)
+
+    def made_by(source: str) -> Models:
+        if isinstance(models, Mapping):
+            return models[source]
+        return Models.of(models, origin.settings.for_source(source))
+
     return {run.source: build_report(
-        origin, run.prediction, models=Models.of(pipe, origin.settings.for_source(run.source)),
+        origin, run.prediction, models=made_by(run.source),
         timings={**(timings or {}), **run.timings}, from_cache=run.from_cache, files=files,
         compare=Compare(run.source, sources, names.sheet.name)) for run in runs}
 

@@ -42,6 +42,7 @@ from pipeline.depth.sources import MODEL_SOURCES
 from pipeline.device import free_device_memory
 from pipeline.settings import DepthSettings
 
+from .cluster import Abandoned, DaskStage
 from .config import Config
 from .depth_cache import DepthCache
 from .jobs import Job
@@ -70,6 +71,8 @@ class _Run:
     compare: list[SourceRun] = field(default_factory=list)
     cache_hit: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    models: dict[str, Models] = field(default_factory=dict)
+    """The models of each source when a remote worker ran it (else this process's)."""
 
 
 class Worker:
@@ -80,7 +83,10 @@ class Worker:
                  fail: Callable[[Job, str, bool, float], None],
                  content_hash: Callable[[Path], str | None],
                  surviving_copy: Callable[[Job], Path | None] = lambda job: None,
-                 claimed: Callable[[], None] = lambda: None) -> None:
+                 claimed: Callable[[], None] = lambda: None,
+                 remote: DaskStage | None = None) -> None:
+        """`remote`: this worker is one in-flight slot of a cluster (`daemon.cluster`): its
+        GPU stage runs on a remote worker and it loads no models here."""
         self.config = config
         self.pipe = pipe
         self.journal = journal
@@ -91,6 +97,7 @@ class Worker:
         self.content_hash = content_hash
         self.surviving_copy = surviving_copy
         self.claimed = claimed  # a new attempt: the fatal-error record starts afresh
+        self.remote = remote
         self.paused = threading.Event()
         self.stopping = threading.Event()
         self.wake = threading.Event()
@@ -102,8 +109,10 @@ class Worker:
         self._last_work = time.monotonic()
         # Overlap pays only when the models run on an accelerator; on a CPU the decode and
         # write threads would just compete with the models for the same cores.
-        self.overlap = pipe.device.type != "cpu" or OVERLAP_ON_CPU
-        self._thread = threading.Thread(target=self._loop, name="sharp-worker", daemon=True)
+        # A cluster's slots overlap each other instead.
+        self.overlap = (pipe.device.type != "cpu" or OVERLAP_ON_CPU) and remote is None
+        name = "sharp-worker" if remote is None else f"sharp-worker_{remote.slot}"
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -127,7 +136,7 @@ class Worker:
         return self._thread.is_alive()
 
     def _loop(self) -> None:
-        if self.config.models.load_at_start:
+        if self.config.models.load_at_start and self.remote is None:
             self._load_models()
         backoff = Backoff()
         while not self.stopping.is_set():
@@ -138,7 +147,8 @@ class Worker:
 
     def _next(self) -> None:
         """Claim and run the oldest queued job, or wait a little for one."""
-        job = None if self.paused.is_set() else self.journal.next_queued()
+        ready = self.remote is None or self.remote.ready()
+        job = None if self.paused.is_set() or not ready else self.journal.next_queued()
         if job is None:
             self._maybe_unload()
             self.wake.wait(0.5)
@@ -155,6 +165,9 @@ class Worker:
             self._run(claimed)
         except sqlite3.Error:
             raise  # the journal gave up (stopping): the job stays running, re-run at next start
+        except Abandoned:
+            logger.info("{}: stopping before the cluster ran it; it runs at the next start",
+                        claimed.photo)
         except Exception as exc:
             logger.exception("unexpected error on {}", claimed.photo)
             self.fail(claimed, f"{claimed.photo}: failed with an unexpected error "
@@ -325,6 +338,12 @@ class Worker:
     def _gpu(self, run: _Run) -> None:
         job, image = run.job, run.image
         assert image is not None
+        if self.remote is not None:
+            done = self.remote.run(job, image, lambda name: self._stage(job, name))
+            run.result, run.compare, run.cache_hit = done.result, done.compare, done.cache_hit
+            run.models = done.models
+            run.timings.update(done.timings)
+            return
         settings = job.settings
         pixels = self.pipe.upload(image)
         within = depth_root(settings.external_depth, self.config.inputs)
@@ -372,7 +391,7 @@ class Worker:
             self.journal.reserve_outputs(job.key, [str(p) for p in files])
             assert run.image is not None
             sheet = contact_sheet_png(run.image, run.compare)
-            reports = compare_reports(origin, run.compare, self.pipe, compare, files,
+            reports = compare_reports(origin, run.compare, run.models or self.pipe, compare, files,
                                       {"decode": run.timings.get("decode", 0.0)})
             self.outputs.write_compare(compare, run.compare, sheet, reports)
             return compare.plys[job.settings.compare[0]]
@@ -381,7 +400,9 @@ class Worker:
                              job.settings.save_internal_depth, job.settings.formats)
         files.extend(names.all())
         self.journal.reserve_outputs(job.key, [str(p) for p in files])
-        report = build_report(origin, run.result, models=Models.of(self.pipe, job.settings),
+        models = (run.models[job.settings.depth_source] if run.models
+                  else Models.of(self.pipe, job.settings))
+        report = build_report(origin, run.result, models=models,
                               timings=run.timings, from_cache=run.cache_hit, files=files)
         self.outputs.write_result(names, run.result, report)
         return names.ply

@@ -4,17 +4,22 @@ and queued while the scheduler cannot be reached."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from daemon import Config, Daemon
+from daemon.config import ClusterConfig
 from daemon.remote import GPU_RESOURCE, PhotoReply, request_for, run_photo
 from pipeline import DepthSettings, InputError, Pipeline, load_image
 from pipeline.depth.external import NpyMap
-from tests.conftest import write_photo
-from tests.support.cluster import LocalCluster
+from tests.conftest import wait_for, write_photo
+from tests.support.cluster import LocalCluster, free_port
+from tests.support.daemon_runs import log_lines, plys, reports, settle
 
 distributed = pytest.importorskip("distributed", reason="the cluster extra is not installed")
 
@@ -73,6 +78,93 @@ def test_a_shipped_npy_is_used_and_a_bad_one_is_refused_naming_the_photo(
     turned = _remote(cluster, request_for(image, settings, {}, NpyMap(tmp_path / "d.npy",
                                                                       depth.T.copy()), ()))
     assert turned.error is not None and turned.error[0] == "InputError"
-    with pytest.raises(InputError, match=r"d\.npy") as refused:
-        turned.raise_error(photo)
+    with pytest.raises(InputError, match="turned by 90 degrees") as refused:
+        turned.raise_error(photo, tmp_path / "d.npy")
+    assert refused.value.path == tmp_path / "d.npy"  # the daemon's path of the map
+    with pytest.raises(InputError) as refused:
+        turned.raise_error(photo, tmp_path / "other.npy")
     assert refused.value.path == photo
+
+
+def _on_cluster(make_daemon_config: Callable[..., Config], address: str) -> Config:
+    """A daemon config sending its photos to the scheduler at `address` (two workers)."""
+    return dataclasses.replace(make_daemon_config(preview=False), cluster=ClusterConfig(
+        address=address, max_workers=2, connect_timeout_seconds=2.0))
+
+
+def _drop(config: Config, count: int) -> list[str]:
+    stems = [f"photo{i:02d}" for i in range(count)]
+    for i, stem in enumerate(stems):
+        write_photo(config.inputs / f"{stem}.jpg", seed=i)
+    return stems
+
+
+def _each_done_once(daemon: Daemon, config: Config, stems: list[str]) -> None:
+    """Every photo has exactly one result (and the journal says done, once each)."""
+    assert sorted(p.stem.rsplit("_", 2)[0] for p in plys(config.outputs)) == stems
+    for stem in stems:
+        assert len(plys(config.outputs, stem)) == 1, stem
+    assert daemon.journal is not None and daemon.journal.counts()["done"] == len(stems)
+    assert not list(config.outputs.glob("*.error.txt"))
+
+
+def test_twenty_photos_run_once_each_across_both_workers(
+        cluster: LocalCluster, make_daemon_config: Callable[..., Config],
+        running_daemon: Callable[..., Daemon]) -> None:
+    config = _on_cluster(make_daemon_config, cluster.address)
+    before = cluster.forwards()
+    daemon = running_daemon(config)
+    stems = _drop(config, 20)
+    assert wait_for(lambda: len(plys(config.outputs)) == 20, 180), cluster.logs()
+    settle(daemon)
+    _each_done_once(daemon, config, stems)
+    forwards = cluster.forwards() - before
+    assert sum(forwards.values()) == 20  # SHARP ran once per photo, on the workers
+    assert len(forwards) == 2, forwards  # and both workers took photos
+    assert {r["models"]["device"] for r in reports(config.outputs)} == {"cpu"}
+
+
+def test_a_worker_killed_mid_photo_loses_nothing_and_duplicates_nothing(
+        cluster: LocalCluster, make_daemon_config: Callable[..., Config],
+        running_daemon: Callable[..., Daemon]) -> None:
+    config = _on_cluster(make_daemon_config, cluster.address)
+    victim = cluster.workers[-1]
+    before = cluster.forwards()
+    daemon = running_daemon(config)
+    stems = _drop(config, 6)
+    assert wait_for(lambda: (cluster.forwards() - before)[victim.pid] > 0, 120), cluster.logs()
+    victim.send_signal(signal.SIGKILL)  # in SHARP's forward (it sleeps there), or just after
+    victim.wait(10)
+    cluster.start_worker()  # the next tests have two workers again
+    assert wait_for(lambda: len(plys(config.outputs)) == 6, 180), cluster.logs()
+    settle(daemon)
+    _each_done_once(daemon, config, stems)
+    forwards = cluster.forwards() - before
+    assert forwards[victim.pid] >= 1 and sum(forwards.values()) >= 6
+
+
+def test_an_unreachable_scheduler_keeps_photos_queued_until_it_comes_up(
+        tmp_path: Path, tiny_depth_dir: Path, make_daemon_config: Callable[..., Config],
+        running_daemon: Callable[..., Daemon]) -> None:
+    later = LocalCluster(tmp_path / "later", tiny_depth_dir, delay=0.0)
+    config = _on_cluster(make_daemon_config, later.address)
+    with log_lines() as lines:
+        daemon = running_daemon(config)
+        stems = _drop(config, 3)
+        assert wait_for(lambda: daemon.status().queue_length == 3, 30)
+        assert wait_for(lambda: any(later.address in p for p in daemon.status().problems), 30)
+    problem = next(p for p in daemon.status().problems if later.address in p)
+    assert "cannot reach the Dask scheduler at " + later.address in problem
+    assert "sharp-watch cluster-worker" in problem and "docs/cluster.md" in problem
+    assert any(later.address in line and line.startswith("WARNING") for line in lines)
+    assert daemon.status().queue_length == 3 and not plys(config.outputs)
+    try:
+        later.start_worker()  # waits for its scheduler
+        later.start_scheduler()
+        assert wait_for(lambda: len(plys(config.outputs)) == 3, 180), later.logs()
+        settle(daemon)
+    finally:
+        later.stop()
+    _each_done_once(daemon, config, stems)
+    assert not any(later.address in p for p in daemon.status().problems)
+    assert sum(later.forwards().values()) == 3

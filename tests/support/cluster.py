@@ -34,6 +34,7 @@ class LocalCluster:
 
     def __init__(self, folder: Path, depth_dir: Path, delay: float = 0.5) -> None:
         self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
         self.address = f"tcp://127.0.0.1:{free_port()}"
         self.marker = folder / "marker"
         self.delay = delay
