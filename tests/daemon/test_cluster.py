@@ -140,7 +140,8 @@ def test_a_worker_killed_mid_photo_loses_nothing_and_duplicates_nothing(
     settle(daemon)
     _each_done_once(daemon, config, stems)
     forwards = cluster.forwards() - before
-    assert forwards[victim.pid] >= 1 and sum(forwards.values()) >= 6
+    assert forwards[victim.pid] >= 1
+    assert sum(forwards.values()) > 6  # the photo it was running ran again elsewhere
 
 
 def test_an_unreachable_scheduler_keeps_photos_queued_until_it_comes_up(
