@@ -271,7 +271,9 @@ class DaskStage:
             npy = read_npy_for(settings.external_depth, job.photo,
                                depth_root(settings.external_depth, self.config.inputs))
         keep = tuple(s for s in self.config.defaults.sources if s in MODEL_SOURCES)
-        stage("sharp")
+        # Not a stage that can take this process down (`journal.CRASH_STAGES`): a daemon
+        # interrupted while it waits never gives the photo up for it.
+        stage("remote")
         started = time.perf_counter()
         reply = self.cluster.run(request_for(image, settings, self._cached(job), npy, keep))
         reply.raise_error(job.photo, npy.path if npy is not None else None)

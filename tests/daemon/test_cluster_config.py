@@ -1,17 +1,21 @@
-"""`[cluster]`: checked like every section, ray refused with the reason, and without the
-section the engine is never imported."""
+"""`[cluster]`: checked like every section, ray refused with the reason; without the
+section the engine is never imported, and without the engine installed the daemon says
+how to install it."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from daemon import ConfigError, load_config
+from daemon.cluster import Cluster
 from daemon.config import ClusterConfig
+from daemon.status import Problems
 from tests.support.files import write_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,3 +83,15 @@ def test_without_the_section_the_engine_is_never_imported(tmp_path: Path) -> Non
     assert "'daemon.worker'" in loaded  # the check sees modules at all
     assert "distributed" not in loaded and "'dask" not in loaded
     assert "daemon.remote" not in loaded  # the module that needs the engine
+
+
+def test_a_missing_engine_is_reported_with_the_address_and_the_fix(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if the extra were not installed
+    problems = Problems()
+    cluster = Cluster(ClusterConfig(address="tcp://10.1.2.3:8786"), problems, threading.Event())
+    assert cluster.client() is None and cluster.capacity() == 0  # no slot sends a photo
+    (line,) = problems.lines()
+    assert line.startswith("cluster: cannot use the cluster at tcp://10.1.2.3:8786: the Dask "
+                           "engine is not installed (distributed is missing)")
+    assert 'pip install -e ".[cluster]"' in line
