@@ -18,7 +18,7 @@ from daemon.remote import GPU_RESOURCE, PhotoReply, request_for, run_photo
 from pipeline import DepthSettings, InputError, Pipeline, load_image
 from pipeline.depth.external import NpyMap
 from tests.conftest import wait_for, write_photo
-from tests.support.cluster import LocalCluster, free_port
+from tests.support.cluster import LocalCluster
 from tests.support.daemon_runs import log_lines, plys, reports, settle
 
 distributed = pytest.importorskip("distributed", reason="the cluster extra is not installed")
