@@ -2,6 +2,7 @@
 
     daemon = Daemon(load_config(None))
     daemon.start()          # returns at once; watcher, intake and worker threads run
+                            # (one worker per device of `[models] device`)
     ...
     daemon.stop()
 """
@@ -9,7 +10,6 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +19,6 @@ from loguru import logger
 
 from pipeline import Pipeline
 
-from .cluster import Cluster, DaskStage
 from .config import Config, ConfigError, check_folders, inside
 from .crashes import CrashRecord, crashed_thread, first_line
 from .depth_cache import DepthCache
@@ -29,9 +28,10 @@ from .jobs import Job, finished_results
 from .journal import Journal
 from .outputs import OutputFolder
 from .readiness import file_signature
+from .stage import Stage, build_stages
 from .status import Board, JobEvent, Status
 from .watcher import is_photo
-from .worker import Worker, vram_used_mb
+from .worker import Crew, Worker
 
 IDLE_GRACE = 0.3
 
@@ -46,13 +46,14 @@ class Daemon:
 
     def __init__(self, config: Config, pipeline: Pipeline | None = None,
                  record_crashes: bool = False) -> None:
-        """`record_crashes`: this process's fatal errors are recorded for the next start (see
-        `daemon.crashes`); for a process that runs nothing but the daemon."""
+        """`pipeline`: the one pipeline to run on (tests pass theirs, loaded once), else one
+        is made per device of `[models] device`. `record_crashes`: this process's fatal
+        errors are recorded for the next start (see `daemon.crashes`); for a process that
+        runs nothing but the daemon."""
         self.config = config
         self.record_crashes = record_crashes
         self.board = Board()
-        self.pipeline = pipeline or Pipeline(config.model_settings())
-        self.pipeline.progress = self._progress
+        self._pipeline = pipeline
         state = config.daemon.state_dir
         self.outputs = OutputFolder(config.outputs, config.inputs)
         self._lock_file = FileLock(str(state / "daemon.lock"), timeout=0, thread_local=False)
@@ -62,11 +63,8 @@ class Daemon:
         self.journal: Journal | None = None
         self.cache: DepthCache | None = None
         self.intake: Intake | None = None
-        self.worker: Worker | None = None
-        """The first of `workers` (the only one without a cluster)."""
+        self.stages: list[Stage] = []
         self.workers: list[Worker] = []
-        self.cluster: Cluster | None = None
-        self._stopping = threading.Event()
 
     def start(self) -> None:
         """Open the journal, recover interrupted jobs, then watch and work (non-blocking)."""
@@ -103,31 +101,24 @@ class Daemon:
         self.outputs.remove([Path(p) for p in stale])
         for job, error in given_up:
             self._report_failure(job.photo, error, 0.0)
-        self.workers = [Worker(self.config, self.pipeline, self.journal, self.cache, self.outputs,
-                               self.board, self._failed_job, self._content_hash,
-                               self._surviving_copy, self._crashes.clear, remote)
-                        for remote in self._slots()]
-        self.worker = self.workers[0]
-        self.intake = Intake(self.config, self.journal, self._wake,
-                             self._failed_photo, self._stuck, self.board.problems,
-                             renewed=self._relock_folders)
-        logger.info("watching {} -> {}", self.config.inputs, self.config.outputs)
+        self.stages = build_stages(self.config, self.cache, self._progress, self._pipeline,
+                                   self.board.problems)
+        self.board.set(workers=[])
+        crew = Crew()
+        self.workers = [Worker(self.config, stage, self.journal, self.outputs, self.board,
+                               self._failed_job, self._content_hash, self._surviving_copy,
+                               self._crashes.clear, crew,
+                               "worker" if len(self.stages) == 1 else f"worker {n} ({stage.label})")
+                        for n, stage in enumerate(self.stages, 1)]
+        self.intake = Intake(self.config, self.journal, self._wake, self._failed_photo,
+                             self._stuck, self.board.problems, renewed=self._relock_folders)
+        logger.info("watching {} -> {} with {} worker(s) on {}", self.config.inputs,
+                    self.config.outputs, len(self.workers),
+                    ", ".join(stage.label for stage in self.stages))
         self.board.set(phase="running")
-        self._stopping.clear()
         self.intake.start()
         for worker in self.workers:
             worker.start()
-
-    def _slots(self) -> list[DaskStage | None]:
-        """One remote slot per photo that may be in flight on the cluster, else the one
-        local worker (None)."""
-        cluster = self.config.cluster
-        if cluster is None:
-            return [None]
-        assert self.cache is not None
-        self.cluster = Cluster(cluster, self.board.problems, self._stopping)
-        return [DaskStage(self.cluster, slot, self.config, self.cache)
-                for slot in range(cluster.in_flight_per_worker * cluster.max_workers)]
 
     def _wake(self) -> None:
         for worker in self.workers:
@@ -186,9 +177,10 @@ class Daemon:
         A job abandoned here is not counted against its photo (see `Journal.recover`), and
         a journal that is locked or full does not hold the stop up.
         """
-        self._stopping.set()
         for worker in self.workers:
             worker.stopping.set()  # claims nothing new from here on
+        for stage in self.stages:
+            stage.stop()  # a cluster slot gives back a photo not yet started
         if self.journal is not None:
             self.journal.abort.set()
             self.journal.mark_stopping()
@@ -197,16 +189,16 @@ class Daemon:
         deadline = time.monotonic() + timeout
         for worker in self.workers:
             if not worker.stop(max(0.0, deadline - time.monotonic())):
-                logger.warning("current job abandoned; it runs again at the next start")
-        if self.cluster is not None:
-            self.cluster.close()
+                logger.warning("{}: current job abandoned; it runs again at the next start",
+                               worker.name)
         if self.journal is not None:
             # Also when a job was abandoned: its thread must not touch the journal (or write
             # results, which it reserves there first) once another daemon may own them.
             self.journal.close()
         self._release_locks()
         self._crashes.disarm()
-        self.board.set(phase="stopped", current_file=None, stage=None)
+        self.board.idle()
+        self.board.set(phase="stopped")
 
     def pause(self) -> None:
         """Keep watching and queueing; run nothing after the current job."""
@@ -242,30 +234,36 @@ class Daemon:
         suspects = tuple(journal.suspects()) if journal is not None else ()
         with b.lock:
             state = b.phase
+            busy = b.busy_worker()
             if state == "running":
-                if self.worker is not None and self.worker.paused.is_set():
+                if self.workers and self.workers[0].paused.is_set():
                     state = "paused"
                 elif b.model_error is not None:
                     state = "error"
-                elif b.current_file is not None:
+                elif busy is not None:
                     state = "working"
                 else:
                     state = "idle"
-            return Status(state=state, current_file=b.current_file,
-                          stage="downloading" if b.download_progress is not None else b.stage,
+            stage = busy.stage if busy is not None else None
+            return Status(state=state, current_file=busy.current_file if busy else None,
+                          stage="downloading" if b.download_progress is not None else stage,
                           queue_length=counts.get("queued", 0), done=b.done, failed=b.failed,
-                          last_error=b.last_error, vram_used_mb=vram_used_mb(self.pipeline),
+                          last_error=b.last_error, vram_used_mb=self._vram_used_mb(),
                           download_progress=b.download_progress,
                           inputs=str(self.config.inputs), outputs=str(self.config.outputs),
                           problems=self._problems() if state != "stopped" else (),
-                          suspects=suspects)
+                          suspects=suspects, workers=tuple(b.workers))
+
+    def _vram_used_mb(self) -> float | None:
+        """All workers' GPU memory in use; None where none has a GPU."""
+        used = [mb for mb in (stage.vram_used_mb() for stage in self.stages) if mb is not None]
+        return sum(used) if used else None
 
     def _problems(self) -> tuple[str, ...]:
         """Each failing or stalled thread's line, and any thread that has ended (a bug)."""
-        parts = [*(("worker", w) for w in self.workers), ("intake", self.intake)]
-        ended = tuple(dict.fromkeys(f"{name}: thread has stopped unexpectedly (see the log); "
-                                    "restart sharp-watch" for name, part in parts
-                                    if part is not None and not part.alive))
+        parts = [(w.name, w) for w in self.workers] + [("intake", self.intake)]
+        ended = tuple(f"{name}: thread has stopped unexpectedly (see the log); restart "
+                      "sharp-watch" for name, part in parts if part is not None and not part.alive)
         return self.board.problems.lines() + ended
 
     def wait_until_idle(self, timeout: float) -> bool:
@@ -287,7 +285,7 @@ class Daemon:
         return False
 
     def _idle(self) -> bool:
-        if self.journal is None or self.intake is None or self.worker is None:
+        if self.journal is None or self.intake is None or not self.workers:
             return False
         counts = self.journal.counts()
         return (self.intake.idle and counts["queued"] == 0 and counts["running"] == 0

@@ -19,22 +19,22 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import CancelledError
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from pipeline import LoadedImage, ModelError, Prediction
-from pipeline.compare import SourceRun
+from pipeline import LoadedImage, ModelError
 from pipeline.depth.external import read_npy_for
 from pipeline.depth.sources import MODEL_SOURCES
 from pipeline.errors import install_hint
+from pipeline.settings import DepthSettings
 
 from .config import ClusterConfig, Config
 from .depth_cache import DepthCache
 from .jobs import Job
 from .results import Models
 from .sidecar import depth_root
+from .stage import Interrupted, StageOutput
 from .status import Backoff, Problems
 
 if TYPE_CHECKING:
@@ -46,11 +46,6 @@ PROBLEM = "cluster"
 """The name cluster trouble is reported under in `Status.problems`."""
 CAPACITY_REFRESH_S = 1.0
 PHOTO_MAX = "2GB"
-
-
-class Abandoned(Exception):
-    """The daemon is stopping while a photo waits for the cluster: the job stays in the
-    journal as it is and runs again at the next start."""
 
 
 def security_of(cluster: ClusterConfig | None, address: str) -> Any:
@@ -71,11 +66,11 @@ def security_of(cluster: ClusterConfig | None, address: str) -> Any:
 class Cluster:
     """The Dask client, (re)connected on demand; thread-safe, shared by all slots."""
 
-    def __init__(self, config: ClusterConfig, problems: Problems,
-                 stopping: threading.Event) -> None:
+    def __init__(self, config: ClusterConfig, problems: Problems) -> None:
         self.config = config
         self.problems = problems
-        self.stopping = stopping
+        self.stopping = threading.Event()
+        """Set when the daemon stops: a photo not yet started is given back."""
         self.keys: dict[str, str] = {}
         """Depth cache keys the workers made raw depths under, by source (the daemon may
         not have the weights to compute them itself)."""
@@ -155,14 +150,14 @@ class Cluster:
 
     def run(self, request: PhotoRequest) -> PhotoReply:
         """The photo's reply from whichever worker the scheduler gives it to (again, if
-        that worker is lost), waiting out a lost scheduler; `Abandoned` when stopping."""
+        that worker is lost), waiting out a lost scheduler; `Interrupted` when stopping."""
         from .remote import GPU_RESOURCE, run_photo
 
         while True:
             client = self.client()
             if client is None:
                 if self.stopping.wait(0.5):
-                    raise Abandoned
+                    raise Interrupted
                 continue
             try:
                 future = client.submit(run_photo, request, resources={GPU_RESOURCE: 1},
@@ -172,7 +167,7 @@ class Cluster:
                 continue
             try:
                 return self._wait(future)
-            except Abandoned:
+            except Interrupted:
                 future.cancel()
                 raise
             except Exception as exc:
@@ -189,7 +184,7 @@ class Cluster:
                 return reply
             except TimeoutError:
                 if self.stopping.is_set() and future.status == "pending" and not _running(future):
-                    raise Abandoned from None
+                    raise Interrupted from None
 
     def _lost(self, client: Client, exc: Exception) -> None:
         self.problems.report(PROBLEM, f"lost the Dask scheduler at {self.config.address} "
@@ -230,35 +225,59 @@ def _failure(exc: Exception) -> Exception:
     return exc
 
 
-@dataclass
-class RemoteRun:
-    """One photo's GPU stage as a remote worker did it, for this daemon to write."""
-
-    result: Prediction | None = None
-    compare: list[SourceRun] = field(default_factory=list)
-    cache_hit: bool = False
-    timings: dict[str, float] = field(default_factory=dict)
-    models: dict[str, Models] = field(default_factory=dict)
-    worker: str = ""
+def cluster_stages(config: Config, cache: DepthCache, problems: Problems) -> list[DaskStage]:
+    """One stage per photo that may be in flight: `in_flight_per_worker x max_workers`,
+    sharing one connection."""
+    assert config.cluster is not None
+    cluster = Cluster(config.cluster, problems)
+    return [DaskStage(cluster, slot, config, cache)
+            for slot in range(config.cluster.in_flight_per_worker * config.cluster.max_workers)]
 
 
 class DaskStage:
-    """One in-flight slot: a photo at a time sent to whichever GPU worker the scheduler
-    picks; the depth cache, the `.npy` and the results stay on this machine."""
+    """One in-flight slot (`daemon.stage.Stage`): a photo at a time sent to whichever GPU
+    worker the scheduler picks; the depth cache, the `.npy` and the results stay here.
+    Nothing is loaded in this process (`load` and `unload` do nothing)."""
+
+    overlap = False  # the slots overlap each other; each slot's worker writes in turn
 
     def __init__(self, cluster: Cluster, slot: int, config: Config, cache: DepthCache) -> None:
         self.cluster = cluster
         self.slot = slot
         self.config = config
         self.cache = cache
+        self.label = f"cluster slot {slot + 1}"
+        self._models: dict[str, Models] = {}
+
+    @property
+    def loaded(self) -> bool:
+        return False
+
+    def load(self, sources: tuple[str, ...]) -> None:
+        """The GPU workers load their models when they start (`sharp-watch cluster-worker`)."""
+
+    def unload(self) -> None:
+        """Nothing is loaded here."""
+
+    def vram_used_mb(self) -> float | None:
+        return None
 
     def ready(self) -> bool:
         """Whether this slot may take a photo now (enough GPU workers are connected)."""
         return self.slot < self.cluster.capacity()
 
-    def run(self, job: Job, image: LoadedImage, stage: Callable[[str], None]) -> RemoteRun:
+    def stop(self) -> None:
+        self.cluster.stopping.set()
+
+    def models(self, settings: DepthSettings) -> Models:
+        """The models the last photo's source ran with on its worker (the worker writes
+        each photo before it runs the next on this slot)."""
+        return self._models[settings.depth_source]
+
+    def run(self, job: Job, image: LoadedImage,
+            progress: Callable[[str], None]) -> StageOutput:
         """The photo's Gaussians (or compare runs) from a remote worker; raises the
-        pipeline's error for the photo as a local run would, `Abandoned` when stopping."""
+        pipeline's error for the photo as a local run would, `Interrupted` when stopping."""
         from .remote import request_for
 
         settings = job.settings
@@ -273,25 +292,26 @@ class DaskStage:
         keep = tuple(s for s in self.config.defaults.sources if s in MODEL_SOURCES)
         # Not a stage that can take this process down (`journal.CRASH_STAGES`): a daemon
         # interrupted while it waits never gives the photo up for it.
-        stage("remote")
+        progress("remote")
         started = time.perf_counter()
         reply = self.cluster.run(request_for(image, settings, self._cached(job), npy, keep))
         reply.raise_error(job.photo, npy.path if npy is not None else None)
         for source, (key, raw) in reply.new_depths.items():
             self.cluster.keys[source] = key
             self.cache.put(job.photo_hash, key, raw)
-        done = RemoteRun(cache_hit=reply.cache_hit, models=reply.models, worker=reply.worker)
+        self._models = reply.models
+        out = StageOutput(cache_hit=reply.cache_hit)
         if reply.compare:
-            done.compare = reply.runs()
-            for run in done.compare:
+            out.compare = reply.runs()
+            for run in out.compare:
                 for name, seconds in run.timings.items():
-                    done.timings[name] = done.timings.get(name, 0.0) + seconds
+                    out.timings[name] = out.timings.get(name, 0.0) + seconds
         else:
-            done.result = reply.result()
-            done.timings.update(done.result.timings)
-        done.timings["cluster"] = time.perf_counter() - started - sum(done.timings.values())
+            out.result = reply.result()
+            out.timings.update(out.result.timings)
+        out.timings["cluster"] = time.perf_counter() - started - sum(out.timings.values())
         logger.debug("{} ran on {}", job.photo.name, reply.worker)
-        return done
+        return out
 
     def _cached(self, job: Job) -> dict[str, CachedDepth]:
         """The raw depths this daemon has for the photo, under the keys workers use."""

@@ -9,6 +9,7 @@ range or choices and help; the checks here and docs/configuration.md come from t
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -60,13 +61,46 @@ class FolderConfig(Checked):
     recursive: bool = setting(False, help="also watch the sub-folders of inputs")
 
 
+DEVICE_NAME = re.compile(r"auto|all|cpu|mps|cuda(:[0-9]+)?")
+"""What one entry of `[models] device` may be (checked without importing torch)."""
+
+
 @dataclass(frozen=True)
 class ModelConfig(ModelSettings):
-    """The `[models]` section: `pipeline.ModelSettings` plus when to load them."""
+    """The `[models]` section: `pipeline.ModelSettings` plus when to load them, with
+    `device` a list: one worker per entry, each with its own resident models."""
 
+    # The pipeline runs on one device, the daemon on several: the key's one declaration.
+    device: tuple[str, ...] = setting(  # type: ignore[assignment]
+        ("auto",), single=True, repeats=True, item="device", default_text='"auto"',
+        help="where the models run: auto (a CUDA GPU if present, else Apple MPS, else CPU), "
+             "cuda, cuda:1, mps or cpu; a list (\"cuda:0\", \"cuda:1\") runs one worker per "
+             "device, \"all\" one per CUDA GPU (else the CPU)")
     load_at_start: bool = setting(
         True, help="load the models when the daemon starts (true) or on the first photo "
                    "(false)")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.device, str):  # ModelConfig(device="cpu") from Python, as in TOML
+            object.__setattr__(self, "device", (self.device,))
+        super().__post_init__()
+        bad = [shown(name) for name in self.device if not DEVICE_NAME.fullmatch(name)]
+        if bad or not self.device:
+            what = f"unknown device {bad[0]}" if bad else "the list is empty"
+            raise ValueError(f"device: {what}; use auto, all, cpu, mps, cuda or cuda:N (or a "
+                             "list of them)")
+        if len(self.device) > 1 and {"auto", "all"} & set(self.device):
+            raise ValueError(f"device: {list(self.device)} mixes auto or all with others; "
+                             "use one of them alone, or list the devices")
+
+    def devices(self) -> tuple[str, ...]:
+        """One device per worker: `all` is every CUDA GPU (the CPU if none)."""
+        if self.device != ("all",):
+            return self.device
+        import torch  # only here: reading the config imports no torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return tuple(f"cuda:{n}" for n in range(count)) or ("cpu",)
 
 
 @dataclass(frozen=True)
@@ -189,9 +223,10 @@ class Config:
     def outputs(self) -> Path:
         return self.folders.outputs
 
-    def model_settings(self) -> ModelSettings:
-        return ModelSettings(**{f.name: getattr(self.models, f.name)
-                                for f in fields(ModelSettings)})
+    def model_settings(self, device: str | None = None) -> ModelSettings:
+        """The pipeline's settings on `device` (default: the first worker's)."""
+        values = {f.name: getattr(self.models, f.name) for f in fields(ModelSettings)}
+        return ModelSettings(**{**values, "device": device or self.models.devices()[0]})
 
 
 SECTIONS: dict[str, type] = {"folders": FolderConfig, "models": ModelConfig,

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path, PurePath
+from typing import TypeVar
 
 import numpy as np
 
@@ -38,6 +41,8 @@ from .results import (
 
 __all__ = ["PREVIEW_HEIGHT", "Exported", "OutputFolder", "preview_png"]
 
+Names = TypeVar("Names", ResultNames, CompareNames)
+
 
 @dataclass(frozen=True)
 class Exported:
@@ -60,6 +65,23 @@ class OutputFolder:
     def __init__(self, path: Path, inputs: Path | None = None) -> None:
         self.path = path
         self.inputs = inputs
+        self._names_lock = threading.Lock()
+        self._held: set[str] = set()
+
+    @contextlib.contextmanager
+    def reserved(self, choose: Callable[[AbstractSet[str]], Names]) -> Iterator[Names]:
+        """Names from `choose(held)`, held until the block ends: `held` is what the other
+        workers chose and have not written yet, so two never pick the same name (neither
+        sees the other's files until they are renamed into place)."""
+        with self._names_lock:
+            names = choose(frozenset(self._held))
+            mine = {path.name.casefold() for path in names.all()}
+            self._held |= mine
+        try:
+            yield names
+        finally:
+            with self._names_lock:
+                self._held -= mine
 
     def ensure(self) -> None:
         """Create the folder (again, if someone deleted it); refuse a file in its place."""

@@ -23,7 +23,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,20 +66,20 @@ def safe_stem(stem: str) -> str:
 
 
 def timestamped_path(folder: Path, stem: str, suffix: str, when: datetime | None = None,
-                     companions: Sequence[str] = ()) -> Path:
+                     companions: Sequence[str] = (), held: AbstractSet[str] = frozenset()) -> Path:
     """`<folder>/<stem>_<YYYYmmdd-HHMMSS><suffix>`, with `-2`, `-3`... if that name is taken.
 
     A name is taken if any file in `folder` has it in any letter case (Windows sees one
-    file), or has one of the `companions` endings (`.json`, `_depth.png`) in place of
-    `suffix`. The name is made valid on Windows (`windows_safe_name`) and short enough
-    (`safe_stem`).
+    file), or is in `held` (case-folded names another worker is about to write), or has
+    one of the `companions` endings (`.json`, `_depth.png`) in place of `suffix`. The
+    name is made valid on Windows (`windows_safe_name`) and short enough (`safe_stem`).
     """
     stamp = (when or datetime.now()).strftime(STAMP_FORMAT)
     stem = safe_stem(stem)
     try:
-        taken = {entry.name.casefold() for entry in os.scandir(folder)}
+        taken = {entry.name.casefold() for entry in os.scandir(folder)} | held
     except OSError:
-        taken = set()
+        taken = set(held)
     endings = (suffix, *companions)
     n = 1
     while True:
@@ -124,12 +125,14 @@ class CompareNames:
 
 
 def result_names(folder: Path, stem: str, preview: bool, internal_depth: bool,
-                 formats: tuple[str, ...] = ("ply",)) -> ResultNames:
-    """Names in `folder` for a result of a photo called `stem`, none taken in any case."""
+                 formats: tuple[str, ...] = ("ply",),
+                 held: AbstractSet[str] = frozenset()) -> ResultNames:
+    """Names in `folder` for a result of a photo called `stem`, none taken in any case
+    (nor `held`: see `timestamped_path`)."""
     extra = _extra_suffixes(formats)
     ply = timestamped_path(folder, stem, PLY_SUFFIX,
                            companions=(REPORT_SUFFIX, PREVIEW_SUFFIX, INTERNAL_DEPTH_SUFFIX,
-                                       *extra.values()))
+                                       *extra.values()), held=held)
     base = ply.with_suffix("")
     return ResultNames(ply=ply, report=ply.with_suffix(REPORT_SUFFIX),
                        preview=base.with_name(base.name + PREVIEW_SUFFIX) if preview else None,
@@ -139,15 +142,18 @@ def result_names(folder: Path, stem: str, preview: bool, internal_depth: bool,
 
 
 def compare_names(folder: Path, stem: str, sources: tuple[str, ...], internal_depth: bool,
-                  formats: tuple[str, ...] = ("ply",)) -> CompareNames:
-    """Names in `folder` for a compare of `sources`, none taken in any letter case."""
+                  formats: tuple[str, ...] = ("ply",),
+                  held: AbstractSet[str] = frozenset()) -> CompareNames:
+    """Names in `folder` for a compare of `sources`, none taken in any letter case (nor
+    `held`)."""
     # Room for the longest source's suffix on top of what every result name needs.
     stem = shorten(stem, MAX_STEM_BYTES - len(COMPARE_TAG) - 1 - _LONGEST_SOURCE)
     extra = _extra_suffixes(formats)
     endings = [f"{COMPARE_TAG}_{s}{suffix}" for s in sources
                for suffix in (PLY_SUFFIX, REPORT_SUFFIX, *extra.values())]
     sheet = timestamped_path(folder, stem, SHEET_SUFFIX,
-                             companions=(*endings, f"{COMPARE_TAG}{INTERNAL_DEPTH_SUFFIX}"))
+                             companions=(*endings, f"{COMPARE_TAG}{INTERNAL_DEPTH_SUFFIX}"),
+                             held=held)
     base = sheet.name.removesuffix(SHEET_SUFFIX) + COMPARE_TAG
     return CompareNames(
         sheet=sheet,
@@ -279,22 +285,16 @@ def build_report(origin: Origin, prediction: Prediction, *, models: Models,
 
 
 def compare_reports(origin: Origin, runs: Sequence[SourceRun],
-                    models: Pipeline | Mapping[str, Models], names: CompareNames,
+                    models: Callable[[DepthSettings], Models], names: CompareNames,
                     files: Iterable[Path],
                     timings: Mapping[str, float] | None = None) -> dict[str, Report]:
-    """One report per source of a compare set, by source; each source's timings follow
-    `timings` (what the set shared, e.g. decoding the photo). `models`: the pipeline that
-    ran the set, or each source's models (a remote worker's, `daemon.remote`)."""
+    """One report per source of a compare set, by source; `models(settings)`: the models
+    that ran a source (`Models.of(pipe, ...)`, a stage's `models`); each source's timings
+    follow `timings` (what the set shared, e.g. decoding the photo)."""
     files = list(files)
     sources = tuple(origin.settings.compare)
-
-    def made_by(source: str) -> Models:
-        if isinstance(models, Mapping):
-            return models[source]
-        return Models.of(models, origin.settings.for_source(source))
-
     return {run.source: build_report(
-        origin, run.prediction, models=made_by(run.source),
+        origin, run.prediction, models=models(origin.settings.for_source(run.source)),
         timings={**(timings or {}), **run.timings}, from_cache=run.from_cache, files=files,
         compare=Compare(run.source, sources, names.sheet.name)) for run in runs}
 

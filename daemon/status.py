@@ -27,6 +27,15 @@ STALL_AFTER_S = 60.0
 
 
 @dataclass(frozen=True)
+class WorkerStatus:
+    """One worker: where its models run ("cuda:0"), and the photo and stage it is on."""
+
+    device: str
+    current_file: str | None = None
+    stage: str | None = None
+
+
+@dataclass(frozen=True)
 class Status:
     """A snapshot for the tray, the CLI and tests; counts are since this start.
 
@@ -36,6 +45,8 @@ class Status:
     stalled (journal locked, disk full, inputs folder gone...), empty when all is well.
     `suspects`: one line per photo that was running when the process ended (a crash, a
     kill): it runs alone after the others, or was given up on after crashing it.
+    `workers`: each worker (one per device); `current_file` and `stage` are the first
+    busy one's.
     """
 
     state: str
@@ -51,6 +62,7 @@ class Status:
     outputs: str
     problems: tuple[str, ...] = ()
     suspects: tuple[str, ...] = ()
+    workers: tuple[WorkerStatus, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -192,8 +204,7 @@ class Board:
         self.problems = Problems()
         self.phase = "starting"
         self.model_error: str | None = None
-        self.current_file: str | None = None
-        self.stage: str | None = None
+        self.workers: list[WorkerStatus] = []
         self.done = 0
         self.failed = 0
         self.last_error: str | None = None
@@ -204,6 +215,27 @@ class Board:
         with self.lock:
             for name, value in changes.items():
                 setattr(self, name, value)
+
+    def add_worker(self, device: str) -> int:
+        """A new worker's slot (its index in `workers`)."""
+        with self.lock:
+            self.workers.append(WorkerStatus(device))
+            return len(self.workers) - 1
+
+    def work(self, slot: int, current_file: str | None, stage: str | None) -> None:
+        """What the worker in `slot` is on now (None, None: nothing)."""
+        with self.lock:
+            self.workers[slot] = dataclasses.replace(self.workers[slot],
+                                                     current_file=current_file, stage=stage)
+
+    def idle(self) -> None:
+        """Every worker on nothing (the daemon stopped)."""
+        with self.lock:
+            self.workers = [WorkerStatus(w.device) for w in self.workers]
+
+    def busy_worker(self) -> WorkerStatus | None:
+        """The first worker on a photo; call with `lock` held."""
+        return next((w for w in self.workers if w.current_file is not None), None)
 
     def subscribe(self, callback: Callable[[JobEvent], None]) -> None:
         with self.lock:

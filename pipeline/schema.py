@@ -73,6 +73,10 @@ class Spec:
     """How the viewer offers the key; None: it does not."""
     flag: str | None = None
     """The command-line flag's name if not the key's (`--sources` for `compare`)."""
+    single: bool = False
+    """For a list of names: one name alone (`"cpu"`) stands for the list of it."""
+    repeats: bool = False
+    """For a list of names: a name may be listed more than once."""
     later: bool = False
     """A per-photo key added after the first release: left out of a photo's job key while
     it has its default, so photos done before it existed keep their keys (not redone)."""
@@ -83,10 +87,10 @@ def setting(default: Any = _MISSING, *, help: str, default_factory: Callable[[],
             choices: tuple[str, ...] = (), ignore_case: bool = False, item: str = "name",
             note: str = "", default_text: str | None = None,
             control: Slider | Choice | None = None, flag: str | None = None,
-            later: bool = False) -> Any:
+            single: bool = False, repeats: bool = False, later: bool = False) -> Any:
     """A dataclass field declared with its `Spec` (see the module's docstring)."""
     spec = Spec(help, low, high, low_open, choices, ignore_case, item, note, default_text,
-                control, flag, later)
+                control, flag, single, repeats, later)
     if default_factory is not _MISSING:
         return dataclasses.field(default_factory=default_factory, metadata={"spec": spec})
     return dataclasses.field(default=default, metadata={"spec": spec})
@@ -204,6 +208,8 @@ class Setting:
                 raise TypeError(f"must be a finite number, got {shown(value)}")
             return float(value)
         if kind == "names":
+            if isinstance(value, str) and self.spec.single:
+                return (value,)
             if (not isinstance(value, (list, tuple))
                     or not all(isinstance(item, str) for item in value)):
                 raise TypeError(f"must be a list of {self.spec.item} names, got {shown(value)}")
@@ -248,7 +254,7 @@ class Setting:
                    for item in value if s.choices and item not in s.choices]
         if unknown:
             return unknown
-        repeated = sorted({item for item in value if value.count(item) > 1})
+        repeated = [] if s.repeats else sorted({item for item in value if value.count(item) > 1})
         return [f"{name} lists {', '.join(repeated)} more than once"] if repeated else []
 
 

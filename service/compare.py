@@ -9,6 +9,7 @@ every setting as a flag, `--sources` for `compare`.
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 
 from . import options, predict
@@ -40,7 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from daemon.jobs import origin_of
     from daemon.outputs import OutputFolder
-    from daemon.results import compare_names, compare_reports
+    from daemon.results import Models, compare_names, compare_reports
     from pipeline import Pipeline, PipelineError, load_image
     from pipeline.compare import contact_sheet_png, run_compare
 
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         folder.ensure()
         names = compare_names(folder.path, image.path.stem, settings.compare,
                               settings.save_internal_depth, settings.formats)
-        reports = compare_reports(origin, runs, pipe, names, names.all())
+        reports = compare_reports(origin, runs, partial(Models.of, pipe), names, names.all())
         folder.write_compare(names, runs, contact_sheet_png(image, runs), reports)
     except PipelineError as exc:
         warn(f"error: {exc}")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -89,7 +88,7 @@ def test_a_missing_engine_is_reported_with_the_address_and_the_fix(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "distributed", None)  # as if the extra were not installed
     problems = Problems()
-    cluster = Cluster(ClusterConfig(address="tcp://10.1.2.3:8786"), problems, threading.Event())
+    cluster = Cluster(ClusterConfig(address="tcp://10.1.2.3:8786"), problems)
     assert cluster.client() is None and cluster.capacity() == 0  # no slot sends a photo
     (line,) = problems.lines()
     assert line.startswith("cluster: cannot use the cluster at tcp://10.1.2.3:8786: the Dask "

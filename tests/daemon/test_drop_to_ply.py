@@ -226,13 +226,13 @@ def test_idle_unload_frees_models_and_next_photo_reloads(running_daemon, make_da
     assert wait_for(lambda: daemon.status().done == 1, 30)
 
 
-def test_status_reports_download_progress_and_no_vram_on_cpu(running_daemon):
+def test_status_reports_download_progress_and_no_vram_on_cpu(running_daemon, tiny_pipeline):
     daemon = running_daemon()
-    daemon.pipeline.progress("sharp.pt", 0.25)
+    tiny_pipeline.progress("sharp.pt", 0.25)
     status = daemon.status()
     assert (status.stage, status.download_progress) == ("downloading", 0.25)
     assert status.vram_used_mb is None
-    daemon.pipeline.progress("sharp.pt", 1.0)
+    tiny_pipeline.progress("sharp.pt", 1.0)
     assert daemon.status().download_progress is None
     assert set(status.as_dict()) >= {"state", "queue_length", "last_error", "inputs"}
 

@@ -69,8 +69,8 @@ def test_journal_locked_by_another_program_is_reported_and_work_resumes_when_rel
             assert "journal is locked by another program (database is locked) since" in line
             assert line.endswith("; retrying")
         time.sleep(1.5)  # locked for a while: nothing runs, nothing dies
-        assert d.worker is not None and d.intake is not None
-        assert d.worker.alive and d.intake.alive
+        assert d.workers and d.intake is not None
+        assert d.workers[0].alive and d.intake.alive
         assert plys(outputs) == []
     finally:
         other.execute("ROLLBACK")
@@ -130,9 +130,9 @@ def test_journal_on_a_full_drive_is_reported_and_work_resumes_when_there_is_room
 def test_unexpected_error_in_the_worker_loop_is_a_problem_not_a_dead_thread(
         running_daemon, daemon_config: Config) -> None:
     d = running_daemon()
-    assert d.worker is not None
+    assert d.workers
     left = {"n": 3}
-    real = d.worker._maybe_unload
+    real = d.workers[0]._maybe_unload
 
     def broken() -> None:
         if left["n"] > 0:
@@ -141,7 +141,7 @@ def test_unexpected_error_in_the_worker_loop_is_a_problem_not_a_dead_thread(
         real()
 
     with log_lines() as lines:  # capturing before the first failure can be logged
-        d.worker._maybe_unload = broken  # type: ignore[method-assign]
+        d.workers[0]._maybe_unload = broken  # type: ignore[method-assign]
         assert wait_for(lambda: any("worker: ValueError: boom in the worker loop" in p
                                     for p in problems_of(d)), 10)
         assert wait_for(lambda: left["n"] == 0 and problems_of(d) == (), 20), problems_of(d)
