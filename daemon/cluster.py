@@ -4,8 +4,9 @@ With `[cluster]` the GPU stage of each photo runs on a remote worker (`daemon.re
 this daemon still owns the journal, the depth cache and the outputs and writes a result
 only once the photo's future has resolved, so a worker lost mid-photo (its task is run
 again elsewhere by the scheduler) never writes anything twice. The daemon keeps
-`in_flight_per_worker x max_workers` slots; a slot sends photos only while enough GPU
-workers are connected (`Cluster.capacity`), so a big drop never floods memory.
+`in_flight_per_worker x max_workers` slots (`DaskStage`, a `daemon.stage.Stage`, each
+with its own `Worker`); a slot claims photos only while enough GPU workers are
+connected (`Cluster.capacity`), so a big drop waits in the journal, not in memory.
 
 The engine (`distributed`, the `cluster` extra) is imported on the first connection,
 never without the section. Missing, or a scheduler that cannot be reached: the problem
