@@ -13,8 +13,11 @@ import numpy as np
 import pytest
 
 from daemon import Config, Daemon
+from daemon.cluster import cluster_stages
 from daemon.config import ClusterConfig
+from daemon.depth_cache import DepthCache
 from daemon.remote import GPU_RESOURCE, PhotoReply, request_for, run_photo
+from daemon.status import Problems
 from pipeline import DepthSettings, InputError, Pipeline, load_image
 from pipeline.depth.external import NpyMap
 from tests.conftest import wait_for, write_photo
@@ -106,6 +109,15 @@ def _each_done_once(daemon: Daemon, config: Config, stems: list[str]) -> None:
         assert len(plys(config.outputs, stem)) == 1, stem
     assert daemon.journal is not None and daemon.journal.counts()["done"] == len(stems)
     assert not list(config.outputs.glob("*.error.txt"))
+
+
+def test_only_in_flight_per_worker_slots_per_connected_worker_take_photos(
+        cluster: LocalCluster, make_daemon_config: Callable[..., Config], tmp_path: Path) -> None:
+    config = dataclasses.replace(make_daemon_config(), cluster=ClusterConfig(
+        address=cluster.address, in_flight_per_worker=3, max_workers=8))
+    stages = cluster_stages(config, DepthCache(tmp_path / "cache", 0.0), Problems())
+    assert len(stages) == 24
+    assert [stage.ready() for stage in stages] == [True] * 6 + [False] * 18  # 2 workers
 
 
 def test_twenty_photos_run_once_each_across_both_workers(
