@@ -23,6 +23,7 @@ from pipeline.depth.external import NpyMap
 from tests.conftest import wait_for, write_photo
 from tests.support.cluster import LocalCluster
 from tests.support.daemon_runs import log_lines, plys, reports, settle
+from tests.support.files import save_sidecar
 
 distributed = pytest.importorskip("distributed", reason="the cluster extra is not installed")
 
@@ -89,10 +90,12 @@ def test_a_shipped_npy_is_used_and_a_bad_one_is_refused_naming_the_photo(
     assert refused.value.path == photo
 
 
-def _on_cluster(make_daemon_config: Callable[..., Config], address: str) -> Config:
+def _on_cluster(make_daemon_config: Callable[..., Config], address: str,
+                **changes: object) -> Config:
     """A daemon config sending its photos to the scheduler at `address` (two workers)."""
-    return dataclasses.replace(make_daemon_config(preview=False), cluster=ClusterConfig(
-        address=address, max_workers=2, connect_timeout_seconds=2.0))
+    return dataclasses.replace(make_daemon_config(preview=False, **changes),
+                               cluster=ClusterConfig(address=address, max_workers=2,
+                                                     connect_timeout_seconds=2.0))
 
 
 def _drop(config: Config, count: int) -> list[str]:
@@ -134,6 +137,23 @@ def test_twenty_photos_run_once_each_across_both_workers(
     assert sum(forwards.values()) == 20  # SHARP ran once per photo, on the workers
     assert len(forwards) == 2, forwards  # and both workers took photos
     assert {r["models"]["device"] for r in reports(config.outputs)} == {"cpu"}
+
+
+def test_depth_made_on_a_worker_is_cached_here_and_sent_back_for_a_retune(
+        cluster: LocalCluster, make_daemon_config: Callable[..., Config],
+        running_daemon: Callable[..., Daemon]) -> None:
+    config = _on_cluster(make_daemon_config, cluster.address, defaults=DepthSettings())
+    daemon = running_daemon(config)
+    write_photo(config.inputs / "retuned.jpg")
+    assert wait_for(lambda: len(plys(config.outputs)) == 1, 120), cluster.logs()
+    save_sidecar(config.inputs / "retuned.toml", "depth_scale = 1.5\n")
+    assert wait_for(lambda: len(plys(config.outputs)) == 2, 120), cluster.logs()
+    settle(daemon)
+    first, retuned = reports(config.outputs)
+    assert first["depth"]["source"] == "depth-pro" and first["depth"]["from_cache"] is False
+    assert "depth" in first["timings_s"]  # Depth Pro ran on the worker
+    assert retuned["depth"]["from_cache"] is True and "depth" not in retuned["timings_s"]
+    assert retuned["settings"]["depth_scale"] == 1.5
 
 
 def test_a_worker_killed_mid_photo_loses_nothing_and_duplicates_nothing(
