@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 from typing import Any
 
 from pipeline.errors import PipelineError, install_hint
@@ -29,7 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction, common: argparse.Argument
     p.add_argument("--scheduler", required=True, metavar="ADDRESS",
                    help="the scheduler, tcp://HOST:8786 (tls://HOST:8786 with TLS)")
     p.add_argument("--device", default=None,
-                   help="where the models run: cuda:0, cuda:1, cpu (default: [models] device)")
+                   help="where the models run: cuda:0, cuda:1, cpu (default: the first of "
+                        "[models] device)")
     p.add_argument("--worker-port", type=int, default=0, metavar="PORT",
                    help="the port this worker listens on (fix it to open it in a firewall); "
                         "default: any free port")
@@ -51,10 +51,7 @@ def serve(config: Any, args: argparse.Namespace) -> int:
     from pipeline import Pipeline
     from pipeline.depth.sources import MODEL_SOURCES
 
-    models = config.model_settings()
-    if args.device:
-        models = dataclasses.replace(models, device=args.device)
-    pipe = Pipeline(models)
+    pipe = Pipeline(config.model_settings(args.device))
     try:
         pipe.load(tuple(s for s in config.defaults.sources if s in MODEL_SOURCES))
     except PipelineError as exc:
