@@ -81,7 +81,7 @@ def test_without_the_section_the_engine_is_never_imported(tmp_path: Path) -> Non
     loaded = done.stdout.strip().splitlines()[-1]
     assert "'daemon.worker'" in loaded  # the check sees modules at all
     assert "distributed" not in loaded and "'dask" not in loaded
-    assert "daemon.remote" not in loaded  # the module that needs the engine
+    assert "daemon.cluster" not in loaded and "daemon.remote" not in loaded
 
 
 def test_a_missing_engine_is_reported_with_the_address_and_the_fix(
