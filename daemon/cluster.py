@@ -79,6 +79,7 @@ class Cluster:
         self._client: Client | None = None
         self._capacity = (0, 0.0)
         self._backoff = Backoff()
+        self._active = 0  # photos being sent or waited for
         self._next_try = 0.0
 
     def client(self) -> Client | None:
@@ -86,7 +87,7 @@ class Cluster:
         with self._lock:
             if self._client is not None and self._client.status == "running":
                 return self._client
-            if time.monotonic() < self._next_try:
+            if time.monotonic() < self._next_try or self.stopping.is_set():
                 return None
             self._close()
             try:
@@ -152,6 +153,16 @@ class Cluster:
     def run(self, request: PhotoRequest) -> PhotoReply:
         """The photo's reply from whichever worker the scheduler gives it to (again, if
         that worker is lost), waiting out a lost scheduler; `Interrupted` when stopping."""
+        with self._lock:
+            self._active += 1
+        try:
+            return self._run(request)
+        finally:
+            with self._lock:
+                self._active -= 1
+            self._close_if_stopped()
+
+    def _run(self, request: PhotoRequest) -> PhotoReply:
         from .remote import GPU_RESOURCE, run_photo
 
         while True:
@@ -195,9 +206,15 @@ class Cluster:
             if self._client is client:
                 self._close()
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Give back photos not yet started; close the connection once none is waited for."""
+        self.stopping.set()
+        self._close_if_stopped()
+
+    def _close_if_stopped(self) -> None:
         with self._lock:
-            self._close()
+            if self.stopping.is_set() and self._active == 0:
+                self._close()
 
 
 def _running(future: Any) -> bool:
@@ -268,7 +285,7 @@ class DaskStage:
         return self.slot < self.cluster.capacity()
 
     def stop(self) -> None:
-        self.cluster.stopping.set()
+        self.cluster.stop()
 
     def models(self, settings: DepthSettings) -> Models:
         """The models the last photo's source ran with on its worker (the worker writes
