@@ -151,16 +151,16 @@ class Worker:
             self.wake.clear()
             return
         with self.crew.lock:
-            if self.crew.solo.is_set():  # a suspect runs alone
-                claimed = None
-            else:
-                claimed = None if self.stopping.is_set() else self.journal.claim(job.key)
-            if claimed is None:
-                self.wake.wait(0.05)
-                return
-            self.busy = True
-            if claimed.suspect:
-                self.crew.solo.set()
+            solo = self.crew.solo.is_set()
+            claimed = None if solo or self.stopping.is_set() else self.journal.claim(job.key)
+            if claimed is not None:
+                self.busy = True
+                if claimed.suspect:
+                    self.crew.solo.set()
+        if claimed is None:  # another worker took it, or a suspect is running alone
+            if solo:
+                self.stopping.wait(0.05)
+            return
         self.claimed()
         try:
             if claimed.suspect:  # it runs alone: a crash now is pinned on this photo

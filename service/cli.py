@@ -180,7 +180,12 @@ def status_text(status: dict[str, Any], autostart: str | None) -> str:
     lines = [f"state:     {status['state']}"]
     if status.get("download_progress") is not None:
         lines.append(f"download:  {status['download_progress'] * 100:.0f}%")
-    if status.get("current_file"):
+    workers = status.get("workers") or ()
+    if len(workers) > 1:  # one line per device: what each worker is on
+        lines += [f"worker {n}:  {w['device']}: "
+                  + (f"{w['current_file']} ({w.get('stage') or '...'})"
+                     if w.get("current_file") else "idle") for n, w in enumerate(workers, 1)]
+    elif status.get("current_file"):
         lines.append(f"working:   {status['current_file']} ({status.get('stage') or '...'})")
     lines += [f"queue:     {status['queue_length']}",
               f"done:      {status['done']}, failed: {status['failed']}"]

@@ -46,6 +46,9 @@ def describe(status: Any) -> str:
     elif status.state == "working":
         name = Path(status.current_file).name if status.current_file else "a photo"
         head = f"Working on {name}" + (f" ({status.stage})" if status.stage else "")
+        busy = [w for w in status.workers if w.current_file is not None]
+        if len(busy) > 1:  # several devices: the first one's photo, and how many more
+            head += f" +{len(busy) - 1} more on {len(status.workers)} devices"
     elif status.state == "error":
         head = f"Error: {status.last_error or 'see the log'}"
     elif status.state in ("starting", "loading"):

@@ -32,7 +32,10 @@ def daemon_note(status: dict[str, Any] | None, photo: Path | None) -> str:
     state = status.get("state")
     current = status.get("current_file")
     queued = int(status.get("queue_length") or 0)
-    mine = photo is not None and current is not None and Path(current).name == photo.name
+    working = [w for w in status.get("workers") or () if w.get("current_file")] or (
+        [status] if current else [])
+    mine = next((w for w in working if photo is not None
+                 and Path(w["current_file"]).name == photo.name), None)
     if status.get("download_progress") is not None:
         return (f"sharp-watch is downloading models "
                 f"({float(status['download_progress']) * 100:.0f}%); photos wait until then.")
@@ -44,10 +47,14 @@ def daemon_note(status: dict[str, Any] | None, photo: Path | None) -> str:
     if state == "error":
         return f"sharp-watch has a problem: {status.get('last_error') or 'see its log'}."
     if state == "working" and mine:
-        return f"Rerunning {photo.name if photo else ''} now ({status.get('stage') or '...'})."
+        return f"Rerunning {photo.name if photo else ''} now ({mine.get('stage') or '...'})."
     if state == "working":
-        name = Path(current).name if current else "another photo"
         waiting = f"{queued} queued" + (" (yours among them)" if photo is not None else "")
+        if len(working) > 1:
+            on = " and ".join(f"{Path(w['current_file']).name} ({w.get('stage') or '...'}) on "
+                              f"{w.get('device')}" for w in working)
+            return f"sharp-watch is busy with {on}; {waiting}."
+        name = Path(current).name if current else "another photo"
         return f"sharp-watch is busy with {name} ({status.get('stage') or '...'}); {waiting}."
     if photo is not None:
         return "sharp-watch is idle; your photo should start in a moment."
@@ -63,7 +70,8 @@ def estimate_note(results: list[Result], status: dict[str, Any] | None) -> str:
     if per_photo is None:
         return lead + "No finished photo yet, so no estimate of the time per photo."
     queued = int((status or {}).get("queue_length") or 0)
+    workers = max(1, len((status or {}).get("workers") or ()))  # one photo at a time each
     text = f"Recent photos took {_minutes(per_photo)} each"
     if queued:
-        text += f"; the {queued} queued should take {_minutes(per_photo * queued)}"
+        text += f"; the {queued} queued should take {_minutes(per_photo * queued / workers)}"
     return lead + text + "."

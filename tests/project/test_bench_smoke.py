@@ -163,3 +163,13 @@ def test_cluster_bench_times_the_round_trip_through_a_real_worker() -> None:
                          re.M)
     assert overhead, out
     assert re.search(r"^targets (met|MISSED)$", out, re.M)
+
+
+def test_workers_bench_prints_one_and_two_workers_and_their_ratio() -> None:
+    out = _run("workers.py", "--photos", "2", "--grid", "32", "--size", "64x48")
+    assert "threads per worker: 1" in out
+    rates = {n: float(m) for n, m in re.findall(r"^(\d) workers?:\s+(\d+\.\d+) photos/s$", out,
+                                                re.M)}
+    assert set(rates) == {"1", "2"} and min(rates.values()) > 0
+    ratio = re.search(r"^ratio:\s+(\d+\.\d+)x", out, re.M)
+    assert ratio and float(ratio.group(1)) == pytest.approx(rates["2"] / rates["1"], abs=0.01)

@@ -14,6 +14,7 @@ import pytest
 
 from daemon import DaemonError, JobEvent, Status, control
 from daemon.instance import INFO_NAME, Instance, read_endpoint
+from daemon.status import WorkerStatus
 from service import cli, runner, system
 from tests.conftest import wait_for
 
@@ -223,6 +224,14 @@ def test_status_text_lists_what_matters():
         "inputs:    /in", "outputs:   /out", "autostart: not installed"]
     downloading = {**status, "state": "loading", "download_progress": 0.5, "current_file": None}
     assert "download:  50%" in cli.status_text(downloading, "pythonw -m service run")
+
+
+def test_status_text_lists_each_worker_of_several():
+    workers = (WorkerStatus("cuda:0", "/in/cat.jpg", "sharp"), WorkerStatus("cuda:1"))
+    status = dataclasses.asdict(Status("working", "/in/cat.jpg", "sharp", 0, 0, 0, None, None,
+                                       None, "/in", "/out", workers=workers))
+    assert cli.status_text(status, None).splitlines()[1:3] == [
+        "worker 1:  cuda:0: /in/cat.jpg (sharp)", "worker 2:  cuda:1: idle"]
 
 
 def test_second_run_is_refused_before_touching_anything(toml, daemon_config, capsys):

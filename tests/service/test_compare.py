@@ -309,7 +309,7 @@ def test_compare_in_config_defaults_is_checked_and_used(tmp_path: Path) -> None:
 def test_job_key_follows_the_compare_list_and_is_unchanged_without_one() -> None:
     photo = "ab" * 32
     plain = DepthSettings()
-    old_style = {k: v for k, v in plain.as_dict().items() 
+    old_style = {k: v for k, v in plain.as_dict().items()
                  if k not in ("compare", "formats", "spz_version")}
     blob = json.dumps({"photo": photo, "settings": old_style}, sort_keys=True,
                       separators=(",", ":"))

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from daemon import JobEvent, Status
+from daemon.status import WorkerStatus
 from service import icons
 from service.text import utf16_units
 from service.tray import describe, notification
@@ -95,6 +96,10 @@ def test_tooltip_texts():
                            queue_length=3, done=5, failed=1)) == \
         "sharp-watch: Working on cat.jpg (sharp), 3 queued, 5 done, 1 failed"
     assert describe(status(state="paused", queue_length=2)) == "sharp-watch: Paused, 2 queued"
+    two = (WorkerStatus("cuda:0", "C:/in/cat.jpg", "sharp"), WorkerStatus("cuda:1", "C:/in/b.jpg"))
+    assert describe(status(state="working", current_file="C:/in/cat.jpg", stage="sharp",
+                           workers=two)) == \
+        "sharp-watch: Working on cat.jpg (sharp) +1 more on 2 devices, 0 queued"
     long = describe(status(state="error", last_error="CUDA " * 100))
     assert long.startswith("sharp-watch: Error: CUDA CUDA") and utf16_units(long) == 127
     assert long.endswith("…")
