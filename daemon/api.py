@@ -89,7 +89,8 @@ class Daemon:
         self.journal = self._open_journal(state / "journal.sqlite3")
         self.cache = DepthCache(state / "depth-cache", self.config.daemon.depth_cache_mb)
         try:
-            self.stages = build_stages(self.config, self.cache, self._progress, self._pipeline)
+            self.stages = build_stages(self.config, self.cache, self._progress, self._pipeline,
+                                       self.board.problems)
         except PipelineError as exc:  # a device this machine lacks, say
             self.journal.close()
             self._release_locks()
@@ -183,6 +184,8 @@ class Daemon:
         """
         for worker in self.workers:
             worker.stopping.set()  # claims nothing new from here on
+        for stage in self.stages:
+            stage.stop()  # a cluster slot gives back a photo not yet started
         if self.journal is not None:
             self.journal.abort.set()
             self.journal.mark_stopping()

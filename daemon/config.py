@@ -148,6 +148,60 @@ class ServiceConfig(Checked):
         help="where the log files go")
 
 
+CLUSTER_DOCS = "docs/cluster.md#why-dask-and-not-ray"
+CLUSTER_SCHEMES = ("tcp", "tls")
+TLS_KEYS = ("tls_ca_file", "tls_cert", "tls_key")
+
+
+@dataclass(frozen=True)
+class ClusterConfig(Checked):
+    """The `[cluster]` section: photos run on remote GPU workers (docs/cluster.md). Without
+    the section everything runs in this process and the engine is never imported."""
+
+    engine: str = setting(
+        "dask", choices=("dask",),
+        help="the distributed engine: dask (the `cluster` extra); ray is not supported "
+             "(docs/cluster.md)")
+    address: str = setting(
+        "", default_text='required, e.g. "tcp://192.168.1.20:8786"',
+        help="the scheduler: tcp://host:8786, or tls://host:8786 with the tls_* keys")
+    in_flight_per_worker: int = setting(
+        2, low=1, high=16,
+        help="photos sent to one GPU worker at a time (one runs, the rest wait there), so a "
+             "big drop never floods memory")
+    max_workers: int = setting(
+        8, low=1, high=256,
+        help="the most GPU workers used at once (the daemon keeps in_flight_per_worker x "
+             "this many slots; only those of connected workers send photos)")
+    connect_timeout_seconds: float = setting(
+        10.0, low=0.0, low_open=True, note="seconds",
+        help="how long one attempt to reach the scheduler may take (then retried)")
+    tls_ca_file: Path | None = setting(
+        None, help="the certificate authority that signed the scheduler's and workers' "
+                   "certificates (tls:// addresses)")
+    tls_cert: Path | None = setting(None, help="this daemon's client certificate (tls://)")
+    tls_key: Path | None = setting(None, help="this daemon's client certificate key (tls://)")
+
+    def __post_init__(self) -> None:
+        if self.engine == "ray":
+            raise ValueError(f"engine 'ray' is not supported: sharp-watch runs on Dask, which "
+                             f"also runs on Windows and survives a lost worker without "
+                             f"hanging the daemon (see {CLUSTER_DOCS}); set engine = \"dask\"")
+        super().__post_init__()
+        scheme, sep, rest = self.address.partition("://")
+        host, colon, port = rest.rpartition(":")
+        if not (sep and scheme in CLUSTER_SCHEMES and host and colon and port.isdigit()):
+            raise ValueError(f"address {shown(self.address)} is not a scheduler address; "
+                             "write it as tcp://host:8786 (or tls://host:8786)")
+        tls = [getattr(self, key) is not None for key in TLS_KEYS]
+        if scheme == "tls" and not all(tls):
+            raise ValueError(f"address {self.address} is tls:// and needs tls_ca_file, "
+                             "tls_cert and tls_key (docs/cluster.md#security)")
+        if scheme == "tcp" and any(tls):
+            raise ValueError(f"tls_* keys are set but address {self.address} is tcp://; "
+                             "use tls://host:port to encrypt, or drop the tls_* keys")
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything the daemon and service read, already checked and with paths resolved."""
@@ -157,6 +211,8 @@ class Config:
     defaults: DepthSettings = field(default_factory=DepthSettings)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    cluster: ClusterConfig | None = None
+    """None (no `[cluster]` section): the GPU stage runs in this process."""
     source: Path | None = None
 
     @property
@@ -175,7 +231,7 @@ class Config:
 
 SECTIONS: dict[str, type] = {"folders": FolderConfig, "models": ModelConfig,
                              "defaults": DepthSettings, "daemon": DaemonConfig,
-                             "service": ServiceConfig}
+                             "service": ServiceConfig, "cluster": ClusterConfig}
 """The config file's sections and the dataclass declaring each one's keys."""
 
 

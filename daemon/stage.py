@@ -36,6 +36,13 @@ from .depth_cache import DepthCache
 from .jobs import Job
 from .results import Models
 from .sidecar import depth_root
+from .status import Problems
+
+
+class Interrupted(Exception):
+    """A stage gave a photo back because the daemon is stopping (a cluster slot whose
+    photo had not started on a worker): the job stays in the journal as it is and runs
+    at the next start; nothing is reported against the photo."""
 
 
 @dataclass
@@ -56,7 +63,9 @@ class Stage(Protocol):
     photo and writing the last one on other threads pays (not when the models share the
     CPU's cores with them). `run` tells `progress` each step it reaches (`depth`,
     `sharp`: the journal's evidence) and raises `PipelineError`s: `OutOfMemoryError`
-    (the worker retries once), another `ModelError` (the photo fails, retryable).
+    (the worker retries once), another `ModelError` (the photo fails, retryable), or
+    `Interrupted` once `stop` was called. `ready`: whether the worker may claim a photo
+    for it now (a cluster slot only while enough GPU workers are connected).
     """
 
     label: str
@@ -77,6 +86,12 @@ class Stage(Protocol):
         ...
 
     def vram_used_mb(self) -> float | None: ...
+
+    def ready(self) -> bool: ...
+
+    def stop(self) -> None:
+        """The daemon is stopping: a photo still waiting to start is given back."""
+        ...
 
 
 class LocalStage:
@@ -109,6 +124,12 @@ class LocalStage:
         if self.pipe.device.type == "cuda" and torch.cuda.is_available():
             return torch.cuda.memory_allocated(self.pipe.device) / 2**20
         return None
+
+    def ready(self) -> bool:
+        return True
+
+    def stop(self) -> None:
+        """Nothing to give back: a local photo runs to its end (the worker waits for it)."""
 
     def run(self, job: Job, image: LoadedImage,
             progress: Callable[[str], None]) -> StageOutput:
@@ -182,10 +203,16 @@ def _to_cpu(result: Prediction) -> None:
 
 
 def build_stages(config: Config, cache: DepthCache, progress: Progress,
-                 pipeline: Pipeline | None = None) -> list[Stage]:
-    """The daemon's stages, one per worker: one `LocalStage` per device of `[models]
-    device` (`pipeline`, when given, is the only one: tests pass theirs, loaded once).
-    Another kind of stage (a cluster's slots) is added here."""
+                 pipeline: Pipeline | None = None,
+                 problems: Problems | None = None) -> list[Stage]:
+    """The daemon's stages, one per worker: with `[cluster]`, one `DaskStage` per photo
+    that may be in flight on the cluster (`daemon.cluster`; its trouble is reported in
+    `problems`); else one `LocalStage` per device of `[models] device` (`pipeline`, when
+    given, is the only one: tests pass theirs, loaded once)."""
+    if config.cluster is not None:
+        from .cluster import cluster_stages  # it imports this module
+
+        return list(cluster_stages(config, cache, problems or Problems()))
     pipes = ([pipeline] if pipeline is not None else
              [Pipeline(config.model_settings(device)) for device in config.models.devices()])
     for pipe in pipes:

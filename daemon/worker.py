@@ -43,7 +43,7 @@ from .journal import Journal
 from .outputs import OutputFolder
 from .readiness import file_signature, looks_incomplete
 from .results import Origin, build_report, compare_names, compare_reports, result_names
-from .stage import Stage, StageOutput
+from .stage import Interrupted, Stage, StageOutput
 from .status import Backoff, Board, JobEvent
 
 OVERLAP_ON_CPU = False  # tests set this to run the prefetch and writer threads on a CPU
@@ -143,7 +143,8 @@ class Worker:
 
     def _next(self) -> None:
         """Claim and run the oldest queued job, or wait a little for one."""
-        job = None if self.paused.is_set() else self.journal.next_queued()
+        ready = not self.paused.is_set() and self.stage.ready()
+        job = self.journal.next_queued() if ready else None
         if job is None:
             self._maybe_unload()
             self.wake.wait(0.5)
@@ -169,6 +170,9 @@ class Worker:
             self._run(claimed)
         except sqlite3.Error:
             raise  # the journal gave up (stopping): the job stays running, re-run at next start
+        except Interrupted:
+            logger.info("{}: given back as the daemon stops; it runs at the next start",
+                        claimed.photo)
         except Exception as exc:
             logger.exception("unexpected error on {}", claimed.photo)
             self.fail(claimed, f"{claimed.photo}: failed with an unexpected error "

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from .depth.base import RawDepth
+from .depth.external import NpyMap
 from .depth.sources import MODEL_SOURCES
 from .image import LoadedImage
 from .preview import SheetPanel, contact_sheet
@@ -50,12 +51,14 @@ def _estimate(pipe: Pipeline, image: LoadedImage,
 def run_compare(pipe: Pipeline, image: LoadedImage, settings: DepthSettings, *,
                 pixels: torch.Tensor | None = None, depth: DepthProvider | None = None,
                 keep: Iterable[str] = (), within: Path | None = None,
-                stage: Callable[[str], None] = lambda name: None) -> list[SourceRun]:
+                stage: Callable[[str], None] = lambda name: None,
+                npy: NpyMap | None = None) -> list[SourceRun]:
     """Each source of `settings.compare`, in its order, through SHARP with one shared focal.
 
     `depth` supplies a source's raw depth (a cache in front of the model; by default the
     model itself); models of sources not in `keep` are unloaded after their estimate.
-    `stage` is told `depth` and `sharp` as the work moves on (the daemon's journal).
+    `stage` is told `depth` and `sharp` as the work moves on (the daemon's journal);
+    `npy`: the `npy` source's map already read (`Pipeline.predict`).
     """
     pixels = pipe.upload(image) if pixels is None else pixels
     depth = depth or _estimate(pipe, image, pixels)
@@ -78,7 +81,7 @@ def run_compare(pipe: Pipeline, image: LoadedImage, settings: DepthSettings, *,
     runs = []
     for source in settings.compare:
         prediction = pipe.predict(image, settings.for_source(source), raws.get(source), pixels,
-                                  within=within, focal=focal)
+                                  within=within, focal=focal, npy=npy)
         timings = ({"depth": seconds[source]} if source in seconds else {}) | prediction.timings
         runs.append(SourceRun(source, prediction, cached.get(source, False), timings))
     return runs

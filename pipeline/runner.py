@@ -21,7 +21,7 @@ import torch
 
 from .depth.apple_backend import AppleDepthPro
 from .depth.base import DepthEstimator, RawDepth
-from .depth.external import check_aspect, load_depth_npy, resolve_depth_path
+from .depth.external import NpyMap, check_aspect, read_npy_for
 from .depth.prepare import (
     canonical_to_metric,
     depth_range,
@@ -237,13 +237,15 @@ class Pipeline:
     @torch.inference_mode()
     def predict(self, image: LoadedImage, settings: DepthSettings, raw: RawDepth | None = None,
                 pixels: torch.Tensor | None = None, *, within: Path | None = None,
-                focal: Focal | None = None) -> Prediction:
+                focal: Focal | None = None, npy: NpyMap | None = None) -> Prediction:
         """SHARP with the depth from `raw` (or the `.npy` / SHARP's own) injected; a `.npy`
-        is read only from inside `within` when it is given. `focal` replaces the focal
+        is read only from inside `within` when it is given, or taken as `npy` already read
+        (by a daemon whose files this process cannot see). `focal` replaces the focal
         resolved from `raw` (a compare gives every source the same camera)."""
         focal = focal or resolve_focal(image, settings, raw)
         warnings: list[str] = []
-        external, kind, source = self._external_values(image, settings, raw, warnings, within)
+        external, kind, source = self._external_values(image, settings, raw, warnings, within,
+                                                       npy)
         tuned = settings.depth_scale != 1.0 or settings.depth_offset != 0.0
         injector = None
         chosen: dict[str, str] = {}
@@ -291,7 +293,7 @@ class Pipeline:
 
     def _external_values(self, image: LoadedImage, settings: DepthSettings,
                          raw: RawDepth | None, warnings: list[str],
-                         within: Path | None,
+                         within: Path | None, npy: NpyMap | None,
                          ) -> tuple[torch.Tensor | None, str | None, Path | None]:
         """The map to inject, its kind (None: an `.npy` in `depth_format`) and the `.npy` it
         came from; all None for no map."""
@@ -299,12 +301,12 @@ class Pipeline:
             return torch.from_numpy(raw.values), raw.kind, None
         if settings.depth_source == "npy":
             assert settings.external_depth is not None
-            path = resolve_depth_path(settings.external_depth, image.path)
-            if path is None:
+            found = npy or read_npy_for(settings.external_depth, image.path, within)
+            path, depth = found.path, found.values
+            if path is None or depth is None:
                 warnings.append(f"no {image.path.stem}.npy in {settings.external_depth}; "
                                 "using SHARP's own depth")
                 return None, None, None
-            depth = load_depth_npy(path, within)
             stretched = check_aspect(depth.shape, (image.width, image.height), path)
             if stretched is not None:
                 warnings.append(stretched)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
-from . import compare, export, options, predict, system
+from . import cluster, compare, export, options, predict, system
 from .text import printable, say, warn
 
 NOT_RUNNING = 3
@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_parser(sub)
     compare.add_parser(sub)
     export.add_parser(sub)
+    cluster.add_parser(sub, common)
+    sub.choices["cluster-worker"].set_defaults(func=cmd_cluster_worker)
     view = sub.add_parser("view", parents=[common], help="look at a result in the browser; tune it",
                           description="Open a result in a local web page (127.0.0.1, this "
                                       "user only): orbit the 3D scene, see the photo and depth "
@@ -146,6 +148,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except AlreadyRunning as exc:
         warn(f"error: {exc}")
         return 1
+
+
+def cmd_cluster_worker(args: argparse.Namespace) -> int:
+    return cluster.serve(_config(args), args)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -59,6 +59,8 @@ tests/support/ (plain modules, imported as `tests.support.<name>`):
   `write_result`); the `viewer_app` fixture is in tests/viewer/conftest.py.
 - `files`: `save_sidecar(path, text)` (atomic, as editors save), `write_config(folder,
   text)`, `npy_bytes(array)`.
+- `cluster`: `LocalCluster`, a real Dask scheduler and `sharp-watch cluster-worker`
+  processes on loopback with tiny models (and the slow SHARP double), `free_port()`.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import tokenize
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -38,6 +39,21 @@ def resolve_depth_path(external: Path, image_path: Path) -> Path | None:
     if not external.exists():
         raise InputError("external depth file not found", external)
     return external
+
+
+@dataclass(frozen=True)
+class NpyMap:
+    """A photo's external `.npy`, found and read where the files are (a remote GPU worker
+    gets this instead of the daemon's paths); `path` None: the folder has no match."""
+
+    path: Path | None
+    values: np.ndarray | None
+
+
+def read_npy_for(external: Path, image_path: Path, within: Path | None = None) -> NpyMap:
+    """The `.npy` for a photo (`resolve_depth_path`), read and checked (`load_depth_npy`)."""
+    path = resolve_depth_path(external, image_path)
+    return NpyMap(path, None if path is None else load_depth_npy(path, within))
 
 
 def load_depth_npy(path: Path, within: Path | None = None) -> np.ndarray:

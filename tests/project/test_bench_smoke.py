@@ -166,6 +166,19 @@ def test_viewer_latency_bench_draws_a_ply_that_is_not_a_result() -> None:
     assert "512 of 512 Gaussians drawn" in out, out
 
 
+def test_cluster_bench_times_the_round_trip_through_a_real_worker() -> None:
+    pytest.importorskip("distributed", reason="the cluster extra is not installed")
+    out = _run("cluster.py", "--photos", "1", "--size", "64x48", "--gaussians", "1000")
+    assert "Photo 64x48 RGB (0 MB there), 1000 Gaussians" in out
+    rows = {label: re.search(rf"^\| {re.escape(label)}[^|]* \| (\d+) ms \|$", out, re.M)
+            for label in ("local path", "cluster path", "of which")}
+    assert all(rows.values()), out
+    overhead = re.search(r"^cluster overhead per photo: (-?\d+) ms \(target < 500 ms\)$", out,
+                         re.M)
+    assert overhead, out
+    assert re.search(r"^targets (met|MISSED)$", out, re.M)
+
+
 def test_workers_bench_prints_one_and_two_workers_and_their_ratio() -> None:
     out = _run("workers.py", "--photos", "2", "--grid", "32", "--size", "64x48")
     assert "threads per worker: 1" in out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -28,12 +29,21 @@ def toml(make_daemon_config, config_toml, tmp_path, monkeypatch) -> str:
     ("run", "--no-tray"), ("status", "--json"), ("pause", "--config"), ("resume", "--config"),
     ("stop", "--config"), ("logs", "--follow"), ("install", "--config"),
     ("uninstall", "--config"), ("doctor", "--config"), ("predict", "--input"),
+    ("cluster-worker", "--scheduler"),
 ])
 def test_every_command_has_help(command, option, capsys):
     with pytest.raises(SystemExit) as exited:
         cli.main([command, "--help"])
     assert exited.value.code == 0
     assert option in capsys.readouterr().out
+
+
+def test_cluster_worker_without_the_engine_says_how_to_install_it(toml, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # the cluster extra not installed
+    assert cli.main(["cluster-worker", "--scheduler", "tcp://127.0.0.1:1", "--config",
+                     toml]) == 2
+    err = capsys.readouterr().err
+    assert "the Dask engine is not installed" in err and 'pip install -e ".[cluster]"' in err
 
 
 def test_no_command_prints_help(capsys):
