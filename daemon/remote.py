@@ -44,6 +44,7 @@ from pipeline.device import free_device_memory
 from pipeline.settings import DepthSettings
 
 from .results import Models
+from .stage import device_failure
 
 PLUGIN_NAME = "sharp-watch-models"
 GPU_RESOURCE = "GPU"
@@ -157,8 +158,16 @@ def resident_pipeline() -> Pipeline:
 def run_photo(request: PhotoRequest) -> PhotoReply:
     """The GPU stage on a remote worker: depth (unless the daemon sent it), then SHARP."""
     reply = PhotoReply(worker=get_worker().address)
+    pipe = resident_pipeline()
     try:
-        _run(resident_pipeline(), request, reply)
+        try:
+            _run(pipe, request, reply)
+        except RuntimeError as exc:  # as a local stage does: a device failure fails the photo
+            failure = device_failure(exc, f"{pipe.device} on {reply.worker}",
+                                     Path(request.name))
+            if failure is None:
+                raise
+            raise failure from exc
     except PipelineError as exc:
         if isinstance(exc, OutOfMemoryError):
             free_device_memory()

@@ -141,12 +141,10 @@ class LocalStage:
         except PipelineError:
             raise
         except RuntimeError as exc:
-            # A lost or failing device (driver reset, ECC error): this photo fails and is
-            # retried later; the daemon's other devices go on.
-            if not any(word in str(exc).lower() for word in ("cuda", "device", "hip", "mps")):
+            failure = device_failure(exc, self.label, job.photo)
+            if failure is None:
                 raise
-            raise ModelError(f"{job.photo}: the device {self.label} failed ({exc})",
-                             job.photo) from exc
+            raise failure from exc
 
     def _cached_depth(self, job: Job, image: LoadedImage, pixels: torch.Tensor,
                       progress: Callable[[str], None]) -> DepthProvider:
@@ -193,6 +191,18 @@ class LocalStage:
         out.timings.update(out.result.timings)
         _to_cpu(out.result)
         return out
+
+
+DEVICE_WORDS = ("cuda", "device", "hip", "mps")
+"""Words in a torch RuntimeError that point at the device rather than at our code."""
+
+
+def device_failure(exc: RuntimeError, device: str, photo: Path) -> ModelError | None:
+    """A lost or failing device (driver reset, ECC error) as a `ModelError` for `photo`: it
+    fails and is retried later while the other devices go on. None for any other error."""
+    if not any(word in str(exc).lower() for word in DEVICE_WORDS):
+        return None
+    return ModelError(f"{photo}: the device {device} failed ({exc})", photo)
 
 
 def _to_cpu(result: Prediction) -> None:

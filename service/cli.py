@@ -175,16 +175,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+IDLE_NAMED = 4
+"""Up to this many idle workers are named in `status`; more are counted."""
+
+
 def status_text(status: dict[str, Any], autostart: str | None) -> str:
     """What `sharp-watch status` prints: one escaped value per line (names are untrusted)."""
     lines = [f"state:     {status['state']}"]
     if status.get("download_progress") is not None:
         lines.append(f"download:  {status['download_progress'] * 100:.0f}%")
     workers = status.get("workers") or ()
-    if len(workers) > 1:  # one line per device: what each worker is on
-        lines += [f"worker {n}:  {w['device']}: "
-                  + (f"{w['current_file']} ({w.get('stage') or '...'})"
-                     if w.get("current_file") else "idle") for n, w in enumerate(workers, 1)]
+    if len(workers) > 1:  # a line per busy worker (device and photo), the idle ones in one
+        lines += [f"worker {n}:  {w['device']}: {w['current_file']} ({w.get('stage') or '...'})"
+                  for n, w in enumerate(workers, 1) if w.get("current_file")]
+        idle = [w["device"] for w in workers if not w.get("current_file")]
+        if idle:  # a cluster has a slot per photo in flight: 16 by default
+            lines.append(f"idle:      {', '.join(idle)}" if len(idle) <= IDLE_NAMED
+                         else f"idle:      {len(idle)} of {len(workers)} workers")
     elif status.get("current_file"):
         lines.append(f"working:   {status['current_file']} ({status.get('stage') or '...'})")
     lines += [f"queue:     {status['queue_length']}",

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 from daemon import Config, Daemon
@@ -18,7 +19,7 @@ from daemon.config import ClusterConfig
 from daemon.depth_cache import DepthCache
 from daemon.remote import GPU_RESOURCE, PhotoReply, request_for, run_photo
 from daemon.status import Problems
-from pipeline import DepthSettings, InputError, Pipeline, load_image
+from pipeline import DepthSettings, InputError, ModelError, Pipeline, load_image
 from pipeline.depth.external import NpyMap
 from tests.conftest import wait_for, write_photo
 from tests.support.cluster import LocalCluster
@@ -201,3 +202,31 @@ def test_an_unreachable_scheduler_keeps_photos_queued_until_it_comes_up(
     _each_done_once(daemon, config, stems)
     assert not any(later.address in p for p in daemon.status().problems)
     assert sum(later.forwards().values()) == 3
+
+
+def test_a_failing_device_on_a_worker_fails_the_photo_as_a_local_one_would(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A lost device (driver reset) is the photo's retryable model error, named as such;
+    any other runtime error is a bug and reaches the daemon as one."""
+    import daemon.remote as remote
+
+    monkeypatch.setattr(remote, "get_worker", lambda: type("W", (), {"address": "tcp://w:1"}))
+    monkeypatch.setattr(remote, "resident_pipeline",
+                        lambda: type("P", (), {"device": torch.device("cpu")})())
+    image = load_image(write_photo(tmp_path / "desk.jpg", width=32, height=24))
+    request = request_for(image, DepthSettings(), {}, None, ())
+
+    def failing(message: str) -> Callable[..., None]:
+        def run(*args: object) -> None:
+            raise RuntimeError(message)
+        return run
+
+    monkeypatch.setattr(remote, "_run", failing("CUDA error: an illegal memory access"))
+    reply = run_photo(request)
+    assert reply.error is not None and reply.error[0] == "ModelError"
+    assert "the device cpu on tcp://w:1 failed (CUDA error" in reply.error[1]
+    with pytest.raises(ModelError, match="desk.jpg: the device cpu on tcp://w:1 failed"):
+        reply.raise_error(tmp_path / "desk.jpg")
+    monkeypatch.setattr(remote, "_run", failing("list index out of range"))
+    with pytest.raises(RuntimeError, match="list index"):
+        run_photo(request)

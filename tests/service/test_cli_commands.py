@@ -231,7 +231,14 @@ def test_status_text_lists_each_worker_of_several():
     status = dataclasses.asdict(Status("working", "/in/cat.jpg", "sharp", 0, 0, 0, None, None,
                                        None, "/in", "/out", workers=workers))
     assert cli.status_text(status, None).splitlines()[1:3] == [
-        "worker 1:  cuda:0: /in/cat.jpg (sharp)", "worker 2:  cuda:1: idle"]
+        "worker 1:  cuda:0: /in/cat.jpg (sharp)", "idle:      cuda:1"]
+    slots = (*workers, *(WorkerStatus(f"cluster slot {n}") for n in range(3, 17)))
+    busy = (*slots[:12], WorkerStatus("cluster slot 13", "/in/dog.jpg", "remote"), *slots[13:])
+    lines = cli.status_text({**status, "workers": [dataclasses.asdict(w) for w in busy]},
+                            None).splitlines()
+    assert lines[1:4] == ["worker 1:  cuda:0: /in/cat.jpg (sharp)",
+                          "worker 13:  cluster slot 13: /in/dog.jpg (remote)",
+                          "idle:      14 of 16 workers"]
 
 
 def test_second_run_is_refused_before_touching_anything(toml, daemon_config, capsys):
