@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 from daemon import Config, Daemon
 from daemon.cluster import cluster_stages
@@ -225,7 +225,7 @@ def test_a_failing_device_on_a_worker_fails_the_photo_as_a_local_one_would(
     reply = run_photo(request)
     assert reply.error is not None and reply.error[0] == "ModelError"
     assert "the device cpu on tcp://w:1 failed (CUDA error" in reply.error[1]
-    with pytest.raises(ModelError, match="desk.jpg: the device cpu on tcp://w:1 failed"):
+    with pytest.raises(ModelError, match=r"desk\.jpg: the device cpu on tcp://w:1 failed"):
         reply.raise_error(tmp_path / "desk.jpg")
     monkeypatch.setattr(remote, "_run", failing("list index out of range"))
     with pytest.raises(RuntimeError, match="list index"):
