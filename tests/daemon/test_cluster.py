@@ -230,3 +230,32 @@ def test_a_failing_device_on_a_worker_fails_the_photo_as_a_local_one_would(
     monkeypatch.setattr(remote, "_run", failing("list index out of range"))
     with pytest.raises(RuntimeError, match="list index"):
         run_photo(request)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="SIGKILL")
+def test_a_scheduler_lost_mid_photo_loses_nothing_and_duplicates_nothing(
+        tmp_path: Path, tiny_depth_dir: Path, make_daemon_config: Callable[..., Config],
+        running_daemon: Callable[..., Daemon]) -> None:
+    """The scheduler killed while photos are on a worker, then started again: the photos
+    in flight are sent again, each photo gets one result."""
+    local = LocalCluster(tmp_path / "lost", tiny_depth_dir)
+    config = _on_cluster(make_daemon_config, local.address)
+    try:
+        local.start_scheduler()
+        local.start_worker()
+        local.wait_for_workers(1)
+        daemon = running_daemon(config)
+        stems = _drop(config, 4)
+        assert wait_for(lambda: sum(local.forwards().values()) > 0, 120), local.logs()
+        assert local.scheduler is not None
+        local.scheduler.send_signal(signal.SIGKILL)
+        local.scheduler.wait(10)
+        assert len(plys(config.outputs)) < 4
+        local.start_scheduler()
+        local.start_worker()  # in case the first one ended with its scheduler
+        assert wait_for(lambda: len(plys(config.outputs)) == 4, 180), local.logs()
+        settle(daemon)
+    finally:
+        local.stop()
+    _each_done_once(daemon, config, stems)
+    assert sum(local.forwards().values()) > 4  # the photo in flight ran again
