@@ -197,8 +197,9 @@ def _run(pipe: Pipeline, request: PhotoRequest, reply: PhotoReply) -> None:
             reply.new_depths[source] = (key, raw)
         return raw, False
 
-    reply.models = {source: Models.of(pipe, settings.for_source(source))
-                    for source in settings.sources}
+    reply.models = {  # the report says which machine made the result
+        source: Models.of(pipe, settings.for_source(source))._replace(
+            device=f"{pipe.device} on {reply.worker}") for source in settings.sources}
     if settings.compare:
         runs = run_compare(pipe, image, settings, pixels=pixels, depth=depth,
                            keep=request.keep, npy=request.npy)

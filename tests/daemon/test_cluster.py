@@ -137,7 +137,9 @@ def test_twenty_photos_run_once_each_across_both_workers(
     forwards = cluster.forwards() - before
     assert sum(forwards.values()) == 20  # SHARP ran once per photo, on the workers
     assert len(forwards) == 2, forwards  # and both workers took photos
-    assert {r["models"]["device"] for r in reports(config.outputs)} == {"cpu"}
+    devices = {r["models"]["device"] for r in reports(config.outputs)}
+    assert {device.split(" on ")[0] for device in devices} == {"cpu"}
+    assert len(devices) == 2 and all(" on tcp://127.0.0.1:" in d for d in devices)  # which worker
 
 
 def test_depth_made_on_a_worker_is_cached_here_and_sent_back_for_a_retune(
