@@ -98,7 +98,7 @@ from pipeline import DepthSettings, Pipeline
 from pipeline.atomic import atomic_write
 from tests.support.splat_reader import read_back, splat_transform_command
 from tests.support.tiny_models import save_tiny_depth_pro
-from tests.support.viewer_browser import browser, chromium_path
+from tests.support.viewer_browser import browser, skip_without_chromium
 from tests.support.web_readers import SPARK, SPARK_MODULES, reader_page, spark_columns
 
 if TYPE_CHECKING:
@@ -238,9 +238,7 @@ def to_ply(splat_transform: list[str], tmp_path: Path) -> Callable[[Path], np.nd
 
 @pytest.fixture(scope="module")  # not longer: one Playwright at a time, and others use it
 def spark_read() -> Iterator[Callable[[Path], np.ndarray]]:
-    pytest.importorskip("playwright", reason="playwright is not installed (test extra)")
-    if chromium_path() is None:
-        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
+    skip_without_chromium()
     files: dict[str, Path] = {}
     with browser() as chrome:
         page = reader_page(chrome, SPARK_MODULES, SPARK, files)

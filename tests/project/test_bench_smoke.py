@@ -155,10 +155,9 @@ def test_gallery_bench_prints_old_and_new_costs() -> None:
 def test_viewer_latency_bench_draws_a_ply_that_is_not_a_result() -> None:
     """As `sharp-watch view scene.ply` opens it; a bench that the viewer refused printed
     "not within the timeout" after minutes instead of a time."""
-    from tests.support.viewer_browser import chromium_path
+    from tests.support.viewer_browser import skip_without_chromium
 
-    if chromium_path() is None:
-        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
+    skip_without_chromium()
     out = _run("viewer_latency.py", "--side", "16", "--skip-apply", "--timeout", "60")
     for label in ("browser: page opened -> splat visible", "  page's own report: splat drawn",
                   "baseline: the same with 2,048 Gaussians"):

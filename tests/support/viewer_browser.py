@@ -32,6 +32,17 @@ def chromium_path() -> str | None:
     return CHROMIUM if shutil.which(CHROMIUM) else shutil.which("chromium")
 
 
+def skip_without_chromium() -> None:
+    """Skip the calling test (or, at import, its module) where Playwright or Chromium is
+    missing; `.ci/run` installs both."""
+    import pytest
+
+    pytest.importorskip("playwright", reason="playwright is not installed (test extra)")
+    if chromium_path() is None:
+        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)",
+                    allow_module_level=True)
+
+
 @contextmanager
 def browser(*extra_flags: str, gpu: bool = False) -> Iterator[Any]:
     """A Playwright Chromium browser (headless; software WebGL unless `gpu`; plus

@@ -20,18 +20,15 @@ from tests.support.viewer_browser import (
     BACKGROUND,
     SCENE_BOX,
     browser,
-    chromium_path,
     drawn_fraction,
     region,
+    skip_without_chromium,
 )
 
 pytest.importorskip("tomlkit", reason="the viewer extra (tomlkit) is not installed")
-pytest.importorskip("playwright", reason="playwright is not installed (test extra)")
-if chromium_path() is None:
-    pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)",
-                allow_module_level=True)
-
 from viewer.server import SOFTWARE_BUDGET, Place, ViewerApp
+
+skip_without_chromium()
 
 SIDECAR = "# my garden: tuned by hand\nsave_internal_depth = true  # keep SHARP's own depth\n"
 

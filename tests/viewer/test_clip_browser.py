@@ -13,14 +13,16 @@ import numpy as np
 import pytest
 
 from tests.conftest import wait_for
-from tests.support.viewer_browser import BACKGROUND, browser, chromium_path, drawn_fraction
+from tests.support.viewer_browser import (
+    BACKGROUND,
+    browser,
+    drawn_fraction,
+    skip_without_chromium,
+)
 from viewer.server import ViewerApp
 
 av = pytest.importorskip("av", reason="PyAV is not installed (test extra)")
-pytest.importorskip("playwright", reason="playwright is not installed (test extra)")
-if chromium_path() is None:
-    pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)",
-                allow_module_level=True)
+skip_without_chromium()
 
 SECONDS = 3
 FPS = 30

@@ -15,14 +15,10 @@ import viewer.server
 from daemon.results import Compare
 from pipeline import DepthSettings
 from tests.conftest import small_report, wait_for, write_photo, write_small_result
-from tests.support.viewer_browser import browser, chromium_path
-
-pytest.importorskip("playwright", reason="playwright is not installed (test extra)")
-if chromium_path() is None:
-    pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)",
-                allow_module_level=True)
-
+from tests.support.viewer_browser import browser, skip_without_chromium
 from viewer.server import Place, ViewerApp
+
+skip_without_chromium()
 
 RESULTS = 120
 PAGE = 10

@@ -23,15 +23,18 @@ from pipeline import DepthSettings, Prediction
 from pipeline.browser import SOFTWARE_BUDGET
 from tests.conftest import small_prediction, wait_for
 from tests.support.firefox import firefox, firefox_missing
-from tests.support.viewer_browser import BACKGROUND, browser, chromium_path, drawn_fraction, region
+from tests.support.viewer_browser import (
+    BACKGROUND,
+    browser,
+    drawn_fraction,
+    region,
+    skip_without_chromium,
+)
 
 pytest.importorskip("tomlkit", reason="the viewer extra (tomlkit) is not installed")
-pytest.importorskip("playwright", reason="playwright is not installed (test extra)")
-if chromium_path() is None:
-    pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)",
-                allow_module_level=True)
-
 from viewer.server import Place, ViewerApp
+
+skip_without_chromium()
 
 PHOTO = 'garden <b>& "co".jpg'
 SIDE = 128
