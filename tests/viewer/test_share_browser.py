@@ -127,7 +127,9 @@ def _viewer_frames(shared: Shared, chrome: Any) -> tuple[bytes, bytes, dict[str,
                     lambda _: None)
     app.start()
     try:
-        page = chrome.new_page(viewport={"width": 1100, "height": 700})
+        # Small enough to keep SwiftShader's frames short (this test is CI's longest), wide
+        # enough that the share page's title and notes stay above the compared part.
+        page = chrome.new_page(viewport={"width": 920, "height": 560})
         page.goto(app.launch(f"/view?ply={shared.ply.name}").as_uri())
         assert wait_for(lambda: app.shown == shared.ply.name, 60)
         assert app.shown_count == SOFTWARE_BUDGET
