@@ -213,8 +213,11 @@ def running_daemon(daemon_config: Config,
     started: list[Daemon] = []
 
     def start(config: Config | None = None, pipeline: Pipeline | None = None,
-              events: list[JobEvent] | None = None) -> Daemon:
-        daemon = Daemon(config or daemon_config, pipeline or tiny_pipeline)
+              events: list[JobEvent] | None = None, own_models: bool = False) -> Daemon:
+        """`own_models`: the daemon builds its pipelines from its config (one per device of
+        `[models] device`) instead of sharing the session's tiny one."""
+        daemon = Daemon(config or daemon_config,
+                        None if own_models else pipeline or tiny_pipeline)
         if events is not None:
             daemon.subscribe(events.append)
         daemon.start()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,23 +28,16 @@ Run = Callable[..., daemon.stage.StageOutput]
 
 
 @pytest.fixture
-def two_workers(make_daemon_config, tmp_path: Path) -> Iterator[Callable[[], Daemon]]:
+def two_workers(make_daemon_config, running_daemon, tmp_path: Path) -> Callable[[], Daemon]:
     """A daemon on two CPU workers (each its own tiny pipeline), watching sub-folders too."""
-    started: list[Daemon] = []
-
     def start() -> Daemon:
         config = make_daemon_config(folders=FolderConfig(tmp_path / "inputs",
                                                          tmp_path / "outputs", recursive=True))
         config = dataclasses.replace(config, models=dataclasses.replace(
             config.models, device=("cpu", "cpu")))
-        d = Daemon(config)
-        d.start()
-        started.append(d)
-        return d
+        return running_daemon(config, own_models=True)
 
-    yield start
-    for d in started:
-        d.stop(timeout=10)
+    return start
 
 
 def spy(monkeypatch: pytest.MonkeyPatch, before: Callable[[object, Path], None]) -> list:
