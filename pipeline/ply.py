@@ -39,8 +39,10 @@ LOG_SCALES = slice(7, 10)
 MAX_HEADER_BYTES = 16 * 1024
 _SRGB_COLOR_SPACE = 0
 _VERSION = (1, 5, 0)
-_CHUNK = 4096
-"""Gaussians per chunk of rows assembled for the write: 229 KB, which stays in cache."""
+_CHUNK = 16384
+"""Gaussians per chunk of rows assembled for the write: 0.9 MB, 72 writes for SHARP's
+1,179,648 Gaussians. The fastest of 4,096 to 262,144 on a 2-core machine (0.13 s for the
+66 MB against 0.15 s with 4,096), and each write lets another thread take the GIL."""
 
 
 def _linear_to_srgb(linear: torch.Tensor) -> torch.Tensor:

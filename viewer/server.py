@@ -13,9 +13,10 @@ handed the PLY's bytes fetched from `/files/splat` with the token. Every file is
 with the daemon's confinement rules (`open_regular_file`): only inside its folder, never a
 pipe or device.
 
-After Apply, a watcher thread looks for the photo's new result (a report with exactly the
-applied settings and its PLY); the page, polling `/api/state`, swaps it into its scene as
-soon as it exists, keeping its camera, and reports when it is drawn (`/api/shown`), which
+After Apply, a watcher thread, woken by the outputs folder's change events, looks for the
+photo's new result (a report with exactly the applied settings and its PLY); the page's
+poll of `/api/state` is held until then (a second at most), so the page swaps it into its
+scene the moment it exists, keeping its camera, and reports when it is drawn (`/api/shown`), which
 gives the Apply-to-new-view time it shows; or it says why nothing happens yet (daemon
 paused, busy with another photo, not running, or the photo failed).
 
@@ -94,6 +95,11 @@ STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; ch
 `text/plain`, and browsers refuse a module script of any type but JavaScript."""
 COPY_CHUNK = 1 << 20
 WATCH_SECONDS = 0.1
+"""How often the Apply watcher looks at the outputs without a change event (listing mode)."""
+STATE_WAIT_SECONDS = 1.0
+"""`/api/state?wait=1` holds the answer this long at most while an Apply waits for its
+result, and answers the moment the result (or its failure) is found: the page learns of it
+at once instead of at its next poll, and its "waiting" note still moves every second."""
 LIMITS = Limits(request_seconds=5.0, max_pending=256, max_head_bytes=16 * 1024,
                 max_body_bytes=MAX_BODY_BYTES, workers=8, max_queued=64, max_kept=32,
                 idle_seconds=30.0, send_seconds=30.0)
@@ -150,11 +156,14 @@ class ViewerApp:
         self.extra = extra
         """A PLY named on the command line, viewable even outside the outputs folder."""
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)
+        """Notified when the pending Apply gets its result or failure (`state(wait)`)."""
         self.pending: Pending | None = None
         self.shown: str | None = None
         """The result a page last reported drawn, and how many of its Gaussians."""
         self.shown_count: int | None = None
-        self.index = ResultIndex(place.outputs)
+        self._outputs_changed = threading.Event()
+        self.index = ResultIndex(place.outputs, on_change=self._outputs_changed.set)
         self.thumbnails = ThumbnailCache()
         self._closing = threading.Event()
         self.last_request = time.monotonic()
@@ -177,6 +186,9 @@ class ViewerApp:
 
     def close(self) -> None:
         self._closing.set()
+        self._outputs_changed.set()
+        with self._lock:
+            self._settled.notify_all()
         self.front.close()
         self.sessions.close()
         self.index.close()
@@ -388,7 +400,11 @@ class ViewerApp:
                 pending.seconds = time.perf_counter() - pending.applied_clock
                 logger.info(f"viewer: {name} shown {pending.seconds:.2f} s after Apply")
 
-    def state(self) -> dict[str, Any]:
+    def state(self, wait: float = 0.0) -> dict[str, Any]:
+        """What the viewer page polls: the Apply waiting (if any), the daemon's state. With
+        `wait`, held up to that many seconds while an Apply still waits for its result."""
+        with self._lock:
+            self._settled.wait_for(lambda: self._closing.is_set() or not self._waiting(), wait)
         status = self.status()
         with self._lock:
             pending = self.pending
@@ -422,13 +438,21 @@ class ViewerApp:
             self.rerun(photo)  # else the daemon's watcher sees the sidecar a second later
         return answer
 
+    def _waiting(self) -> bool:
+        """An Apply waits for its result (call with `_lock` held)."""
+        pending = self.pending
+        return pending is not None and pending.result is None and pending.error is None
+
     def _watch(self) -> None:
-        """Swap in the pending Apply's result as soon as its PLY (and report) exist."""
+        """Swap in the pending Apply's result as soon as its PLY (and report) exist: woken
+        by the outputs index's change events, else every `WATCH_SECONDS`."""
         self.index.refresh()  # the first listing, while the browser starts
-        while not self._closing.wait(WATCH_SECONDS):
+        while not self._closing.is_set():
+            self._outputs_changed.wait(WATCH_SECONDS)
+            self._outputs_changed.clear()
             with self._lock:
-                pending = self.pending
-            if pending is None or pending.result is not None or pending.error is not None:
+                pending = self.pending if self._waiting() else None
+            if pending is None:
                 continue
             try:
                 self._check(pending)
@@ -444,11 +468,13 @@ class ViewerApp:
         if found is not None:
             with self._lock:
                 pending.result = found.name  # the page polls for it and swaps it in
+                self._settled.notify_all()
             return
         failure = self.index.failure_for(pending.photo.name, pending.applied_at - 1.0)
         if failure is not None:
             with self._lock:
                 pending.error = failure.text
+                self._settled.notify_all()
 
     # share and clips --------------------------------------------------------------------
 
@@ -728,7 +754,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(200, self.app.detail(found))
 
     def api_state(self, query: dict[str, str]) -> None:
-        self._json(200, self.app.state())
+        """`wait=1`: hold the answer while an Apply waits (`STATE_WAIT_SECONDS`)."""
+        self._json(200, self.app.state(STATE_WAIT_SECONDS if query.get("wait") == "1" else 0.0))
 
     def photo(self, query: dict[str, str]) -> None:
         """The result's photo, small (`size`: one of `thumbnails.SIZES`)."""

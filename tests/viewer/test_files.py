@@ -108,10 +108,16 @@ def test_special_files_in_outputs_cost_one_entry_never_a_hung_thread(
     os.mkfifo(outputs / "a_1_depth.png")
     (outputs / "y.jpg.error.txt").write_text("y.jpg: cannot decode\n", encoding="utf-8")
 
-    status, gallery, _ = call(viewer_app, "GET", "/api/gallery")
-    assert status == 200
-    assert [r["name"] for r in gallery["results"]] == ["a_1.ply"]
-    assert [f["photo"] for f in gallery["failures"]] == ["y.jpg"]
+    def gallery() -> dict[str, Any]:
+        status, answer, _ = call(viewer_app, "GET", "/api/gallery")
+        assert status == 200
+        return answer
+
+    # The index learns of new files from the folder's change events: wait for y's note.
+    assert wait_for(lambda: gallery()["failures"], 10)
+    gallery_now = gallery()
+    assert [r["name"] for r in gallery_now["results"]] == ["a_1.ply"]
+    assert [f["photo"] for f in gallery_now["failures"]] == ["y.jpg"]
     assert call(viewer_app, "GET", "/files/preview?ply=a_1.ply")[0] == 404
     for name in ("f_1", "g_1", "h_1", "i_1"):
         assert call(viewer_app, "GET", f"/api/result?ply={name}.ply")[0] == 404, name

@@ -9,6 +9,7 @@ import http.client
 import io
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -104,6 +105,34 @@ def test_the_index_reads_a_report_once_and_then_only_what_changed(
     assert failure.photo == "b.jpg" and failure.text == "b.jpg: cannot decode"
     assert index.failure_for("b.jpg", time.time() - 60) == failure
     assert index.failure_for("b.jpg", time.time() + 60) is None  # older than the Apply
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="inotify's event mask: Linux only")
+def test_a_file_written_in_many_pieces_is_a_few_events_not_one_per_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon writes a PLY in dozens of `write()`s; the viewer's watch takes events for
+    it being made, written whole and renamed, not for each write (each took the GIL from
+    the writer), and still wakes the Apply watcher once it is there."""
+    events: list[str] = []
+    real = viewer.index._Events.dispatch
+    monkeypatch.setattr(viewer.index._Events, "dispatch",
+                        lambda self, event: events.append(event.event_type) or real(self, event))
+    woken: list[bool] = []
+    out = tmp_path / "out"
+    out.mkdir()
+    index = ResultIndex(out, on_change=lambda: woken.append(True))
+    index.start()
+    try:
+        temp = out / ".a_1.ply.1-2.sharp-watch.tmp"
+        with open(temp, "wb") as f:
+            for _ in range(200):
+                f.write(b"x" * 4096)
+                f.flush()
+        temp.rename(out / "a_1.ply")
+        assert wait_for(lambda: "moved" in events and woken, 10)
+    finally:
+        index.close()
+    assert "modified" not in events and len(events) <= 4, events
 
 
 def test_without_a_watch_the_folders_listing_finds_changes(

@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from pipeline import DepthSettings, write_ply
 from service import launch
 from tests.conftest import wait_for, write_photo
 from tests.support.viewer_requests import call, gaussians, launch_key, viewer_session, write_result
-from viewer import notes, results, tuning
+from viewer import notes, results, server, tuning
 from viewer.index import ResultIndex
 from viewer.server import ViewerApp
 from viewer.splat import SplatError, check_splat, median_depth, thinned_ply, vertical_fov
@@ -455,6 +456,24 @@ def test_scripts_are_served_as_scripts_whatever_the_registry_says(
     assert status == 200 and response.getheader("Content-Type").startswith(kind)
 
 
+def test_a_held_poll_is_answered_the_moment_the_applied_result_appears(
+        app: ViewerApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page's poll (`wait=1`) is held while an Apply waits and answered as soon as the
+    result is found; the watcher is woken by the folder's change, not by its next look.
+    Either one missing and the answer has no result (or none comes within the client's
+    10 s)."""
+    monkeypatch.setattr(server, "WATCH_SECONDS", 60.0)
+    monkeypatch.setattr(server, "STATE_WAIT_SECONDS", 30.0)
+    time.sleep(0.3)  # the watcher's look under way (0.1 s) ends; the next would be in 60 s
+    # Without an Apply waiting, the poll is answered at once (else the client's 10 s end).
+    assert "pending" not in call(app, "GET", "/api/state?wait=1")[1]
+    call(app, "POST", "/api/apply", {"ply": "a_1.ply", "settings": {"depth_scale": 2.0}})
+    photo = app.place.inputs / "a.jpg"
+    threading.Timer(0.5, write_result, (app.place.outputs, photo, "a_2"),
+                    {"settings": DepthSettings(depth_scale=2.0)}).start()
+    assert call(app, "GET", "/api/state?wait=1")[1]["pending"]["result"] == "a_2.ply"
+
+
 def test_a_failed_rerun_is_reported(app: ViewerApp) -> None:
     call(app, "POST", "/api/apply", {"ply": "a_1.ply", "settings": {"depth_offset": 1.0}})
     (app.place.outputs / "a.jpg.error.txt").write_text("a.jpg: out of memory\n",
@@ -664,7 +683,7 @@ def test_a_failing_route_is_answered_500_and_logged_once(
 
     lines: list[str] = []
     sink = logger.add(lines.append, level="WARNING", format="{message}")
-    monkeypatch.setattr(app, "state", lambda: 1 / 0)
+    monkeypatch.setattr(app, "state", lambda *_: 1 / 0)
     try:
         status, answer, _ = call(app, "GET", "/api/state")
     finally:

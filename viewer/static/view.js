@@ -276,17 +276,18 @@ async function load(newName) {
 // A new result of the pending Apply: load its details and swap it in, camera kept.
 async function swapIn(result) {
   if (view) view.wanted = result;  // tried once: a result that cannot be shown says so once
-  await load(result);
-  if (view) await showSplat(result);
+  // The details and the splat are fetched together: each is ready sooner than in turn.
+  await Promise.all([load(result), view ? showSplat(result) : null]);
   applying = false;
 }
 
 let swapping = null;
+const POLL_MS = 250;
 
 async function poll() {
   let state;
   try {
-    state = await api("/api/state");
+    state = await api("/api/state?wait=1");  // held while an Apply waits: its result comes at once
   } catch (error) {
     document.getElementById("scene-note").textContent = `The viewer stopped answering: ${error}`;
     return;
@@ -334,8 +335,11 @@ async function start() {
     if (view) view.budget = null;
     showSplat(name).catch(sceneError);
   });
-  poll();
-  setInterval(poll, 250);
+  for (;;) {  // a poll at most every POLL_MS; one held by the server starts the next at once
+    const started = performance.now();
+    await poll();
+    await new Promise((done) => setTimeout(done, POLL_MS - (performance.now() - started)));
+  }
 }
 
 start();
