@@ -64,6 +64,15 @@ def security_of(cluster: ClusterConfig | None, address: str) -> Any:
                     tls_worker_cert=cert, tls_worker_key=key, require_encryption=True)
 
 
+MAX_DROPS = 3
+"""Times the scheduler may drop one photo's task (cancelled or lost, its worker and the
+connection fine) before the photo fails saying so."""
+
+
+class Dropped(Exception):
+    """The scheduler cancelled or lost a photo's task: it is sent again."""
+
+
 class Cluster:
     """The Dask client, (re)connected on demand; thread-safe, shared by all slots."""
 
@@ -165,6 +174,7 @@ class Cluster:
     def _run(self, request: PhotoRequest) -> PhotoReply:
         from .remote import GPU_RESOURCE, run_photo
 
+        drops = 0
         while True:
             client = self.client()
             if client is None:
@@ -182,6 +192,11 @@ class Cluster:
             except Interrupted:
                 future.cancel()
                 raise
+            except Dropped as exc:
+                drops += 1
+                if drops >= MAX_DROPS:
+                    raise ModelError(f"{exc}, {drops} times; see the scheduler's log") from None
+                logger.warning("{}; sending it again", exc)
             except Exception as exc:
                 if client.status == "running" and not _connection_error(exc):
                     raise _failure(exc) from exc
@@ -189,14 +204,21 @@ class Cluster:
 
     def _wait(self, future: Any) -> PhotoReply:
         """The future's result, checking now and then whether the daemon is stopping (a
-        photo in progress is waited for, like a local one; one still queued there is not)."""
-        while True:
-            try:
-                reply: PhotoReply = future.result(timeout=0.5)
-                return reply
-            except TimeoutError:
-                if self.stopping.is_set() and future.status == "pending" and not _running(future):
-                    raise Interrupted from None
+        photo in progress is waited for, like a local one; one still queued there is not).
+
+        Waited for with a callback, then read once: `result(timeout=...)` in a loop could
+        meet a task the scheduler cancelled, which distributed's `sync` then raises as an
+        `UnboundLocalError` (it catches `Exception`, and asyncio's `CancelledError` is not
+        one), failing a good photo. A task cancelled or lost there is `Dropped` instead."""
+        done = threading.Event()
+        future.add_done_callback(lambda _: done.set())
+        while not done.wait(0.5):
+            if self.stopping.is_set() and future.status == "pending" and not _running(future):
+                raise Interrupted
+        if future.status in ("cancelled", "lost"):
+            raise Dropped(f"the Dask scheduler dropped the photo's task ({future.status})")
+        reply: PhotoReply = future.result()
+        return reply
 
     def _lost(self, client: Client, exc: Exception) -> None:
         self.problems.report(PROBLEM, f"lost the Dask scheduler at {self.config.address} "

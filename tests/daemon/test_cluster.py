@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from daemon import Config, Daemon
-from daemon.cluster import cluster_stages
+from daemon.cluster import MAX_DROPS, Cluster, cluster_stages
 from daemon.config import ClusterConfig
 from daemon.depth_cache import DepthCache
 from daemon.remote import GPU_RESOURCE, PhotoReply, request_for, run_photo
@@ -204,6 +204,47 @@ def test_an_unreachable_scheduler_keeps_photos_queued_until_it_comes_up(
     _each_done_once(daemon, config, stems)
     assert not any(later.address in p for p in daemon.status().problems)
     assert sum(later.forwards().values()) == 3
+
+
+class _Future:
+    """A finished Dask future as `Cluster._wait` sees it. A dropped one's `result()`
+    raises what distributed 2026.8's `sync` raised for a cancelled task on CI."""
+
+    def __init__(self, status: str, reply: object = None) -> None:
+        self.status, self.reply = status, reply
+
+    def add_done_callback(self, callback: Callable[[object], None]) -> None:
+        callback(self)
+
+    def result(self, timeout: float | None = None) -> object:
+        if self.status != "finished":
+            raise UnboundLocalError("cannot access local variable 'result'")
+        return self.reply
+
+
+def test_a_task_the_scheduler_drops_is_sent_again_then_fails_naming_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cancelled or lost task is not the photo's failure: it is sent again (a good photo
+    failed "with an unexpected error" on CI when this was read with `result(timeout)`);
+    a task dropped `MAX_DROPS` times fails the photo saying so."""
+    cluster = Cluster(ClusterConfig(address="tcp://127.0.0.1:1"), Problems())
+    futures = [_Future("cancelled"), _Future("lost"), _Future("finished", "the reply")]
+    sent: list[object] = []
+
+    class Client:
+        status = "running"
+
+        def submit(self, function: object, request: object, **kwargs: object) -> _Future:
+            sent.append(request)
+            return futures.pop(0)
+
+    monkeypatch.setattr(cluster, "client", Client)
+    assert cluster.run("photo") == "the reply"  # type: ignore[arg-type]
+    assert sent == ["photo"] * 3
+    futures[:] = [_Future("cancelled") for _ in range(MAX_DROPS)]
+    with pytest.raises(ModelError, match=r"scheduler dropped the photo's task \(cancelled\), 3 "):
+        cluster.run("photo")  # type: ignore[arg-type]
+    assert not futures
 
 
 def test_a_failing_device_on_a_worker_fails_the_photo_as_a_local_one_would(
