@@ -54,6 +54,7 @@ from watchdog.observers.api import BaseObserver
 
 from daemon.naming import NOTE_SUFFIX
 from daemon.results import PLY_SUFFIX, REPORT_SUFFIX, preview_names, read_report
+from daemon.watcher import folder_identity
 
 from .results import Failure, Result, photo_from_note, read_failure
 
@@ -203,6 +204,8 @@ class ResultIndex:
         self._failures: dict[str, tuple[Signature | None, Failure | None]] = {}
         self._observer: BaseObserver | None = None
         self._events: _Events | None = None
+        self._watched: tuple[int, int] | None = None
+        """`folder_identity` of the folder the watch was started on."""
         self._watch_wanted = False
 
     # keeping up to date ----------------------------------------------------------------
@@ -238,8 +241,12 @@ class ResultIndex:
             return self.version
 
     def _watching(self) -> bool:
+        """Whether the watch still reports this folder's changes: alive, not lost, and on
+        the folder the name means now (inotify, asked for `LINUX_EVENTS` only, says nothing
+        when the watched folder itself is moved away)."""
         return (self._observer is not None and self._observer.is_alive()
-                and self._events is not None and not self._events.lost)
+                and self._events is not None and not self._events.lost
+                and folder_identity(self.outputs) == self._watched)
 
     def _stale(self) -> bool:
         """Whether the whole folder must be listed again."""
@@ -260,6 +267,7 @@ class ResultIndex:
             logger.debug(f"viewer: not watching {self.outputs} ({exc}); listing it instead")
             return
         self._observer, self._events = observer, events
+        self._watched = folder_identity(self.outputs)
 
     def _stop_watch(self) -> None:
         if self._observer is not None:

@@ -135,6 +135,22 @@ def test_a_file_written_in_many_pieces_is_a_few_events_not_one_per_write(
     assert "modified" not in events and len(events) <= 4, events
 
 
+def test_an_outputs_folder_moved_away_and_made_again_is_watched_again(
+        tmp_path: Path, report: Report, watched: ResultIndex) -> None:
+    """The watch follows the folder, not the name: when the outputs folder is moved away
+    (inotify, asked only for what the index needs, does not say so) and a new one is made
+    in its place, the new folder's results are found without waiting for the listing."""
+    out = tmp_path / "out"
+    write_small_result(out, "a_0", report, mtime=T0)
+    assert _settles(watched, lambda: _names(watched) == ["a_0.ply"])
+    out.rename(tmp_path / "old")
+    out.mkdir()
+    write_small_result(out, "b_0", report, mtime=T0 + 1)
+    assert _settles(watched, lambda: _names(watched) == ["b_0.ply"])
+    write_small_result(out, "b_1", report, mtime=T0 + 2)  # and its watch reports changes
+    assert _settles(watched, lambda: _names(watched) == ["b_1.ply", "b_0.ply"])
+
+
 def test_without_a_watch_the_folders_listing_finds_changes(
         tmp_path: Path, report: Report, reads: list[Path]) -> None:
     out = tmp_path / "out"
